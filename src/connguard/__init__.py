@@ -1,0 +1,3 @@
+"""connguard: keep Redis from running out of connections."""
+
+__version__ = "0.1.0"

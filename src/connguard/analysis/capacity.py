@@ -1,0 +1,66 @@
+"""Capacity: true usage against maxclients, the ratio, headroom and the status it implies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from connguard.probe.model import Snapshot
+
+WARNING_RATIO = 0.8  # the runbook's alert line
+CRITICAL_RATIO = 0.9  # the runbook's danger zone
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    warning: float = WARNING_RATIO
+    critical: float = CRITICAL_RATIO
+
+    def __post_init__(self) -> None:
+        if not (0 < self.warning <= self.critical <= 1.0):
+            raise ValueError(
+                f"thresholds must satisfy 0 < warning <= critical <= 1 (got warning={self.warning}, critical={self.critical})"
+            )
+
+
+@dataclass(frozen=True)
+class Capacity:
+    maxclients: int | None
+    connected_clients: int
+    connected_slaves: int
+    cluster_connections: int
+    blocked_clients: int
+    used: int
+    ratio: float | None
+    headroom: int | None
+    fd_limit: int | None
+    maxclients_source: str
+    rejected_connections: int
+
+    def status(self, thresholds: Thresholds = Thresholds()) -> str:
+        if self.ratio is None:
+            return "unknown"
+        if self.ratio >= thresholds.critical:
+            return "critical"
+        if self.ratio >= thresholds.warning:
+            return "warning"
+        return "ok"
+
+
+def capacity(snapshot: Snapshot) -> Capacity:
+    info = snapshot.info
+    used = info.used
+    maxclients = snapshot.maxclients
+    ratio = round(used / maxclients, 4) if maxclients else None
+    return Capacity(
+        maxclients=maxclients,
+        connected_clients=info.connected_clients,
+        connected_slaves=info.connected_slaves,
+        cluster_connections=info.cluster_connections,
+        blocked_clients=info.blocked_clients,
+        used=used,
+        ratio=ratio,
+        headroom=(maxclients - used) if maxclients is not None else None,
+        fd_limit=snapshot.host.fd_limit_soft if snapshot.host else None,
+        maxclients_source=snapshot.maxclients_source,
+        rejected_connections=info.rejected_connections,
+    )

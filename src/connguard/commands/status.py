@@ -1,0 +1,90 @@
+"""`connguard status`: one line (or one JSON object) on how close a server is to maxclients."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from connguard.analysis.capacity import Capacity, Thresholds, capacity
+from connguard.commands._common import (
+    EXIT_BY_STATUS, connect_timeout_option, emit_json, handle_errors, json_option, url_argument,
+)
+from connguard.errors import ConnguardError, ServerFull
+from connguard.probe import take_snapshot
+from connguard.probe.model import Snapshot
+from connguard.target import Target, open_connection, parse_target
+
+SCHEMA = "connguard.status/1"
+
+
+def status_payload(target: Target, snap: Snapshot, cap: Capacity, status: str) -> dict:
+    info = snap.info
+    return {
+        "schema": SCHEMA,
+        "target": target.redacted,
+        "status": status,
+        "reachable": True,
+        "error": None,
+        "server": {"flavor": info.flavor, "version": info.version, "role": info.role},
+        "used": cap.used,
+        "maxclients": cap.maxclients,
+        "maxclients_source": cap.maxclients_source,
+        "ratio": cap.ratio,
+        "headroom": cap.headroom,
+        "connected_clients": cap.connected_clients,
+        "connected_slaves": cap.connected_slaves,
+        "cluster_connections": cap.cluster_connections,
+        "blocked_clients": cap.blocked_clients,
+        "rejected_connections": cap.rejected_connections,
+        "fd_limit": cap.fd_limit,
+        "limitations": list(snap.limitations),
+    }
+
+
+def status_line(target: Target, snap: Snapshot, cap: Capacity, status: str) -> str:
+    info = snap.info
+    ratio = f"{cap.ratio:.0%}" if cap.ratio is not None else "?"
+    return (
+        f"{status.upper()}: {target.redacted} {info.flavor} {info.version} — "
+        f"{cap.used}/{cap.maxclients if cap.maxclients is not None else '?'} connections ({ratio}, "
+        f"headroom {cap.headroom if cap.headroom is not None else '?'}; "
+        f"{cap.connected_slaves} replicas, {cap.cluster_connections} cluster-bus), "
+        f"{cap.blocked_clients} blocked, {cap.rejected_connections} rejected since start"
+    )
+
+
+def error_payload(target_text: str, err: ConnguardError) -> dict:
+    return {
+        "schema": SCHEMA, "target": target_text,
+        "status": "critical" if isinstance(err, ServerFull) else "unknown",
+        "reachable": False, "error": err.message,
+    }
+
+
+@click.command("status")
+@url_argument
+@json_option
+@connect_timeout_option
+@click.option("--warning", "warning_ratio", type=float, default=0.8, show_default=True, help="Ratio for WARNING (exit 1).")
+@click.option("--critical", "critical_ratio", type=float, default=0.9, show_default=True, help="Ratio for CRITICAL (exit 2).")
+@handle_errors
+def status_command(url: str | None, as_json: bool, connect_timeout_s: float, warning_ratio: float, critical_ratio: float) -> None:
+    """How close the server is to maxclients: used (clients + replicas + cluster bus), ratio, headroom."""
+    thresholds = Thresholds(warning_ratio, critical_ratio)
+    target = parse_target(url)
+    try:
+        with open_connection(target, connect_timeout_s=connect_timeout_s) as conn:
+            snap = take_snapshot(conn, client_list=False)
+    except ConnguardError as err:
+        if as_json:
+            emit_json(error_payload(target.redacted, err))
+            sys.exit(int(err.exit_code))
+        raise
+    cap = capacity(snap)
+    status = cap.status(thresholds)
+    if as_json:
+        emit_json(status_payload(target, snap, cap, status))
+    else:
+        click.echo(status_line(target, snap, cap, status))
+    sys.exit(int(EXIT_BY_STATUS[status]))

@@ -1,0 +1,106 @@
+"""The probe: the only layer that talks to a server or reads /proc. It turns a held connection into a Snapshot."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import redis
+
+from connguard.probe.census import read_census
+from connguard.probe.client_list import parse_client_list
+from connguard.probe.host import is_local_server, read_host_facts
+from connguard.probe.info import parse_info
+from connguard.probe.model import ClientRecord, HostFacts, ServerInfo, Snapshot, SocketCensus
+from connguard.target import HeldConnection
+
+__all__ = ["RawCapture", "Snapshot", "build_snapshot", "capture", "take_snapshot"]
+
+
+@dataclass(frozen=True)
+class RawCapture:
+    """What the server said, verbatim, before any parsing: the unit saved to tests/testdata."""
+
+    taken_at: float
+    info_all: str
+    config_maxclients: int | None
+    client_list: str | None
+    limitations: tuple[str, ...] = ()
+
+
+def _text(reply: object) -> str:
+    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+
+
+def _denied(exc: redis.exceptions.ResponseError) -> str:
+    return " ".join(str(exc).split())[:100]
+
+
+def capture(conn: HeldConnection, *, client_list: bool = True, clock: Callable[[], float] = time.time) -> RawCapture:
+    """INFO all, CONFIG GET maxclients and (once) CLIENT LIST, each allowed to be denied."""
+    limitations: list[str] = []
+    taken_at = clock()
+    info_all = _text(conn.execute("INFO", "all"))
+    config_maxclients: int | None = None
+    try:
+        reply = conn.execute("CONFIG", "GET", "maxclients")
+        if isinstance(reply, (list, tuple)) and len(reply) >= 2:
+            config_maxclients = int(reply[1])
+        else:
+            limitations.append("CONFIG GET maxclients returned nothing; maxclients is from INFO")
+    except redis.exceptions.ResponseError as exc:
+        limitations.append(f"CONFIG GET maxclients denied ({_denied(exc)}); maxclients is from INFO")
+    listing: str | None = None
+    if client_list:
+        try:
+            listing = _text(conn.execute("CLIENT", "LIST"))
+        except redis.exceptions.ResponseError as exc:
+            limitations.append(
+                f"CLIENT LIST denied ({_denied(exc)}); no per-connection view: sources, idle times and names are unknown"
+            )
+    return RawCapture(taken_at, info_all, config_maxclients, listing, tuple(limitations))
+
+
+def build_snapshot(
+    raw: RawCapture,
+    *,
+    host: HostFacts | None = None,
+    census: SocketCensus | None = None,
+    own_client_id: int | None = None,
+) -> Snapshot:
+    """Pure: parse a RawCapture (and optional host facts) into a Snapshot."""
+    info: ServerInfo = parse_info(raw.info_all)
+    if raw.config_maxclients is not None:
+        maxclients, source = raw.config_maxclients, "config"
+    elif info.maxclients is not None:
+        maxclients, source = info.maxclients, "info"
+    else:
+        maxclients, source = None, "unknown"
+    clients: tuple[ClientRecord, ...] | None = None
+    if raw.client_list is not None:
+        clients = parse_client_list(raw.client_list).records()
+    return Snapshot(
+        taken_at=raw.taken_at,
+        info=info,
+        maxclients=maxclients,
+        maxclients_source=source,
+        clients=clients,
+        own_client_id=own_client_id,
+        host=host,
+        census=census,
+        limitations=raw.limitations,
+    )
+
+
+def take_snapshot(conn: HeldConnection, *, client_list: bool = True, census: bool = False) -> Snapshot:
+    """One Snapshot over the held connection, plus /proc facts when the server runs on this host."""
+    raw = capture(conn, client_list=client_list)
+    info = parse_info(raw.info_all)
+    host = None
+    sockets = None
+    if is_local_server(info.process_id, info.tcp_port):
+        host = read_host_facts(info.process_id)  # type: ignore[arg-type]
+        if census and info.tcp_port:
+            sockets = read_census(info.tcp_port)
+    return build_snapshot(raw, host=host, census=sockets, own_client_id=conn.client_id)

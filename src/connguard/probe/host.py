@@ -1,0 +1,85 @@
+"""Facts about a server process on this machine, read from /proc: is it local, and its fd limit."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from connguard.probe.model import HostFacts
+
+PROC = Path("/proc")
+
+
+def parse_limits(text: str) -> tuple[int | None, int | None]:
+    """(soft, hard) `Max open files` from the text of /proc/<pid>/limits; None for unlimited."""
+    for line in text.splitlines():
+        if line.startswith("Max open files"):
+            parts = line.split()
+            # "Max open files  1024  4096  files"
+            soft, hard = parts[3], parts[4]
+            return (None if soft == "unlimited" else int(soft), None if hard == "unlimited" else int(hard))
+    return None, None
+
+
+def listening_inodes(port: int, proc: Path = PROC) -> set[str]:
+    """Socket inodes in LISTEN state on `port`, from /proc/net/tcp and tcp6."""
+    inodes: set[str] = set()
+    for name in ("tcp", "tcp6"):
+        try:
+            text = (proc / "net" / name).read_text()
+        except OSError:
+            continue
+        for line in text.splitlines()[1:]:
+            fields = line.split()
+            if len(fields) < 10 or fields[3] != "0A":  # 0A = LISTEN
+                continue
+            if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    return inodes
+
+
+def process_owns_inode(pid: int, inodes: set[str], proc: Path = PROC) -> bool:
+    fd_dir = proc / str(pid) / "fd"
+    try:
+        entries = os.listdir(fd_dir)
+    except OSError:
+        return False
+    for entry in entries:
+        try:
+            link = os.readlink(fd_dir / entry)
+        except OSError:
+            continue
+        if link.startswith("socket:[") and link[8:-1] in inodes:
+            return True
+    return False
+
+
+def is_local_server(pid: int | None, port: int | None, proc: Path = PROC) -> bool:
+    """The server is on this host when its INFO process_id is a process here listening on its tcp_port."""
+    if not pid or not port:
+        return False
+    inodes = listening_inodes(port, proc)
+    return bool(inodes) and process_owns_inode(pid, inodes, proc)
+
+
+def find_listening_pid(port: int, proc: Path = PROC) -> int | None:
+    """The local process listening on `port`, for when the server refuses us and INFO is out of reach."""
+    inodes = listening_inodes(port, proc)
+    if not inodes:
+        return None
+    for entry in proc.iterdir():
+        if entry.name.isdigit() and process_owns_inode(int(entry.name), inodes, proc):
+            return int(entry.name)
+    return None
+
+
+def read_host_facts(pid: int, proc: Path = PROC) -> HostFacts | None:
+    try:
+        soft, hard = parse_limits((proc / str(pid) / "limits").read_text())
+    except OSError:
+        return None
+    try:
+        open_fds: int | None = len(os.listdir(proc / str(pid) / "fd"))
+    except OSError:
+        open_fds = None
+    return HostFacts(pid=pid, fd_limit_soft=soft, fd_limit_hard=hard, open_fds=open_fds)

@@ -1,0 +1,179 @@
+"""Typed records that flow from the probe to the analysis: Snapshot and its parts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+# CLIENT LIST flag letters (REDIS-FACTS.md). Valkey adds I, i, E for import/slot-migration clients.
+FLAG_NAMES: Mapping[str, str] = {
+    "N": "none",
+    "S": "replica",
+    "M": "primary",
+    "P": "pubsub",
+    "O": "monitor",
+    "x": "multi",
+    "b": "blocked",
+    "t": "tracking",
+    "U": "unix_socket",
+    "r": "readonly",
+    "e": "no_evict",
+    "T": "no_touch",
+    "I": "import_source",
+    "i": "slot_migration_source",
+    "E": "slot_migration_target",
+    "c": "close_after_reply",
+    "d": "dirty_cas",
+    "u": "unblocked",
+    "A": "close_asap",
+    "R": "tracking_redirect_broken",
+}
+
+
+def decode_flags(flags: str) -> tuple[str, ...]:
+    """Spell out CLIENT LIST flag letters; unknown letters are kept as `flag:<letter>`."""
+    return tuple(FLAG_NAMES.get(ch, f"flag:{ch}") for ch in flags)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRecord:
+    """One line of CLIENT LIST, typed. Fields a server version lacks are None; unknown ones go to `extra`."""
+
+    id: int
+    addr: str
+    fd: int
+    name: str
+    age_s: int
+    idle_s: int
+    flags: str
+    db: int
+    cmd: str
+    sub: int = 0
+    psub: int = 0
+    ssub: int | None = None
+    multi: int = -1
+    laddr: str | None = None
+    user: str | None = None
+    resp: int | None = None
+    lib_name: str | None = None
+    lib_ver: str | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def is_unix(self) -> bool:
+        return "U" in self.flags or self.addr.startswith("/") or self.addr.startswith("unix:")
+
+    @property
+    def host(self) -> str:
+        """The client host: the IP of `addr` (IPv6 brackets kept off), or `unix` for a socket client."""
+        if self.is_unix:
+            return "unix"
+        ip, _, _port = self.addr.rpartition(":")
+        return ip.strip("[]") or self.addr
+
+    @property
+    def is_replica(self) -> bool:
+        return "S" in self.flags
+
+    @property
+    def is_primary_link(self) -> bool:
+        return "M" in self.flags
+
+    @property
+    def is_pubsub(self) -> bool:
+        return "P" in self.flags or self.sub > 0 or self.psub > 0 or bool(self.ssub)
+
+    @property
+    def is_monitor(self) -> bool:
+        return "O" in self.flags
+
+    @property
+    def is_blocked(self) -> bool:
+        return "b" in self.flags
+
+    @property
+    def is_sentinel(self) -> bool:
+        # Sentinel names its links sentinel-<id8>-cmd and sentinel-<id8>-pubsub.
+        return self.name.startswith("sentinel-") and (
+            self.name.endswith("-cmd") or self.name.endswith("-pubsub")
+        )
+
+    @property
+    def flag_names(self) -> tuple[str, ...]:
+        return decode_flags(self.flags)
+
+    @property
+    def lib(self) -> str | None:
+        if not self.lib_name:
+            return None
+        return f"{self.lib_name} {self.lib_ver}".strip() if self.lib_ver else self.lib_name
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """The INFO fields connguard relies on, typed; every section is also kept whole in `sections`."""
+
+    flavor: str  # "redis" or "valkey"
+    version: str
+    role: str
+    process_id: int | None
+    tcp_port: int | None
+    uptime_s: int | None
+    cluster_enabled: bool
+    connected_clients: int
+    connected_slaves: int
+    cluster_connections: int
+    blocked_clients: int
+    maxclients: int | None  # INFO has it from 6.2 on
+    total_connections_received: int
+    rejected_connections: int
+    pubsub_clients: int | None
+    executable: str | None
+    config_file: str | None
+    sections: Mapping[str, Mapping[str, str]]
+
+    @property
+    def used(self) -> int:
+        """True usage against maxclients: replicas and cluster-bus slots count too."""
+        return self.connected_clients + self.connected_slaves + self.cluster_connections
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What /proc says about the server process, when it runs on this machine."""
+
+    pid: int
+    fd_limit_soft: int | None
+    fd_limit_hard: int | None
+    open_fds: int | None
+
+
+@dataclass(frozen=True)
+class SocketCensus:
+    """Established TCP connections to the server's port, by remote host, read from /proc/net/tcp{,6}."""
+
+    port: int
+    by_host: Mapping[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_host.values())
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything one probe saw at one moment. Analysis reads only this."""
+
+    taken_at: float  # seconds, from the probe's clock (time.time())
+    info: ServerInfo
+    maxclients: int | None
+    maxclients_source: str  # "config" | "info" | "unknown"
+    clients: tuple[ClientRecord, ...] | None  # None when CLIENT LIST was denied
+    own_client_id: int | None = None
+    host: HostFacts | None = None
+    census: SocketCensus | None = None
+    limitations: tuple[str, ...] = ()  # what could not be seen, in words
+
+    @property
+    def used(self) -> int:
+        return self.info.used

@@ -1,0 +1,316 @@
+"""Parse a target URL, redact it, and open the one connection a tool holds for its whole run."""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import select
+import socket
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from connguard import __version__
+from connguard.errors import AuthFailed, BadTarget, ConnguardError, NotRedis, ServerFull, Unreachable
+
+DEFAULT_URL = "redis://127.0.0.1:6379"
+CLIENT_NAME = "connguard"
+MAXCLIENTS_MESSAGE = "max number of clients"
+SCHEMES = ("redis", "rediss", "unix")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where to connect. The password never appears in `str()`, `repr()` or `redacted`."""
+
+    scheme: str
+    host: str | None
+    port: int | None
+    path: str | None
+    db: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    query: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme == "rediss"
+
+    @property
+    def redacted(self) -> str:
+        user = self.username or ""
+        auth = ""
+        if user or self.password:
+            auth = f"{user}{':***' if self.password else ''}@"
+        if self.scheme == "unix":
+            suffix = f"?db={self.db}" if self.db else ""
+            return f"unix://{auth}{self.path}{suffix}"
+        host = f"[{self.host}]" if self.host and ":" in self.host else self.host
+        db = f"/{self.db}" if self.db else ""
+        return f"{self.scheme}://{auth}{host}:{self.port}{db}"
+
+    def __str__(self) -> str:
+        return self.redacted
+
+    @property
+    def endpoint_key(self) -> tuple[object, ...]:
+        """What makes two connections 'the same endpoint' (host, port, db, user, TLS)."""
+        return (self.path or self.host, self.port, self.db, self.username, self.tls)
+
+
+def parse_target(url: str | None = None, env: Mapping[str, str] | None = None) -> Target:
+    """Parse `url`, else $REDIS_URL, else redis://127.0.0.1:6379. $REDISCLI_AUTH supplies a missing password."""
+    env = os.environ if env is None else env
+    raw = url or env.get("REDIS_URL") or DEFAULT_URL
+    try:
+        parts = urlsplit(raw)
+        port = parts.port
+    except ValueError as exc:
+        raise BadTarget(f"cannot parse URL {_redact_raw(raw)!r}: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in SCHEMES:
+        raise BadTarget(
+            f"unsupported URL {_redact_raw(raw)!r}: use redis://host:port, rediss://host:port or unix:///path.sock"
+        )
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    if password is None and env.get("REDISCLI_AUTH"):
+        password = env["REDISCLI_AUTH"]
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    db = 0
+    if scheme == "unix":
+        path = unquote(parts.path)
+        if not path:
+            raise BadTarget(f"unix URL {_redact_raw(raw)!r} has no socket path: use unix:///path/to/redis.sock")
+        db_text = query.get("db", "0")
+        host = None
+    else:
+        path = None
+        host = parts.hostname
+        if not host:
+            raise BadTarget(f"URL {_redact_raw(raw)!r} has no host: use redis://host:port")
+        port = port or 6379
+        db_text = parts.path.lstrip("/") or query.get("db", "0")
+    try:
+        db = int(db_text)
+        if db < 0:
+            raise ValueError
+    except ValueError:
+        raise BadTarget(f"URL {_redact_raw(raw)!r}: database {db_text!r} is not a number >= 0") from None
+    return Target(scheme, host, port if scheme != "unix" else None, path, db, username, password, query)
+
+
+def _redact_raw(raw: str) -> str:
+    """Hide a password in a URL we could not parse, without trusting the parser."""
+    scheme, sep, rest = raw.partition("://")
+    if not sep:
+        return raw
+    creds, at, hostpart = rest.rpartition("@")
+    if not at:
+        return raw
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}{':***' if ':' in creds else ''}@{hostpart}"
+
+
+class MaxClientsRefused(redis.exceptions.ConnectionError):
+    """The server answered `max number of clients reached` and closed the socket."""
+
+
+class _RefusalAware:
+    """Mixin: after the TCP connect, peek for the refusal a full server sends before any command."""
+
+    def _connect(self):  # type: ignore[no-untyped-def]
+        sock = super()._connect()  # type: ignore[misc]
+        raw = getattr(sock, "_sock", sock)
+        if isinstance(sock, ssl.SSLSocket):
+            return sock  # over TLS a full server writes nothing and just closes
+        try:
+            readable, _, _ = select.select([raw], [], [], 0.05)
+            if readable:
+                early = raw.recv(256, socket.MSG_PEEK)
+                if MAXCLIENTS_MESSAGE.encode() in early:
+                    sock.close()
+                    raise MaxClientsRefused(early.decode(errors="replace").strip().lstrip("-"))
+        except (OSError, ValueError) as exc:
+            if isinstance(exc, MaxClientsRefused):
+                raise
+        return sock
+
+
+class _Conn(_RefusalAware, redis.Connection):
+    pass
+
+
+class _SSLConn(_RefusalAware, redis.SSLConnection):
+    pass
+
+
+class _UnixConn(_RefusalAware, redis.UnixDomainSocketConnection):
+    pass
+
+
+def _connection_for(target: Target, socket_timeout_s: float) -> redis.connection.AbstractConnection:
+    common: dict[str, Any] = dict(
+        db=target.db,
+        username=target.username,
+        password=target.password,
+        socket_timeout=socket_timeout_s,
+        socket_connect_timeout=min(socket_timeout_s, 5.0),
+        client_name=CLIENT_NAME,
+        lib_name=CLIENT_NAME,
+        lib_version=__version__,
+        protocol=2,
+        retry=Retry(NoBackoff(), 0),  # connguard does its own, slower, jittered retry
+    )
+    if target.scheme == "unix":
+        return _UnixConn(path=target.path, **common)
+    if target.tls:
+        cert_reqs = target.query.get("ssl_cert_reqs", "required")
+        return _SSLConn(
+            host=target.host, port=target.port, ssl_cert_reqs=cert_reqs,
+            ssl_ca_certs=target.query.get("ssl_ca_certs"), **common,
+        )
+    return _Conn(host=target.host, port=target.port, **common)
+
+
+def classify_error(exc: BaseException, target: Target) -> ConnguardError:
+    """Map whatever redis-py or the OS raised to one of our errors, with one line for a person."""
+    where = target.redacted
+    text = str(exc)
+    low = text.lower()
+    if isinstance(exc, ConnguardError):
+        return exc
+    if MAXCLIENTS_MESSAGE in low:
+        return ServerFull(f"{where} refuses new connections: {text.strip()}")
+    if isinstance(exc, redis.exceptions.AuthenticationError) or "noauth" in low or "wrongpass" in low or (
+        "invalid password" in low or "invalid username-password" in low
+    ):
+        if "noauth" in low or "authentication required" in low:
+            return AuthFailed(f"{where} requires a password: put it in the URL or in $REDISCLI_AUTH")
+        return AuthFailed(f"{where} rejected the username or password")
+    if isinstance(exc, redis.exceptions.AuthenticationWrongNumberOfArgsError):
+        return AuthFailed(f"{where} rejected the credentials (this server takes a password only, no username)")
+    if isinstance(exc, (redis.exceptions.InvalidResponse,)) or "protocol error" in low:
+        return NotRedis(f"{where} answered, but not in the Redis protocol: is this the right port?")
+    if isinstance(exc, ssl.SSLError) or "ssl" in low or "wrong version number" in low:
+        return Unreachable(f"TLS handshake with {where} failed ({_short(text)}): is the server really TLS (rediss://)?")
+    if isinstance(exc, (redis.exceptions.TimeoutError, socket.timeout, TimeoutError)) or "timed out" in low:
+        if target.tls:
+            return Unreachable(f"TLS handshake with {where} timed out: is the server really TLS? (plain servers want redis://)")
+        return Unreachable(f"{where} did not answer in time: wrong host or port, a firewall, or not a Redis server")
+    errno_ = _errno_of(exc)
+    if errno_ == errno.ECONNREFUSED or "connection refused" in low:
+        return Unreachable(f"{where} refused the connection: nothing listens there")
+    if errno_ == errno.ENOENT or "no such file" in low:
+        return Unreachable(f"{where}: no such unix socket")
+    if "name or service not known" in low or "nodename nor servname" in low or "temporary failure in name" in low:
+        return Unreachable(f"cannot resolve the host of {where}")
+    if "closed by server" in low or "connection reset" in low or "broken pipe" in low:
+        hint = "" if target.tls else " (is it a TLS-only server? then use rediss://)"
+        return Unreachable(f"{where} closed the connection during the handshake{hint}")
+    if isinstance(exc, redis.exceptions.ResponseError):
+        return NotRedis(f"{where} rejected the handshake: {_short(text)}")
+    return Unreachable(f"cannot connect to {where}: {_short(text)}")
+
+
+def _errno_of(exc: BaseException) -> int | None:
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.errno:
+            return cur.errno
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+def _short(text: str, limit: int = 120) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _is_refusal(exc: BaseException, target: Target) -> bool:
+    if isinstance(exc, MaxClientsRefused) or MAXCLIENTS_MESSAGE in str(exc).lower():
+        return True
+    # Over TLS a full server closes without a word; count that as a possible refusal and retry.
+    return target.tls and "closed" in str(exc).lower()
+
+
+class HeldConnection:
+    """The single connection a connguard tool opens once and holds. Commands return raw replies."""
+
+    def __init__(self, target: Target, conn: redis.connection.AbstractConnection, attempts: int) -> None:
+        self.target = target
+        self._conn = conn
+        self.attempts = attempts
+        self.client_id: int | None = None
+        try:
+            self.client_id = int(self.execute("CLIENT", "ID"))
+        except ConnguardError:
+            self.client_id = None
+
+    def execute(self, *args: Any) -> Any:
+        """Run one command. A ResponseError (denied, unknown command) is raised as is, for the caller
+        to degrade; anything that loses the connection becomes a ConnguardError."""
+        try:
+            self._conn.send_command(*args)
+            return self._conn.read_response()
+        except redis.exceptions.ResponseError:
+            raise
+        except (redis.exceptions.RedisError, OSError) as exc:
+            raise classify_error(exc, self.target) from None
+
+    def close(self) -> None:
+        try:
+            self._conn.disconnect()
+        except Exception:  # closing is best effort; the process is about to end anyway
+            pass
+
+    def __enter__(self) -> "HeldConnection":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_connection(
+    target: Target,
+    *,
+    connect_timeout_s: float = 10.0,
+    socket_timeout_s: float = 5.0,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    rng: random.Random | None = None,
+    base_s: float = 0.05,
+    cap_s: float = 1.0,
+) -> HeldConnection:
+    """Connect once. When the server is full, retry with full-jitter exponential backoff until
+    `connect_timeout_s`; every other failure is final at once."""
+    rng = rng or random.Random()
+    deadline = clock() + connect_timeout_s
+    attempt = 0
+    while True:
+        attempt += 1
+        conn = _connection_for(target, socket_timeout_s)
+        try:
+            conn.connect()
+            return HeldConnection(target, conn, attempt)
+        except (redis.exceptions.RedisError, OSError) as exc:
+            conn.disconnect()
+            if not _is_refusal(exc, target):
+                raise classify_error(exc, target) from None
+            remaining = deadline - clock()
+            if remaining <= 0:
+                raise ServerFull(
+                    f"{target.redacted} is at maxclients and refused all {attempt} connection attempts "
+                    f"over {connect_timeout_s:g}s"
+                ) from None
+            delay = rng.uniform(0, min(cap_s, base_s * 2 ** min(attempt, 16)))
+            sleep(max(0.01, min(delay, remaining)))
