@@ -15,6 +15,8 @@ COMMANDS = [
     ("connguard.commands.lab", "lab_group"),
     ("connguard.commands.demo", "demo_command"),
     ("connguard.commands.plan", "plan_command"),
+    ("connguard.commands.kill", "kill_command"),
+    ("connguard.commands.config", "config_command"),
 ]
 
 
