@@ -148,12 +148,66 @@ class _Conn(_RefusalAware, redis.Connection):
     pass
 
 
-class _SSLConn(_RefusalAware, redis.SSLConnection):
+TLS_FIRST_WAIT_S = 1.0  # a TLS server answers a ClientHello in milliseconds; a plain one never does
+
+
+class PlainNotTls(redis.exceptions.ConnectionError):
+    """rediss:// reached a server that speaks plain RESP."""
+
+
+def sniff(host: str, port: int, timeout_s: float = 1.0) -> bytes | None:
+    """What a TCP port says to an inline `PING`: RESP starts with + or -, HTTP with HTTP/ or <, TLS with 0x15.
+    None when it says nothing in time. Used only to name a failed handshake precisely."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64)
+    except OSError:
+        return None
+
+
+class _TlsPatience:
+    """Mixin: a plain server never answers a TLS ClientHello, so after a short wait ask the port in
+    plain RESP; if it answers, fail at once (rediss:// to a plain server), else wait the full timeout."""
+
+    def _connect(self):  # type: ignore[no-untyped-def]
+        sock = redis.Connection._connect(self)  # type: ignore[arg-type]
+        sock.settimeout(min(TLS_FIRST_WAIT_S, self.socket_timeout or TLS_FIRST_WAIT_S))  # type: ignore[attr-defined]
+        try:
+            ssock = self._wrap_socket_with_ssl(sock)  # type: ignore[attr-defined]
+        except TimeoutError:
+            sock.close()
+            reply = sniff(self.host, self.port)  # type: ignore[attr-defined]
+            if reply and reply[:1] in (b"+", b"-"):
+                raise PlainNotTls("the server speaks plain RESP, not TLS") from None
+            sock = redis.Connection._connect(self)  # type: ignore[arg-type]
+            try:
+                ssock = self._wrap_socket_with_ssl(sock)  # type: ignore[attr-defined]
+            except (OSError, redis.exceptions.RedisError):
+                sock.close()
+                raise
+        except (OSError, redis.exceptions.RedisError):
+            sock.close()
+            raise
+        ssock.settimeout(self.socket_timeout)  # type: ignore[attr-defined]
+        return ssock
+
+
+class _SSLConn(_RefusalAware, _TlsPatience, redis.SSLConnection):
     pass
 
 
 class _UnixConn(_RefusalAware, redis.UnixDomainSocketConnection):
     pass
+
+
+def _lib_info() -> dict[str, Any]:
+    """CLIENT SETINFO lib-name/lib-ver: redis-py 8 takes a DriverInfo (lib_name= is deprecated there)."""
+    try:
+        from redis.driver_info import DriverInfo
+    except ImportError:  # redis-py < 8
+        return {"lib_name": CLIENT_NAME, "lib_version": __version__}
+    return {"driver_info": DriverInfo(name=CLIENT_NAME, lib_version=__version__)}
 
 
 def _connection_for(target: Target, socket_timeout_s: float) -> redis.connection.AbstractConnection:
@@ -164,8 +218,7 @@ def _connection_for(target: Target, socket_timeout_s: float) -> redis.connection
         socket_timeout=socket_timeout_s,
         socket_connect_timeout=min(socket_timeout_s, 5.0),
         client_name=CLIENT_NAME,
-        lib_name=CLIENT_NAME,
-        lib_version=__version__,
+        **_lib_info(),
         protocol=2,
         retry=Retry(NoBackoff(), 0),  # connguard does its own, slower, jittered retry
     )
@@ -187,6 +240,8 @@ def classify_error(exc: BaseException, target: Target) -> ConnguardError:
     low = text.lower()
     if isinstance(exc, ConnguardError):
         return exc
+    if isinstance(exc, PlainNotTls) or "not tls" in low:
+        return Unreachable(f"{where} speaks plain Redis, not TLS: use redis:// instead of rediss://")
     if MAXCLIENTS_MESSAGE in low:
         return ServerFull(f"{where} refuses new connections: {text.strip()}")
     if isinstance(exc, redis.exceptions.AuthenticationError) or "noauth" in low or "wrongpass" in low or (
@@ -199,6 +254,11 @@ def classify_error(exc: BaseException, target: Target) -> ConnguardError:
         return AuthFailed(f"{where} rejected the credentials (this server takes a password only, no username)")
     if isinstance(exc, (redis.exceptions.InvalidResponse,)) or "protocol error" in low:
         return NotRedis(f"{where} answered, but not in the Redis protocol: is this the right port?")
+    if "certificate verify failed" in low:
+        return Unreachable(
+            f"the TLS certificate of {where} is not trusted ({_short(text.rpartition('] ')[2], 60)}): "
+            "add ?ssl_ca_certs=/path/to/ca.pem to the URL, or ?ssl_cert_reqs=none to skip the check"
+        )
     if isinstance(exc, ssl.SSLError) or "ssl" in low or "wrong version number" in low:
         return Unreachable(f"TLS handshake with {where} failed ({_short(text)}): is the server really TLS (rediss://)?")
     if isinstance(exc, (redis.exceptions.TimeoutError, socket.timeout, TimeoutError)) or "timed out" in low:
@@ -218,6 +278,21 @@ def classify_error(exc: BaseException, target: Target) -> ConnguardError:
     if isinstance(exc, redis.exceptions.ResponseError):
         return NotRedis(f"{where} rejected the handshake: {_short(text)}")
     return Unreachable(f"cannot connect to {where}: {_short(text)}")
+
+
+def _explain_mismatch(exc: BaseException, target: Target) -> ConnguardError | None:
+    """A handshake that ended in a closed socket or a TLS error may mean the port speaks something
+    else (HTTP, plain RESP): ask it once, to say so plainly. None keeps the ordinary classification."""
+    low = str(exc).lower()
+    if target.scheme == "unix" or not any(w in low for w in ("closed", "reset", "ssl", "wrong version")):
+        return None
+    reply = sniff(target.host, target.port)  # type: ignore[arg-type]
+    if not reply or reply.startswith(b"\x15\x03"):  # silence or a TLS alert: the hint we already give fits
+        return None
+    if reply[:1] in (b"+", b"-"):
+        return Unreachable(f"{target.redacted} speaks plain Redis, not TLS: use redis:// instead of rediss://") if target.tls else None
+    looks = " (it looks like HTTP)" if reply.startswith((b"HTTP/", b"<")) else ""
+    return NotRedis(f"{target.redacted} answered, but not in the Redis protocol{looks}: is this the right port?")
 
 
 def _errno_of(exc: BaseException) -> int | None:
@@ -240,7 +315,9 @@ def _is_refusal(exc: BaseException, target: Target) -> bool:
     if isinstance(exc, MaxClientsRefused) or MAXCLIENTS_MESSAGE in str(exc).lower():
         return True
     # Over TLS a full server closes without a word; count that as a possible refusal and retry.
-    return target.tls and "closed" in str(exc).lower()
+    # Python reports that close as "EOF occurred in violation of protocol" or a reset.
+    low = str(exc).lower()
+    return target.tls and any(w in low for w in ("closed", "eof", "reset"))
 
 
 class HeldConnection:
@@ -253,7 +330,7 @@ class HeldConnection:
         self.client_id: int | None = None
         try:
             self.client_id = int(self.execute("CLIENT", "ID"))
-        except ConnguardError:
+        except (ConnguardError, redis.exceptions.ResponseError):  # an ACL may deny CLIENT ID
             self.client_id = None
 
     def execute(self, *args: Any) -> Any:
@@ -305,12 +382,13 @@ def open_connection(
         except (redis.exceptions.RedisError, OSError) as exc:
             conn.disconnect()
             if not _is_refusal(exc, target):
-                raise classify_error(exc, target) from None
+                raise _explain_mismatch(exc, target) or classify_error(exc, target) from None
             remaining = deadline - clock()
             if remaining <= 0:
+                how = "closed" if target.tls and not isinstance(exc, MaxClientsRefused) else "refused"
                 raise ServerFull(
-                    f"{target.redacted} is at maxclients and refused all {attempt} connection attempts "
-                    f"over {connect_timeout_s:g}s"
+                    f"{target.redacted} is at maxclients and {how} all {attempt} connection attempts "
+                    f"over {connect_timeout_s:g}s" + (" (over TLS a full server closes without a word)" if how == "closed" else "")
                 ) from None
             delay = rng.uniform(0, min(cap_s, base_s * 2 ** min(attempt, 16)))
             sleep(max(0.01, min(delay, remaining)))

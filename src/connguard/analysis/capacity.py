@@ -35,6 +35,7 @@ class Capacity:
     fd_limit: int | None
     maxclients_source: str
     rejected_connections: int
+    observer_connections: int = 0
 
     def status(self, thresholds: Thresholds = Thresholds()) -> str:
         if self.ratio is None:
@@ -47,13 +48,16 @@ class Capacity:
 
 
 def capacity(snapshot: Snapshot) -> Capacity:
+    """Usage as the server would count it without connguard's own probe connection."""
     info = snapshot.info
-    used = info.used
+    observer = min(snapshot.observer_connections, info.connected_clients)
+    connected_clients = info.connected_clients - observer
+    used = connected_clients + info.connected_slaves + info.cluster_connections
     maxclients = snapshot.maxclients
     ratio = round(used / maxclients, 4) if maxclients else None
     return Capacity(
         maxclients=maxclients,
-        connected_clients=info.connected_clients,
+        connected_clients=connected_clients,
         connected_slaves=info.connected_slaves,
         cluster_connections=info.cluster_connections,
         blocked_clients=info.blocked_clients,
@@ -63,4 +67,5 @@ def capacity(snapshot: Snapshot) -> Capacity:
         fd_limit=snapshot.host.fd_limit_soft if snapshot.host else None,
         maxclients_source=snapshot.maxclients_source,
         rejected_connections=info.rejected_connections,
+        observer_connections=observer,
     )

@@ -68,6 +68,7 @@ def build_snapshot(
     host: HostFacts | None = None,
     census: SocketCensus | None = None,
     own_client_id: int | None = None,
+    observer_connections: int = 0,
 ) -> Snapshot:
     """Pure: parse a RawCapture (and optional host facts) into a Snapshot."""
     info: ServerInfo = parse_info(raw.info_all)
@@ -80,6 +81,8 @@ def build_snapshot(
     clients: tuple[ClientRecord, ...] | None = None
     if raw.client_list is not None:
         clients = parse_client_list(raw.client_list).records()
+        if own_client_id is None and observer_connections:
+            own_client_id = _find_own_client(clients)
     return Snapshot(
         taken_at=raw.taken_at,
         info=info,
@@ -90,7 +93,14 @@ def build_snapshot(
         host=host,
         census=census,
         limitations=raw.limitations,
+        observer_connections=observer_connections,
     )
+
+
+def _find_own_client(clients: tuple[ClientRecord, ...]) -> int | None:
+    """When an ACL denies CLIENT ID: ours is the connguard-named client whose last command was CLIENT LIST."""
+    mine = [c.id for c in clients if c.name == "connguard" and c.cmd in ("client|list", "client")]  # 6.2 says "client"
+    return mine[0] if len(mine) == 1 else None
 
 
 def take_snapshot(conn: HeldConnection, *, client_list: bool = True, census: bool = False) -> Snapshot:
@@ -103,4 +113,4 @@ def take_snapshot(conn: HeldConnection, *, client_list: bool = True, census: boo
         host = read_host_facts(info.process_id)  # type: ignore[arg-type]
         if census and info.tcp_port:
             sockets = read_census(info.tcp_port)
-    return build_snapshot(raw, host=host, census=sockets, own_client_id=conn.client_id)
+    return build_snapshot(raw, host=host, census=sockets, own_client_id=conn.client_id, observer_connections=1)

@@ -1,0 +1,160 @@
+"""Bad input gets one clear line and exit 3 (a full server: exit 2), never a traceback, never a password."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from connguard.lab.servers import ServerProcess, free_port
+
+SECRET = "hunter2-S3CRET"
+
+
+def run_status(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "REDISCLI_AUTH"}}
+    clean.update(env or {})
+    proc = subprocess.run([sys.executable, "-m", "connguard", "status", *args],
+                          capture_output=True, text=True, env=clean, timeout=60)
+    assert SECRET not in proc.stdout + proc.stderr, "a password was printed"
+    assert "Traceback" not in proc.stderr
+    return proc
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str], code: int = 3) -> str:
+    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("connguard: "), proc.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def http_port() -> Iterator[int]:
+    """A tiny HTTP server on a free loopback port: something that answers, but not in RESP."""
+
+    class Quiet(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd.server_address[1]
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def locked(default_binary, start_server) -> ServerProcess:
+    return start_server(default_binary, password=SECRET)
+
+
+@pytest.mark.parametrize("url, words", [
+    (f"redis://app:{SECRET}@cache:notaport", "cannot parse URL"),
+    (f"http://app:{SECRET}@127.0.0.1:6379", "unsupported URL"),
+    ("redis://127.0.0.1:6379/notadb", "database"),
+    ("unix://", "no socket path"),
+])
+def test_a_url_that_does_not_parse(url: str, words: str):
+    line = one_line_error(run_status(url))
+    assert "bad target" in line and words in line
+
+
+def test_connection_refused():
+    line = one_line_error(run_status(f"redis://:{SECRET}@127.0.0.1:{free_port()}"))
+    assert "refused the connection" in line and ":***@" in line
+
+
+def test_a_port_that_is_not_redis(http_port: int):
+    line = one_line_error(run_status(f"redis://127.0.0.1:{http_port}"))
+    assert "not redis" in line and "HTTP" in line
+
+
+def test_a_wrong_password(locked: ServerProcess):
+    line = one_line_error(run_status(f"redis://:wrong-{SECRET}@127.0.0.1:{locked.port}"))
+    assert "auth failed" in line and "rejected the username or password" in line
+
+
+def test_a_wrong_password_from_the_environment(locked: ServerProcess):
+    proc = run_status(f"redis://127.0.0.1:{locked.port}", env={"REDISCLI_AUTH": "x" + SECRET})
+    assert "auth failed" in one_line_error(proc)
+
+
+def test_a_missing_password(locked: ServerProcess):
+    line = one_line_error(run_status(f"redis://127.0.0.1:{locked.port}"))
+    assert "requires a password" in line and "REDISCLI_AUTH" in line
+
+
+def test_tls_to_a_plain_server_fails_fast(locked: ServerProcess):
+    started = time.monotonic()
+    line = one_line_error(run_status(f"rediss://:{SECRET}@127.0.0.1:{locked.port}"))
+    assert "not TLS" in line and "redis://" in line
+    assert time.monotonic() - started < 4.5  # not the 5 s socket timeout
+
+
+def test_plain_to_a_tls_server_and_real_tls(default_binary, start_server, tmp_path: Path):
+    if not shutil.which("openssl") or default_binary.origin != "path":
+        pytest.skip("needs openssl and a TLS-capable redis-server")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=30)
+    tls_port = free_port()
+    start_server(default_binary, maxclients=2, extra_args=(
+        "--tls-port", str(tls_port), "--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-auth-clients", "no"))
+    url = f"rediss://127.0.0.1:{tls_port}?ssl_ca_certs={cert}"
+    ok = run_status(url)
+    assert ok.returncode == 0 and ok.stdout.startswith("OK: rediss://")
+    assert "not trusted" in one_line_error(run_status(f"rediss://127.0.0.1:{tls_port}"))
+    assert "rediss://" in one_line_error(run_status(f"redis://127.0.0.1:{tls_port}"))
+    # Full over TLS: the server closes without a word, which still means CRITICAL, not a TLS error.
+    context = ssl.create_default_context(cafile=str(cert))
+    held = [context.wrap_socket(socket.create_connection(("127.0.0.1", tls_port), timeout=5), server_hostname="127.0.0.1")
+            for _ in range(2)]
+    try:
+        for sock in held:
+            sock.sendall(b"PING\r\n")
+            assert sock.recv(16).startswith(b"+PONG")
+        line = one_line_error(run_status(url, "--connect-timeout", "1"), code=2)
+        assert "is at maxclients" in line
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_a_unix_socket_that_does_not_exist(tmp_path: Path):
+    line = one_line_error(run_status(f"unix://{tmp_path}/redis.sock"))
+    assert "no such unix socket" in line
+
+
+def test_a_server_that_stays_full_is_critical(default_binary, start_server, crowd_for):
+    server = start_server(default_binary, maxclients=3, password=SECRET)
+    assert len(crowd_for(server).open(3, source="127.0.0.5").sockets) == 3
+    url = f"redis://:{SECRET}@127.0.0.1:{server.port}"
+    started = time.monotonic()
+    line = one_line_error(run_status(url, "--connect-timeout", "1"), code=2)
+    assert "server full" in line and "is at maxclients" in line and "over 1s" in line
+    assert time.monotonic() - started < 10
+    proc = run_status(url, "--connect-timeout", "1", "--json")
+    out = json.loads(proc.stdout)
+    assert proc.returncode == 2 and (out["status"], out["reachable"]) == ("critical", False)
+    assert "is at maxclients" in out["error"]
+
+
+def test_errors_in_json_mode_are_one_object_with_status_unknown():
+    proc = run_status(f"redis://127.0.0.1:{free_port()}", "--json")
+    out = json.loads(proc.stdout)
+    assert proc.returncode == 3 and (out["status"], out["reachable"]) == ("unknown", False)
+    assert "refused" in out["error"]

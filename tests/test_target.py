@@ -1,0 +1,98 @@
+"""Targets: URL forms, redaction, and the one held connection that backs off while the server is full."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from connguard.errors import BadTarget, ServerFull
+from connguard.target import classify_error, open_connection, parse_target
+
+
+@pytest.mark.parametrize("url, scheme, host, port, path, db", [
+    ("redis://cache.internal", "redis", "cache.internal", 6379, None, 0),
+    ("redis://10.0.0.5:7000/3", "redis", "10.0.0.5", 7000, None, 3),
+    ("rediss://cache:6380", "rediss", "cache", 6380, None, 0),
+    ("redis://[::1]:6390", "redis", "::1", 6390, None, 0),
+    ("unix:///var/run/redis/redis.sock?db=2", "unix", None, None, "/var/run/redis/redis.sock", 2),
+    ("unix:///tmp/my%20dir/redis.sock", "unix", None, None, "/tmp/my dir/redis.sock", 0),
+])
+def test_every_documented_url_form_parses(url, scheme, host, port, path, db):
+    t = parse_target(url, env={})
+    assert (t.scheme, t.host, t.port, t.path, t.db) == (scheme, host, port, path, db)
+    assert t.tls == (scheme == "rediss")
+
+
+def test_the_default_is_redis_url_then_localhost():
+    assert parse_target(None, env={}).redacted == "redis://127.0.0.1:6379"
+    assert parse_target(None, env={"REDIS_URL": "redis://db:7001/1"}).redacted == "redis://db:7001/1"
+
+
+def test_a_password_comes_from_rediscli_auth_unless_the_url_has_one():
+    assert parse_target("redis://h", env={"REDISCLI_AUTH": "envpw"}).password == "envpw"
+    assert parse_target("redis://:urlpw@h", env={"REDISCLI_AUTH": "envpw"}).password == "urlpw"
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("redis://app:pa%3Ass@h:1", "redis://app:***@h:1"),
+    ("redis://:pass@[::1]:1/2", "redis://:***@[::1]:1/2"),
+    ("unix://:pass@/tmp/r.sock?db=1", "unix://:***@/tmp/r.sock?db=1"),
+    ("redis://app@h:1", "redis://app@h:1"),
+])
+def test_passwords_never_show(url, shown):
+    t = parse_target(url, env={})
+    assert t.redacted == shown == str(t)
+    assert "pass" not in repr(t).replace("password", "")
+
+
+def test_a_bad_url_names_the_problem_without_the_password():
+    with pytest.raises(BadTarget) as err:
+        parse_target("redis://u:topsecret@h:port", env={})
+    assert "topsecret" not in err.value.line() and "u:***@" in err.value.line()
+
+
+def test_endpoint_key_ignores_the_password():
+    a = parse_target("redis://u:one@h:1/2", env={})
+    b = parse_target("redis://u:two@h:1/2", env={})
+    assert a.endpoint_key == b.endpoint_key != parse_target("rediss://u:one@h:1/2", env={}).endpoint_key
+
+
+def test_a_refusal_message_is_classified_as_server_full():
+    err = classify_error(ConnectionError("ERR max number of clients reached"), parse_target("redis://h", env={}))
+    assert isinstance(err, ServerFull) and err.exit_code == 2
+
+
+def test_connecting_to_a_full_server_backs_off_with_jitter_until_the_deadline(default_binary, start_server, crowd_for):
+    server = start_server(default_binary, maxclients=2)
+    crowd = crowd_for(server)
+    crowd.open(2, source="127.0.0.6")
+    sleeps: list[float] = []
+
+    def sleep(s: float) -> None:
+        sleeps.append(s)
+        time.sleep(s)
+
+    started = time.monotonic()
+    with pytest.raises(ServerFull) as err:
+        open_connection(parse_target(server.url, env={}), connect_timeout_s=1.5, sleep=sleep)
+    elapsed = time.monotonic() - started
+    assert 1.4 <= elapsed < 6
+    assert 2 <= len(sleeps) <= 40 and all(s >= 0.01 for s in sleeps)  # never a tight loop
+    assert len(set(sleeps)) > 1  # jittered
+    assert "is at maxclients" in err.value.message
+
+
+def test_the_connection_is_taken_as_soon_as_a_slot_frees(default_binary, start_server, crowd_for):
+    server = start_server(default_binary, maxclients=2)
+    crowd = crowd_for(server)
+    group = crowd.open(2, source="127.0.0.6")
+
+    def sleep(s: float) -> None:
+        if group.sockets:
+            crowd.close_group(group)  # the app gives back its connections while we wait
+        time.sleep(s)
+
+    with open_connection(parse_target(server.url, env={}), connect_timeout_s=10, sleep=sleep) as conn:
+        assert conn.attempts >= 2 and conn.client_id is not None
+        assert conn.execute("PING") in (b"PONG", "PONG", True)
