@@ -1,0 +1,95 @@
+"""`connguard plan`: the runbook's capacity arithmetic for a deployment, and the maxclients and ulimit to set."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from connguard.commands._common import EXIT_BY_STATUS, emit_json, handle_errors, json_option
+from connguard.errors import ExitCode
+from connguard.remedy.plan import WARNING_LINE, Plan, PlanInput, plan
+
+
+class _PlanCommand(click.Command):
+    """Unparseable options exit 3 (UNKNOWN), as DESIGN.md says; click's own usage exit code 2 means CRITICAL here."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            exc.exit_code = int(ExitCode.UNKNOWN)
+            raise
+
+
+def _count(name: str, default: int, help_text: str, minimum: int = 0) -> Any:
+    return click.option(name, type=click.IntRange(min=minimum), default=default, show_default=True, help=help_text)
+
+
+@click.command("plan", cls=_PlanCommand)
+@_count("--instances", 1, "Application instances (hosts, pods).", 1)
+@_count("--processes", 1, "Processes per instance, each with its own pool (gunicorn/uwsgi workers).", 1)
+@_count("--pool-size", 10, "Connections per process pool (max_connections).", 1)
+@_count("--replicas", 0, "Replicas attached to this primary.")
+@_count("--sentinels", 0, "Sentinels monitoring it (two connections each).")
+@_count("--cluster-nodes", 0, "Nodes in the cluster (bus slots count against maxclients), 0 if not a cluster.")
+@_count("--maxclients", 10000, "maxclients of the server.", 1)
+@click.option("--fd-limit", type=click.IntRange(min=1), default=None, help="The server's `ulimit -n`, if known.")
+@_count("--reserve", 10, "Slots to keep for people and tools (redis-cli, exporters) and failover headroom.")
+@_count("--fd-margin", 64, "Extra fds beyond maxclients + 32 in the recommended ulimit.")
+@click.option("--serverless", is_flag=True, help="Count concurrent invocations instead of instances x processes x pool.")
+@_count("--concurrency", 0, "Concurrent invocations at peak (with --serverless).")
+@_count("--per-invocation", 1, "Connections each invocation opens (with --serverless).", 1)
+@json_option
+@handle_errors
+def plan_command(instances: int, processes: int, pool_size: int, replicas: int, sentinels: int, cluster_nodes: int,
+                 maxclients: int, fd_limit: int | None, reserve: int, fd_margin: int, serverless: bool,
+                 concurrency: int, per_invocation: int, as_json: bool) -> None:
+    """How many connections a deployment takes against maxclients, and what to set so it stays under 80%.
+
+    Exit 0 when it fits under the 0.8 warning line, 1 when above it, 2 when it exceeds maxclients, 3 on bad input.
+    """
+    if not serverless and concurrency:
+        raise ValueError("--concurrency only applies with --serverless")
+    result = plan(PlanInput(
+        instances=instances, processes_per_instance=processes, pool_size=pool_size, replicas=replicas,
+        sentinels=sentinels, cluster_nodes=cluster_nodes, maxclients=maxclients, fd_limit=fd_limit, reserve=reserve,
+        fd_margin=fd_margin, serverless=serverless, concurrency=concurrency, per_invocation=per_invocation,
+    ))
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        render(result, Console())
+    sys.exit(int(EXIT_BY_STATUS[result.status]))
+
+
+def render(result: Plan, console: Console) -> None:
+    pct = f"{100 * result.ratio:.1f}%"
+    verdict = {
+        "ok": f"OK: {result.total} of {result.maxclients} connections ({pct}), under the {WARNING_LINE:.0%} warning line.",
+        "warning": f"WARNING: {result.total} of {result.maxclients} connections ({pct}) is over the "
+                   f"{WARNING_LINE:.0%} warning line: no room for a deploy, a failover or a leak.",
+        "critical": f"CRITICAL: {result.total} connections exceed maxclients {result.maxclients} ({pct}): "
+                    "the server will refuse connections at peak.",
+    }[result.status]
+    style = {"ok": "bold green", "warning": "bold yellow", "critical": "bold red"}[result.status]
+    console.print(verdict, style=style)
+    table = Table(show_edge=False)
+    table.add_column("part")
+    table.add_column("connections", justify="right")
+    table.add_column("how")
+    for part in result.parts:
+        table.add_row(part.name, str(part.connections), part.how)
+    table.add_row("[bold]total[/]", f"[bold]{result.total}[/]", f"ratio {result.ratio:.3f} of maxclients {result.maxclients}")
+    console.print(table)
+    unit = "connections per invocation" if result.parts[0].name == "serverless" else "pool size per process"
+    console.print(f"Largest safe {unit}: {result.largest_safe_pool_size}")
+    console.print(f"Set maxclients {result.recommended_maxclients} (redis.conf, or `connguard config URL "
+                  f"--maxclients {result.recommended_maxclients} --yes`) and the server's fd limit to at least "
+                  f"{result.recommended_fd_limit} (`ulimit -n {result.recommended_fd_limit}`, systemd "
+                  f"LimitNOFILE={result.recommended_fd_limit}): maxclients + 32 + margin.")
+    for note in result.notes:
+        console.print(f"- {note}")

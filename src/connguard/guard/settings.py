@@ -1,0 +1,70 @@
+"""Every guard setting in one frozen dataclass, refused at construction when it makes no sense."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from connguard.guard.backoff import BackoffPolicy
+from connguard.guard.breaker import BreakerSettings
+from connguard.guard.budget import ConnectionBudget
+from connguard.guard.ratelimit import ConnectRateLimiter
+
+
+@dataclass(frozen=True)
+class GuardSettings:
+    """Defaults follow the runbook: back off with jitter, trip on refusals, cap connections, report leaks."""
+
+    # Per endpoint (shared by every pool in the process that talks to it; the first pool's settings win).
+    budget: int | None = 50  # open connections to the endpoint, process-wide; None = no cap
+    budget_wait_s: float = 5.0
+    connect_rate_per_s: float | None = 20.0  # new connections per second; None = no limit
+    connect_burst: int = 20
+    connect_rate_wait_s: float = 1.0
+    failure_threshold: int = 5
+    refusal_threshold: int = 1
+    reset_timeout_s: float = 1.0
+    max_reset_timeout_s: float | None = None  # default: 3 x reset_timeout_s
+    reset_jitter: float = 0.25
+    # Per pool.
+    leak_threshold_s: float | None = 30.0  # None turns leak detection off
+    leak_include_pubsub: bool = False
+    retries: int = 3  # for timeouts and dropped sockets; refusals are never retried at once
+    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+
+    def __post_init__(self) -> None:
+        self.breaker_settings()  # each part validates itself and says which setting and why
+        ConnectionBudget("settings", self.budget, self.budget_wait_s)
+        ConnectRateLimiter("settings", self.connect_rate_per_s, self.connect_burst, self.connect_rate_wait_s)
+        if self.leak_threshold_s is not None and not self.leak_threshold_s > 0:
+            raise ValueError(f"leak_threshold_s={self.leak_threshold_s} must be > 0 (or None to turn leak detection off)")
+        if not isinstance(self.retries, int) or self.retries < 0:
+            raise ValueError(f"retries={self.retries!r} must be an integer >= 0 (a negative count retries forever)")
+        if not isinstance(self.backoff, BackoffPolicy):
+            raise ValueError("backoff must be a connguard.guard.BackoffPolicy, e.g. BackoffPolicy('full', base_s=0.05, cap_s=2)")
+
+    def breaker_settings(self) -> BreakerSettings:
+        return BreakerSettings(
+            failure_threshold=self.failure_threshold,
+            refusal_threshold=self.refusal_threshold,
+            reset_timeout_s=self.reset_timeout_s,
+            max_reset_timeout_s=self.max_reset_timeout_s,
+            reset_jitter=self.reset_jitter,
+        )
+
+    def endpoint_part(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, f.name) for f in fields(self) if f.name in ENDPOINT_FIELDS)
+
+
+SETTING_NAMES = frozenset(f.name for f in fields(GuardSettings))
+ENDPOINT_FIELDS = (
+    "budget", "budget_wait_s", "connect_rate_per_s", "connect_burst", "connect_rate_wait_s",
+    "failure_threshold", "refusal_threshold", "reset_timeout_s", "max_reset_timeout_s", "reset_jitter",
+)
+
+
+def split_settings(settings: GuardSettings | None, kwargs: dict[str, Any]) -> tuple[GuardSettings, dict[str, Any]]:
+    """Take guard settings out of a pool's keyword arguments; what is left goes to redis-py."""
+    ours = {k: kwargs.pop(k) for k in list(kwargs) if k in SETTING_NAMES}
+    base = settings or GuardSettings()
+    return (replace(base, **ours) if ours else base), kwargs

@@ -1,0 +1,124 @@
+"""Capacity arithmetic from the runbook: how many connections a deployment takes, and what to set. Pure."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from connguard.remedy.limits import RESERVED_FDS, fd_limit_for_maxclients, max_clients_for_fd_limit
+
+WARNING_LINE = 0.8  # alert on (connected_clients + connected_slaves + cluster_connections) / maxclients > 0.8
+DEFAULT_RESERVE = 10  # slots kept for people and tools: redis-cli, exporters, connguard itself
+DEFAULT_FD_MARGIN = 64  # fds beyond maxclients + 32 for AOF/RDB files, the replication backlog, logs
+
+
+@dataclass(frozen=True)
+class PlanInput:
+    """A deployment. Either long-lived app processes (instances x processes x pool) or serverless (concurrency x M)."""
+
+    instances: int = 1
+    processes_per_instance: int = 1
+    pool_size: int = 10
+    replicas: int = 0
+    sentinels: int = 0
+    cluster_nodes: int = 0
+    maxclients: int = 10000
+    fd_limit: int | None = None
+    reserve: int = DEFAULT_RESERVE
+    fd_margin: int = DEFAULT_FD_MARGIN
+    serverless: bool = False
+    concurrency: int = 0
+    per_invocation: int = 1
+
+    def __post_init__(self) -> None:
+        positive = ("instances", "processes_per_instance", "pool_size", "maxclients", "per_invocation")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', '-')}={getattr(self, name)} must be at least 1")
+        for name in ("replicas", "sentinels", "cluster_nodes", "reserve", "fd_margin", "concurrency"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name.replace('_', '-')}={getattr(self, name)} cannot be negative")
+        if self.fd_limit is not None and self.fd_limit <= RESERVED_FDS:
+            raise ValueError(f"fd-limit={self.fd_limit} must be above {RESERVED_FDS}: Redis keeps {RESERVED_FDS} fds for itself")
+        if self.serverless and self.concurrency < 1:
+            raise ValueError("--serverless needs --concurrency N (concurrent invocations at peak), N >= 1")
+        if self.cluster_nodes == 1:
+            raise ValueError("cluster-nodes=1 is not a cluster: give the number of nodes (>= 2), or 0")
+
+
+@dataclass(frozen=True)
+class Part:
+    """One contributor to the connection count."""
+
+    name: str
+    connections: int
+    how: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    parts: tuple[Part, ...]
+    total: int
+    maxclients: int  # effective: lowered to fd_limit - 32 when the fd limit is too low
+    maxclients_requested: int
+    ratio: float
+    status: str  # ok | warning | critical
+    fits: bool  # under the warning line
+    largest_safe_pool_size: int  # per process (or per invocation when serverless)
+    recommended_maxclients: int
+    recommended_fd_limit: int
+    notes: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": "connguard.plan/1", **asdict(self), "warning_line": WARNING_LINE}
+
+
+def plan(spec: PlanInput) -> Plan:
+    """Connections per part, the total against maxclients, the largest safe pool and the settings to use."""
+    if spec.serverless:
+        app = Part("serverless", spec.concurrency * spec.per_invocation,
+                   f"{spec.concurrency} concurrent invocations x {spec.per_invocation} connection(s) each")
+        app_units = spec.concurrency
+    else:
+        units = spec.instances * spec.processes_per_instance
+        app = Part("application pools", units * spec.pool_size,
+                   f"{spec.instances} instance(s) x {spec.processes_per_instance} process(es) x pool {spec.pool_size}")
+        app_units = units
+    cluster_bus = 2 * (spec.cluster_nodes - 1) if spec.cluster_nodes >= 2 else 0
+    parts = tuple(p for p in (
+        app,
+        Part("replicas", spec.replicas, "one connection per replica on the primary"),
+        Part("sentinels", 2 * spec.sentinels, "each Sentinel holds a command and a pub/sub link"),
+        Part("cluster bus", cluster_bus, f"2 x ({spec.cluster_nodes} nodes - 1), counted against maxclients"),
+        Part("reserve", spec.reserve, "people and tools: redis-cli, exporters, failover headroom"),
+    ) if p.connections or p is app)
+    total = sum(p.connections for p in parts)
+    non_app = total - app.connections
+
+    notes: list[str] = []
+    effective = spec.maxclients
+    if spec.fd_limit is not None and max_clients_for_fd_limit(spec.fd_limit) < spec.maxclients:
+        effective = max_clients_for_fd_limit(spec.fd_limit)
+        notes.append(f"the fd limit {spec.fd_limit} lowers maxclients from {spec.maxclients} to {effective} "
+                     f"({spec.fd_limit} - {RESERVED_FDS}); Redis does this at startup and says so only in its log")
+    ratio = total / effective
+    status = "critical" if total > effective else "warning" if ratio > WARNING_LINE else "ok"
+    safe = max(0, math.floor((WARNING_LINE * effective - non_app) / app_units))
+    per = spec.per_invocation if spec.serverless else spec.pool_size
+    if per > safe:
+        what = "connections per invocation" if spec.serverless else "pool size per process"
+        notes.append(f"{what} {per} is above the largest safe {safe} for this maxclients")
+    if spec.serverless:
+        notes.append("each invocation holds its own connections: put a proxy in between, or cap concurrency")
+    needed = math.ceil(total / WARNING_LINE)
+    recommended = max(needed, spec.maxclients)
+    fd_needed = fd_limit_for_maxclients(recommended, spec.fd_margin)
+    if spec.fd_limit is not None and spec.fd_limit < fd_needed:
+        notes.append(f"raise the fd limit from {spec.fd_limit} to at least {fd_needed} (LimitNOFILE / ulimit -n) "
+                     "before raising maxclients")
+    return Plan(
+        parts=parts, total=total, maxclients=effective, maxclients_requested=spec.maxclients, ratio=round(ratio, 4),
+        status=status, fits=status == "ok", largest_safe_pool_size=safe, recommended_maxclients=recommended,
+        recommended_fd_limit=fd_needed, notes=tuple(notes),
+    )

@@ -1,0 +1,178 @@
+"""The same guarantees on redis.asyncio: breaker, one probe, budget across pools, leak reports, pipelines, pub/sub."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from connguard.guard import (
+    REGISTRY,
+    AsyncGuardedConnectionPool,
+    BudgetExceeded,
+    MaxClientsError,
+    guarded_async_client,
+)
+
+
+@pytest.fixture(autouse=True)
+def fresh_registry():
+    REGISTRY.reset()
+    yield
+    REGISTRY.reset()
+
+
+def server_attempts(monitor: redis.Redis) -> int:
+    stats = monitor.info("stats")
+    return stats["total_connections_received"] + stats["rejected_connections"]
+
+
+@pytest.fixture
+def full_server(default_binary, start_server, crowd_for):
+    server = start_server(default_binary, maxclients=10)
+    monitor = redis.Redis(host="127.0.0.1", port=server.port, single_connection_client=True)
+    monitor.ping()
+    crowd = crowd_for(server)
+    leak = crowd.open(9, source="127.0.0.6")
+    assert len(leak.sockets) == 9
+    yield server, monitor, crowd, leak
+    monitor.close()
+
+
+def test_a_refusal_trips_the_breaker_and_no_socket_is_opened_while_open(full_server):
+    server, monitor, _, _ = full_server
+    before = server_attempts(monitor)
+
+    async def scenario() -> list[str]:
+        client = guarded_async_client(server.url, name="async-orders", reset_timeout_s=30.0, retries=3)
+        outcomes = []
+        for _ in range(20):
+            try:
+                await client.ping()
+            except redis.ConnectionError as exc:
+                outcomes.append(type(exc).__name__)
+        assert client.connection_pool.metrics().circuit_state == "open"
+        await client.aclose()
+        return outcomes
+
+    outcomes = asyncio.run(scenario())
+    assert outcomes == ["MaxClientsError"] + ["CircuitOpenError"] * 19
+    assert server_attempts(monitor) - before == 1
+
+
+def test_half_open_admits_exactly_one_probe_among_concurrent_tasks(full_server):
+    server, monitor, crowd, leak = full_server
+
+    async def scenario() -> tuple[list[str], int, bool]:
+        client = guarded_async_client(server.url, name="async-api", reset_timeout_s=0.3, reset_jitter=0.0)
+        with pytest.raises(MaxClientsError):
+            await client.ping()
+        await asyncio.sleep(0.4)
+        before = server_attempts(monitor)
+        results = await asyncio.gather(*(client.ping() for _ in range(8)), return_exceptions=True)
+        attempts = server_attempts(monitor) - before
+        crowd.close_group(leak)
+        await asyncio.sleep(0.75)
+        recovered = await client.ping()
+        await client.aclose()
+        return sorted(type(r).__name__ for r in results), attempts, recovered
+
+    outcomes, attempts, recovered = asyncio.run(scenario())
+    assert attempts == 1
+    assert outcomes == ["CircuitOpenError"] * 7 + ["MaxClientsError"]
+    assert recovered is True
+
+
+def test_budget_holds_across_two_async_pools(default_binary, start_server):
+    server = start_server(default_binary)
+
+    async def scenario() -> str:
+        a = AsyncGuardedConnectionPool(host="127.0.0.1", port=server.port, name="feed", budget=2, budget_wait_s=0.2)
+        b = AsyncGuardedConnectionPool(host="127.0.0.1", port=server.port, name="search", budget=2, budget_wait_s=0.2)
+        held = [await a.get_connection(), await b.get_connection()]
+        try:
+            await b.get_connection()
+        except BudgetExceeded as exc:
+            message = str(exc)
+        else:
+            raise AssertionError("the third connection should have been refused by the budget")
+        await a.release(held[0])
+        await b.release(held[1])
+        await a.disconnect()
+        await b.disconnect()
+        assert a.metrics().open_sockets == 0
+        return message
+
+    message = asyncio.run(scenario())
+    assert f"127.0.0.1:{server.port}/0" in message and "feed holds 1" in message and "search holds 1" in message
+
+
+def test_a_connection_held_past_the_threshold_names_the_coroutine_and_task(default_binary, start_server, caplog):
+    caplog.set_level(logging.WARNING, logger="connguard.guard.leaks")
+    server = start_server(default_binary)
+
+    async def hold_too_long(pool: AsyncGuardedConnectionPool) -> None:
+        conn = await pool.get_connection()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not any("possible connection leak" in r.getMessage() for r in caplog.records):
+            await asyncio.sleep(0.02)
+        await pool.release(conn)
+
+    async def scenario() -> None:
+        pool = AsyncGuardedConnectionPool(host="127.0.0.1", port=server.port, name="async-reports", leak_threshold_s=0.2)
+        await asyncio.create_task(hold_too_long(pool), name="report-builder")
+        assert pool.metrics().leaks_reported_total == 1
+        await pool.disconnect()
+
+    asyncio.run(scenario())
+    warning = next(r for r in caplog.records if "possible connection leak" in r.getMessage())
+    assert "checked out in hold_too_long" in warning.getMessage()
+    assert "task report-builder" in warning.getMessage()
+
+
+def test_pipelines_transactions_and_pubsub(server):
+    async def scenario() -> None:
+        client = guarded_async_client(server.url, name="async-app", decode_responses=True)
+        assert await client.set("k", "v") is True
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.set("n", 1).incr("n")
+            assert await pipe.execute() == [True, 2]
+        async with client.pipeline() as pipe:
+            await pipe.watch("n")
+            await client.set("n", 0)  # a concurrent write
+            pipe.multi()
+            pipe.set("n", 42)
+            with pytest.raises(redis.WatchError):
+                await pipe.execute()
+        pubsub = client.pubsub()
+        await pubsub.subscribe("alerts")
+        assert (await pubsub.get_message(timeout=2))["type"] == "subscribe"
+        await client.publish("alerts", "disk full")
+        message = None
+        for _ in range(20):
+            message = await pubsub.get_message(timeout=0.5)
+            if message:
+                break
+        assert message and message["data"] == "disk full"
+        await pubsub.aclose()
+        assert client.connection_pool.metrics().in_use == 0
+        await client.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_the_async_pool_plugs_into_redis_asyncio(server):
+    async def scenario() -> int:
+        pool = AsyncGuardedConnectionPool(host="127.0.0.1", port=server.port, name="plug", budget=3)
+        client = aioredis.Redis(connection_pool=pool)
+        await asyncio.gather(*(client.incr("c") for _ in range(50)))
+        value = int(await client.get("c"))
+        assert pool.metrics().open_sockets <= 3
+        await client.aclose()
+        return value
+
+    assert asyncio.run(scenario()) == 50
