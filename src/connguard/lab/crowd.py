@@ -172,6 +172,42 @@ class Crowd:
         self.close()
 
 
+def admit(
+    host: str,
+    port: int,
+    *,
+    source: str = "127.0.0.1",
+    password: str | None = None,
+    name: str | None = None,
+    timeout_s: float = 2.0,
+) -> socket.socket | None:
+    """One connection attempt from `source`: the socket if the server admitted it (PING answered),
+    None if it refused (max number of clients) or the attempt failed otherwise."""
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout_s, source_address=(source, 0))
+    except OSError:
+        return None
+    handshake = resp_command("AUTH", password) if password else b""
+    if name:
+        handshake += resp_command("CLIENT", "SETNAME", name)
+    handshake += resp_command("PING")
+    replies = 1 + bool(password) + bool(name)
+    data = b""
+    try:
+        sock.sendall(handshake)
+        while data.count(b"\r\n") < replies and REFUSED_MARKER not in data:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    except OSError:
+        pass
+    if REFUSED_MARKER in data or b"+PONG" not in data:
+        sock.close()
+        return None
+    return sock
+
+
 def _drain(sock: socket.socket, timeout_s: float = 2.0) -> bytes:
     """Read whatever one reply brings, waiting at most `timeout_s` for the first byte."""
     try:

@@ -171,17 +171,23 @@ class ServerProcess:
         return args + list(self.extra_args)
 
     def start(self) -> "ServerProcess":
-        self.workdir = tempfile.mkdtemp(prefix="connguard-lab-")
         nofile = self.nofile
-        self.proc = subprocess.Popen(
-            self.command(),
-            cwd=self.workdir,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,  # Ctrl-C reaches us, and we stop it in order
-            preexec_fn=lambda: _child_setup(nofile),
-        )
+        self.workdir = tempfile.mkdtemp(prefix="connguard-lab-")
+        try:
+            self.proc = subprocess.Popen(
+                self.command(),
+                cwd=self.workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C reaches us, and we stop it in order
+                preexec_fn=lambda: _child_setup(nofile),
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            self.stop()
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            hint = f" (an fd limit of {nofile} may be above what this system allows; hard limit {hard})" if nofile else ""
+            raise LabError(f"cannot start {self.binary.label}: {exc}{hint}") from None
         try:
             self._wait_ready()
         except BaseException:
