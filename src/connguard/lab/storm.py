@@ -16,6 +16,7 @@ from connguard.guard.pool import GuardedConnection
 from connguard.guard.registry import endpoint_of
 from connguard.lab.crowd import Crowd
 from connguard.lab.servers import ServerBinary, ServerProcess, default_binary
+from connguard.probe.info import server_info_from_sections
 from connguard.target import Target, parse_target
 
 SCHEMA = "connguard.storm/1"
@@ -319,8 +320,8 @@ def run_storm(
     monitor = redis.Redis(host=target.host, port=target.port, password=target.password, single_connection_client=True)
     try:
         monitor.ping()  # holds its slot from before the leak, so the server can always be watched
-        info = monitor.info("server")
-        label = server.binary.label if server else f"{info.get('server_name', 'redis')}-{info.get('redis_version', '?')}"
+        seen = server_info_from_sections({"server": {k: str(v) for k, v in monitor.info("server").items()}})
+        label = server.binary.label if server else f"{seen.flavor}-{seen.version}"
         results = tuple(
             run_arm(arm, target, monitor, workers=workers, full_s=full_s, after_s=after_s, log=log) for arm in arms
         )
