@@ -1,0 +1,202 @@
+"""The verdict: `diagnose(first, second, settings, target)` runs every rule and returns a Diagnosis."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from connguard.analysis.capacity import Capacity, Thresholds, capacity
+from connguard.analysis.classify import ConnectionClasses, classify
+from connguard.analysis.commands import Commands
+from connguard.analysis.facts import Facts
+from connguard.analysis.findings import Action, DoctorSettings, Finding, severity_rank, worst
+from connguard.analysis.rates import Rates, rates
+from connguard.analysis.rules import run_rules
+from connguard.analysis.sources import Source, source_table
+from connguard.probe.model import HostFacts, Snapshot, SocketCensus
+
+__all__ = ["Action", "Diagnosis", "DoctorSettings", "Finding", "ServerSummary", "diagnose", "diagnose_unreachable"]
+
+SCHEMA = "connguard.doctor/1"
+
+
+@dataclass(frozen=True)
+class ServerSummary:
+    flavor: str
+    version: str
+    role: str
+    process_id: int | None
+    uptime_s: int | None
+    cluster_enabled: bool
+    tcp_port: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"flavor": self.flavor, "version": self.version, "role": self.role, "process_id": self.process_id,
+                "uptime_s": self.uptime_s, "cluster_enabled": self.cluster_enabled, "tcp_port": self.tcp_port}
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """Mirrors the `connguard doctor --json` contract (DESIGN.md); `to_dict()` is that object."""
+
+    target: str
+    status: str  # ok | warning | critical | unknown
+    reachable: bool
+    error: str | None
+    server: ServerSummary | None
+    capacity: Capacity | None
+    rates: Rates | None
+    sources: tuple[Source, ...] | None
+    findings: tuple[Finding, ...]
+    sources_rest: Source | None = None
+    sources_from_census: bool = False
+    classes: ConnectionClasses | None = None
+    limitations: tuple[str, ...] = ()
+    settings: DoctorSettings = DoctorSettings()
+    taken_at: float | None = None
+
+    @property
+    def causes(self) -> tuple[str, ...]:
+        return tuple(f.cause for f in self.findings)
+
+    def finding(self, cause: str) -> Finding | None:
+        return next((f for f in self.findings if f.cause == cause), None)
+
+    def _capacity_dict(self) -> dict[str, Any] | None:
+        c = self.capacity
+        if c is None:
+            return None
+        return {"maxclients": c.maxclients, "connected_clients": c.connected_clients,
+                "connected_slaves": c.connected_slaves, "cluster_connections": c.cluster_connections,
+                "blocked_clients": c.blocked_clients, "used": c.used, "ratio": c.ratio, "headroom": c.headroom,
+                "fd_limit": c.fd_limit, "maxclients_source": c.maxclients_source,
+                "rejected_connections": c.rejected_connections,
+                "observer_connections": getattr(c, "observer_connections", 0)}
+
+    def _sources_list(self) -> list[dict[str, Any]] | None:
+        if self.sources is None:
+            return None
+        if self.sources_from_census:
+            unknown = ("idle_over_threshold", "max_idle_s", "median_age_s", "blocked")
+            return [{"host": s.host, "connections": s.connections, **{k: None for k in unknown},
+                     "names": [], "libs": []} for s in self.sources]
+        return [s.to_dict() for s in self.sources]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "target": self.target,
+            "status": self.status,
+            "reachable": self.reachable,
+            "error": self.error,
+            "server": self.server.to_dict() if self.server else None,
+            "capacity": self._capacity_dict(),
+            "rates": self.rates.to_dict() if self.rates else None,
+            "sources": self._sources_list(),
+            "findings": [f.to_dict() for f in self.findings],
+            "sources_rest": self.sources_rest.to_dict() if self.sources_rest else None,
+            "sources_from": "census" if self.sources_from_census else ("client_list" if self.sources is not None else None),
+            "classes": self.classes.to_dict() if self.classes else None,
+            "limitations": list(self.limitations),
+            "settings": {"interval_s": self.settings.interval_s, "idle_threshold_s": self.settings.idle_threshold_s,
+                         "top": self.settings.top},
+        }
+
+
+def _ordered(findings: list[Finding]) -> tuple[Finding, ...]:
+    # exhausted first (it is the symptom), then worst severity, then most confident.
+    return tuple(sorted(findings, key=lambda f: (f.cause != "exhausted", -severity_rank(f.severity), -f.confidence)))
+
+
+def overall_status(findings: tuple[Finding, ...], cap: Capacity | None, settings: DoctorSettings) -> str:
+    status = "ok"
+    if cap is not None:
+        cap_status = cap.status(Thresholds(settings.warning_ratio, settings.critical_ratio))
+        if cap_status in ("warning", "critical"):
+            status = cap_status
+    for f in findings:
+        if f.severity in ("warning", "critical"):
+            status = worst(status if status != "ok" else "info", f.severity)
+    return status
+
+
+def diagnose(first: Snapshot, second: Snapshot | None, settings: DoctorSettings, target: str,
+             *, refused_us: int = 0) -> Diagnosis:
+    """Pure: one or two Snapshots in, the verdict out. `refused_us`: how many times the server turned the
+    doctor away (max number of clients) before admitting it - first-hand evidence that it is refusing."""
+    now = second or first
+    cap = capacity(now)
+    table = source_table(now, settings.idle_threshold_s, settings.top, previous=first if second else None)
+    facts = Facts(settings=settings, target=target, first=first, now=now, capacity=cap, classes=classify(now),
+                  sources=table, rates=rates(first, second), cmd=Commands.for_target(target), refused_us=refused_us)
+    findings = _ordered(run_rules(facts))
+    info = now.info
+    limitations = tuple(dict.fromkeys(first.limitations + now.limitations))
+    if second is None:
+        limitations += ("one Snapshot (--once): no rates, so growth and churn are not measured",)
+    return Diagnosis(
+        target=target, status=overall_status(findings, cap, settings), reachable=True, error=None,
+        server=ServerSummary(info.flavor, info.version, info.role, info.process_id, info.uptime_s,
+                             info.cluster_enabled, info.tcp_port),
+        capacity=cap, rates=facts.rates, sources=table.top if table else None, findings=findings,
+        sources_rest=table.rest if table else None, classes=facts.classes, limitations=limitations,
+        settings=settings, taken_at=now.taken_at,
+    )
+
+
+def _census_sources(census: SocketCensus) -> tuple[Source, ...]:
+    return tuple(Source(host=h, connections=n, idle_over_threshold=0, max_idle_s=0, median_age_s=0, names=(),
+                        libs=(), users=(), blocked=0)
+                 for h, n in sorted(census.by_host.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def diagnose_unreachable(
+    target: str, settings: DoctorSettings, error: str, *, full: bool,
+    census: SocketCensus | None = None, host: HostFacts | None = None,
+) -> Diagnosis:
+    """Pure: the verdict when the doctor got no connection. A full server is `exhausted` (critical); any
+    other failure is `unknown` with the error line."""
+    if not full:
+        return Diagnosis(target=target, status="unknown", reachable=False, error=error, server=None, capacity=None,
+                         rates=None, sources=None, findings=(), settings=settings)
+    cmd = Commands.for_target(target)
+    sources = _census_sources(census) if census is not None else None
+    top = sources[: settings.top] if sources else ()
+    fd = host.fd_limit_soft if host else None
+    evidence: dict[str, Any] = {
+        "error": error,
+        "established_connections": census.total if census else None,
+        "by_host": dict(census.by_host) if census else None,
+        "fd_limit": fd, "pid": host.pid if host else None,
+        "hosts": [s.host for s in top[:5]],
+        "source": "socket census (/proc/net/tcp)" if census else None,
+    }
+    busiest = top[0].host if top else "<host>"
+    actions = [
+        Action(f"From a connection you already hold (e.g. `connguard watch`), disconnect the idle connections of "
+               f"the busiest source {busiest} (dry run until --yes)",
+               cmd.connguard("kill", "--source", busiest, "--idle", max(1, int(settings.idle_threshold_s))), True),
+    ]
+    if fd is not None and census is not None and fd - 32 > census.total:
+        actions.append(Action(f"Raise maxclients within the fd limit ({fd} - 32 = {fd - 32}), from a held connection",
+                              cmd.redis_cli("CONFIG SET maxclients", fd - 32), True))
+    else:
+        actions.append(Action("Raise maxclients, from a held connection, to a value the server's open-files "
+                              "limit allows (limit - 32)", cmd.redis_cli("CONFIG SET maxclients", "<limit - 32>"), True))
+    actions.append(Action("Stop the retry storm: clients must back off with jitter and open a circuit breaker "
+                          "(connguard.guard) instead of reconnecting at once", None, False))
+    if census is not None:
+        actions.append(Action("See who holds the slots (read-only, on the server host)",
+                              f"ss -tn state established '( sport = :{census.port} )'", False))
+    where = f"{census.total} established connections, most from {busiest}" if census and census.total else \
+        "the server is on another host, so its connections cannot be counted from here"
+    finding = Finding(
+        "exhausted", "critical", 1.0,
+        f"The server refuses new connections (max number of clients reached): {where}. "
+        "Free slots from a held connection, then fix the cause.",
+        evidence, tuple(actions),
+    )
+    limitations = ("the server refused the doctor: no INFO or CLIENT LIST, only what this host can see",)
+    return Diagnosis(target=target, status="critical", reachable=False, error=error, server=None, capacity=None,
+                     rates=None, sources=top if sources is not None else None, findings=(finding,),
+                     sources_from_census=True, limitations=limitations, settings=settings)

@@ -1,0 +1,80 @@
+"""What every rule reads: the Snapshots plus capacity, classes, sources and rates, computed once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from connguard.analysis.capacity import Capacity
+from connguard.analysis.classify import ConnectionClasses
+from connguard.analysis.commands import Commands
+from connguard.analysis.findings import DoctorSettings
+from connguard.analysis.rates import Rates
+from connguard.analysis.sources import Source, SourceTable
+from connguard.probe.model import Snapshot
+
+PINNED_HEADROOM = 2  # slots: at or below this the server is pinned at its limit
+
+
+@dataclass(frozen=True)
+class Facts:
+    settings: DoctorSettings
+    target: str
+    first: Snapshot
+    now: Snapshot  # the latest Snapshot (the second, or the only one)
+    capacity: Capacity
+    classes: ConnectionClasses
+    sources: SourceTable | None
+    rates: Rates | None
+    cmd: Commands
+    refused_us: int = 0  # connection attempts the server refused before it let the doctor in
+
+    @property
+    def maxclients(self) -> int | None:
+        return self.capacity.maxclients
+
+    @property
+    def ratio(self) -> float:
+        return self.capacity.ratio or 0.0
+
+    @property
+    def used(self) -> int:
+        return self.capacity.used
+
+    @property
+    def server_used(self) -> int:
+        """Slots as the server counts them at admission, this doctor's own connection included."""
+        return self.now.info.used
+
+    @property
+    def full(self) -> bool:
+        """No slot left for a new connection: the server counts ours too, even where capacity leaves it out."""
+        return self.maxclients is not None and self.server_used >= self.maxclients
+
+    def pinned(self, snap: Snapshot | None = None) -> bool:
+        snap = snap or self.now
+        if snap.maxclients is None:
+            return False
+        return snap.maxclients - snap.used <= max(PINNED_HEADROOM, int(0.02 * snap.maxclients))
+
+    @property
+    def fd_limit(self) -> int | None:
+        return self.now.host.fd_limit_soft if self.now.host else None
+
+    @property
+    def idle_threshold(self) -> int:
+        return max(1, int(round(self.settings.idle_threshold_s)))
+
+    @cached_property
+    def app_sources(self) -> tuple[Source, ...]:
+        """Sources holding application connections (plain, blocked or pub/sub), not only internal links."""
+        if self.sources is None:
+            return ()
+        return tuple(s for s in self.sources.all if s.normal + s.blocked + s.pubsub > 0)
+
+    def ratio_severity(self, floor: str = "info") -> str:
+        if self.full or self.ratio >= self.settings.critical_ratio:
+            return "critical"
+        if self.ratio >= self.settings.warning_ratio:
+            return "warning"
+        return floor

@@ -1,0 +1,23 @@
+"""The nine causes, one small rule each: `check(facts) -> Finding | None`."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from connguard.analysis.facts import Facts
+from connguard.analysis.findings import Finding
+from connguard.analysis.rules import (
+    blocked, exhausted, fanout, fd_limit, internal, leak, pool, storm, too_low,
+)
+
+Rule = Callable[[Facts], "Finding | None"]
+
+# Order matters only for ties in the report; severity and confidence sort the rest.
+RULES: tuple[Rule, ...] = (
+    exhausted.check, storm.check, leak.check, pool.check, fanout.check, too_low.check,
+    fd_limit.check, internal.check, blocked.check,
+)
+
+
+def run_rules(facts: Facts) -> list[Finding]:
+    return [f for f in (rule(facts) for rule in RULES) if f is not None]

@@ -1,0 +1,45 @@
+"""internal_connections: replicas, Sentinel links and cluster-bus slots take a large share of maxclients."""
+
+from __future__ import annotations
+
+from connguard.analysis.facts import Facts
+from connguard.analysis.findings import Finding
+from connguard.analysis.rules._actions import raise_maxclients
+
+LARGE_SHARE = 0.1  # of maxclients
+RESERVE = 200  # the runbook: reserve 100-200 slots for internal connections
+
+
+def check(f: Facts) -> Finding | None:
+    c = f.classes
+    internal = c.internal
+    if internal == 0 or not f.maxclients:
+        return None
+    share = internal / f.maxclients
+    headroom = f.capacity.headroom or 0
+    if share >= LARGE_SHARE or (f.ratio >= f.settings.warning_ratio and internal >= 0.1 * f.used):
+        severity = f.ratio_severity("warning")
+    elif headroom < internal + RESERVE:
+        severity = "info"  # no reserve left for a failover or a new replica
+    else:
+        return None
+    parts = [f"{c.replicas} replica{'s' if c.replicas != 1 else ''}"]
+    if c.sentinel:
+        parts.append(f"{c.sentinel} Sentinel link{'s' if c.sentinel != 1 else ''}")
+    if c.primary_link:
+        parts.append("the link to its primary")
+    if c.cluster_bus:
+        parts.append(f"{c.cluster_bus} cluster-bus slots")
+    summary = (f"Internal connections: {', '.join(parts)} take {internal} of {f.maxclients} slots ({share:.0%}); "
+               f"reserve 100-200 slots for them on top of application traffic.")
+    sentinel_names = sorted({n for s in f.sources.all for n in s.names if n.startswith("sentinel-")})[:6] \
+        if f.sources else []
+    evidence = {
+        "internal": internal, "replicas": c.replicas, "sentinel": c.sentinel, "primary_link": c.primary_link,
+        "cluster_bus": c.cluster_bus, "share_of_maxclients": round(share, 3), "maxclients": f.maxclients,
+        "headroom": f.capacity.headroom, "sentinel_names": sentinel_names,
+        "hosts": [s.host for s in (f.sources.all if f.sources else ()) if s.internal][:10],
+    }
+    actions = tuple(raise_maxclients(f, f.maxclients + RESERVE,
+                                     f"Reserve {RESERVE} slots for replicas, Sentinel and the cluster bus"))
+    return Finding("internal_connections", severity, 0.9, summary, evidence, actions)

@@ -1,0 +1,89 @@
+"""connection_leak: a host's connections pile up idle, opened over time (or still growing), used once and left."""
+
+from __future__ import annotations
+
+from connguard.analysis.facts import Facts
+from connguard.analysis.findings import Action, Finding
+from connguard.analysis.rules._actions import kill_idle, kill_stale, timeout_safety_net
+from connguard.analysis.sources import Source
+
+MIN_PILE = 5  # idle connections on one host before it can be a leak (fan-out hosts hold 1-2)
+IDLE_SHARE = 0.5  # most of the host's plain connections must be idle
+SPREAD = 0.4  # ages spread over at least 40% of their median: opened over time, not as one pool
+MIN_GROWTH = 2
+
+
+def is_spread(s: Source) -> bool:
+    return s.spread_ratio >= SPREAD
+
+
+def is_growing(s: Source) -> bool:
+    return s.growth is not None and s.growth >= MIN_GROWTH
+
+
+def is_idle_pile(s: Source) -> bool:
+    """The runbook's signal: many connections idle past the threshold, and either still growing, or opened
+    over time and then abandoned (idle for most of their age). A pool grown lazily at past peaks is also
+    spread out and idle, but its connections were used for a while after opening."""
+    abandoned = s.abandoned >= IDLE_SHARE * s.idle_over_threshold
+    return (s.idle_over_threshold >= MIN_PILE and s.idle_over_threshold >= IDLE_SHARE * s.normal
+            and (is_growing(s) or (is_spread(s) and abandoned)))
+
+
+def is_young_leak(s: Source) -> bool:
+    """A leak younger than the idle threshold: growing while we watched, opened over time, and nearly
+    all of it used once and left (idle for most of its age). A pool that grows under load is busy instead."""
+    return is_growing(s) and is_spread(s) and s.stale >= MIN_PILE and s.stale >= 0.8 * s.normal
+
+
+def leaking_hosts(f: Facts) -> list[Source]:
+    out = [s for s in f.app_sources if is_idle_pile(s) or is_young_leak(s)]
+    return sorted(out, key=lambda s: (-s.idle_over_threshold, -s.stale))
+
+
+def check(f: Facts) -> Finding | None:
+    hosts = leaking_hosts(f)
+    if not hosts:
+        return None
+    young = not any(is_idle_pile(s) for s in hosts)
+    pile = sum(s.stale if young else s.idle_over_threshold for s in hosts)
+    abandoned = sum(s.abandoned for s in hosts)
+    growing = any(is_growing(s) for s in hosts)
+    spread = any(is_spread(s) for s in hosts)
+    confidence = 0.5 + 0.2 * growing + 0.15 * spread + 0.1 * (abandoned >= 0.8 * pile)
+    confidence += 0.05 * (f.rates is not None and f.rates.used_delta > 0)
+    if young:
+        confidence -= 0.15  # nothing has crossed the idle threshold yet
+    floor = "warning" if growing or (f.maxclients and pile >= 0.05 * f.maxclients) else "info"
+    top = hosts[0]
+    names = ", ".join(top.names) or "no client name"
+    summary = (
+        f"Connection leak: {pile} connections {'left idle since they were opened' if young else f'idle over {f.idle_threshold}s'} pile up on "
+        f"{', '.join(s.host for s in hosts[:3])}{' and more' if len(hosts) > 3 else ''} "
+        f"({names}){', still growing' if growing else ''}; disconnect them by ID and fix the code that never closes them."
+    )
+    evidence = {
+        "hosts": [s.host for s in hosts],
+        "idle_over_threshold": sum(s.idle_over_threshold for s in hosts),
+        "stale": sum(s.stale for s in hosts),
+        "idle_threshold_s": f.idle_threshold,
+        "abandoned": abandoned,
+        "used": f.used, "maxclients": f.maxclients,
+        "used_delta": f.rates.used_delta if f.rates else None,
+        "per_host": [
+            {"host": s.host, "connections": s.connections, "idle_over_threshold": s.idle_over_threshold,
+             "max_idle_s": s.max_idle_s, "median_age_s": s.median_age_s, "age_spread_s": s.age_spread_s,
+             "growth": s.growth, "names": list(s.names), "libs": list(s.libs)}
+            for s in hosts[:5]
+        ],
+    }
+    actions = (kill_stale(f, hosts) if young else kill_idle(f, hosts)) + [
+        timeout_safety_net(f),
+        Action(
+            f"Fix at the source: in {names}{' (' + ', '.join(top.libs) + ')' if top.libs else ''} close connections in "
+            "`finally` (or use one module-level client/pool); connguard.guard's leak detection reports the code "
+            "that checked out a connection and never returned it",
+            f'from connguard.guard import guarded_client; r = guarded_client("{f.cmd.url}", leak_threshold_s=60)', False,
+        ),
+    ]
+    return Finding("connection_leak", f.ratio_severity(floor), min(confidence, 0.95), summary, evidence, tuple(actions))

@@ -1,0 +1,79 @@
+"""retry_storm: rejections and churn spike while usage pins at the limit: clients reconnect without backoff."""
+
+from __future__ import annotations
+
+from connguard.analysis.facts import Facts
+from connguard.analysis.findings import Action, Finding
+from connguard.analysis.rules._actions import kill_idle
+
+MIN_REJECT_RATE = 20.0  # refusals per second, at least; scaled up with maxclients below
+YOUNG_S = 60  # a connection younger than this was (re)opened during the storm
+
+
+def storm_rate(maxclients: int | None) -> float:
+    """Rejections per second that no backing-off client population produces: 10% of maxclients per s."""
+    return max(MIN_REJECT_RATE, 0.1 * (maxclients or 0))
+
+
+def storming(f: Facts) -> bool:
+    return (
+        f.rates is not None and f.rates.rejected_per_s >= storm_rate(f.maxclients)
+        and (f.pinned() or f.pinned(f.first))
+    )
+
+
+def suspected_from_counters(f: Facts) -> bool:
+    """One Snapshot: refusals outnumber admissions since start, at the limit, with young connections."""
+    info = f.now.info
+    young = [s for s in f.app_sources if s.median_age_s <= YOUNG_S]
+    return (
+        f.rates is None and f.pinned() and info.rejected_connections >= max(100, info.total_connections_received)
+        and bool(young)
+    )
+
+
+def check(f: Facts) -> Finding | None:
+    strong = storming(f)
+    if not (strong or suspected_from_counters(f)):
+        return None
+    # Youngest first: the hosts whose connections keep being reopened are the ones retrying.
+    young = sorted((s for s in f.app_sources if s.median_age_s <= YOUNG_S), key=lambda s: (s.median_age_s, -s.connections))
+    churn = f.rates is not None and f.rates.connections_received_per_s >= 1
+    if strong:
+        confidence = 0.7 + 0.1 * churn + 0.1 * bool(young)
+        rate_text = f"{f.rates.rejected_per_s:g} refusals/s and {f.rates.connections_received_per_s:g} new connections/s"  # type: ignore[union-attr]
+    else:
+        confidence = 0.4
+        rate_text = (f"{f.now.info.rejected_connections} refusals vs {f.now.info.total_connections_received} "
+                     "admissions since start (one Snapshot: run without --once to measure the rate)")
+    summary = (
+        f"Retry storm: {rate_text} while the server is pinned at {f.used}/{f.maxclients}; "
+        "clients reconnect without backoff. Add jittered backoff and a circuit breaker."
+    )
+    evidence = {
+        "rejected_per_s": f.rates.rejected_per_s if f.rates else None,
+        "connections_received_per_s": f.rates.connections_received_per_s if f.rates else None,
+        "storm_threshold_per_s": storm_rate(f.maxclients),
+        "rejected_connections_total": f.now.info.rejected_connections,
+        "used": f.used, "maxclients": f.maxclients,
+        "hosts": [s.host for s in young[:5]],
+        "young_connections": sum(s.connections for s in young),
+    }
+    actions = [
+        Action(
+            "Make clients back off with jitter and stop after repeated refusals (circuit breaker); "
+            "connguard.guard does both for redis-py",
+            f'from connguard.guard import guarded_client; r = guarded_client("{f.cmd.url}")', False,
+        ),
+        Action(
+            "With plain redis-py: exponential backoff with jitter and few retries",
+            f'redis.Redis.from_url("{f.cmd.url}", retry=Retry(ExponentialWithJitterBackoff(base=0.1, cap=10), 3))', False,
+        ),
+    ]
+    idle = sorted((s for s in f.app_sources if s.idle_over_threshold), key=lambda s: -s.idle_over_threshold)
+    if idle:
+        actions += kill_idle(f, idle, limit=1)
+    actions.append(Action("Raising maxclients alone does not end a storm: reconnecting clients fill any new slots",
+                          None, False))
+    return Finding("retry_storm", "critical" if strong else "warning", min(confidence, 0.95), summary,
+                   evidence, tuple(actions))

@@ -1,0 +1,180 @@
+"""Map connections to client hosts: per host, how many, how idle, how old, who (names, libs, users)."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+from connguard.analysis.classify import BLOCKED, INTERNAL_KINDS, NORMAL, PUBSUB, client_records, kind_of
+from connguard.probe.model import ClientRecord, Snapshot
+
+MAX_LISTED = 5  # names/libs/users shown per source
+ACTIVE_IDLE_CAP_S = 30  # a connection that ran a command this recently is in use, whatever the threshold
+
+
+def host_key(host: str) -> tuple[int, int, str]:
+    """Sort hosts as addresses (127.1.0.2 before 127.1.0.10): IPv4, then IPv6, then names and `unix`."""
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return (10, 0, host)
+    return (addr.version, int(addr), "")
+
+
+def percentile(sorted_values: Sequence[int], q: float) -> int:
+    if not sorted_values:
+        return 0
+    return sorted_values[min(len(sorted_values) - 1, int(q * (len(sorted_values) - 1) + 0.5))]
+
+
+def active_idle_limit(idle_threshold_s: float) -> float:
+    """Below this idle time a connection counts as active (in use)."""
+    return min(idle_threshold_s, ACTIVE_IDLE_CAP_S)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One client host (an IP, or `unix`). `idle_over_threshold` counts plain connections only:
+    blocked, pub/sub and internal links are idle by nature and are never kill candidates."""
+
+    host: str
+    connections: int
+    idle_over_threshold: int
+    max_idle_s: int
+    median_age_s: int
+    names: tuple[str, ...]
+    libs: tuple[str, ...]
+    users: tuple[str, ...]
+    blocked: int
+    normal: int = 0
+    pubsub: int = 0
+    internal: int = 0
+    active: int = 0  # plain connections idle below the active limit
+    abandoned: int = 0  # idle over threshold and idle >= 80% of age: used once, then left
+    age_spread_s: int = 0  # p90 - p10 of plain connections' ages: how spread out in time they were opened
+    median_idle_s: int = 0
+    growth: int | None = None  # change in this host's connections since the first Snapshot
+    idle_ids: tuple[int, ...] = field(default=(), repr=False)  # plain, idle over threshold, longest idle first
+    stale: int = 0  # plain, idle for >= 80% of their age (>= 2 s old): opened, used once, left - at any age
+    stale_min_idle_s: int = 0  # the shortest idle among them, for a kill that reaches them all
+    stale_ids: tuple[int, ...] = field(default=(), repr=False)
+    hosts: int = 1  # >1 only for the aggregated "rest" row
+
+    @property
+    def spread_ratio(self) -> float:
+        """Age spread relative to median age, with one second of clock granularity forgiven."""
+        return max(0, self.age_spread_s - 1) / max(self.median_age_s, 1)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "host": self.host, "connections": self.connections, "idle_over_threshold": self.idle_over_threshold,
+            "max_idle_s": self.max_idle_s, "median_age_s": self.median_age_s, "names": list(self.names),
+            "libs": list(self.libs), "blocked": self.blocked, "users": list(self.users),
+            "normal": self.normal, "pubsub": self.pubsub, "internal": self.internal, "active": self.active,
+            "age_spread_s": self.age_spread_s, "growth": self.growth, "hosts": self.hosts,
+        }
+
+
+@dataclass(frozen=True)
+class SourceTable:
+    """All sources, busiest first; `top` for display and `rest` folded into one row."""
+
+    all: tuple[Source, ...]
+    top: tuple[Source, ...]
+    rest: Source | None
+
+    def by_host(self) -> dict[str, Source]:
+        return {s.host: s for s in self.all}
+
+
+def _distinct(values: Iterable[str | None]) -> tuple[str, ...]:
+    seen: dict[str, None] = {}
+    for v in values:
+        if v and v not in seen:
+            seen[v] = None
+            if len(seen) >= MAX_LISTED:
+                break
+    return tuple(seen)
+
+
+def summarize(host: str, recs: Sequence[ClientRecord], idle_threshold_s: float, growth: int | None = None) -> Source:
+    kinds = [kind_of(r) for r in recs]
+    plain = [r for r, k in zip(recs, kinds) if k == NORMAL]
+    idle_over = sorted((r for r in plain if r.idle_s >= idle_threshold_s), key=lambda r: -r.idle_s)
+    active_limit = active_idle_limit(idle_threshold_s)
+    plain_ages = sorted(r.age_s for r in plain)
+    stale = sorted((r for r in plain if r.age_s >= 2 and r.idle_s >= 0.8 * r.age_s), key=lambda r: -r.idle_s)
+    all_ages = sorted(r.age_s for r in recs)
+    return Source(
+        host=host,
+        connections=len(recs),
+        idle_over_threshold=len(idle_over),
+        max_idle_s=max((r.idle_s for r in recs), default=0),
+        median_age_s=percentile(all_ages, 0.5),
+        names=_distinct(r.name for r in recs),
+        libs=_distinct(r.lib for r in recs),
+        users=_distinct(r.user for r in recs),
+        blocked=sum(1 for k in kinds if k == BLOCKED),
+        normal=len(plain),
+        pubsub=sum(1 for k in kinds if k == PUBSUB),
+        internal=sum(1 for k in kinds if k in INTERNAL_KINDS),
+        # Active: ran a command recently, and not merely because it is young (opened, then never used).
+        active=sum(1 for r in plain if r.idle_s < active_limit and not (r.age_s >= 2 and r.idle_s >= 0.8 * r.age_s)),
+        abandoned=sum(1 for r in idle_over if r.idle_s >= 0.8 * r.age_s),
+        age_spread_s=percentile(plain_ages, 0.9) - percentile(plain_ages, 0.1),
+        median_idle_s=percentile(sorted(r.idle_s for r in plain), 0.5),
+        growth=growth,
+        idle_ids=tuple(r.id for r in idle_over),
+        stale=len(stale),
+        stale_min_idle_s=stale[-1].idle_s if stale else 0,
+        stale_ids=tuple(r.id for r in stale),
+    )
+
+
+def group_by_host(snapshot: Snapshot) -> dict[str, list[ClientRecord]]:
+    groups: dict[str, list[ClientRecord]] = defaultdict(list)
+    for rec in client_records(snapshot):
+        groups[rec.host].append(rec)
+    return groups
+
+
+def fold_rest(rest: Sequence[Source]) -> Source | None:
+    if not rest:
+        return None
+    return Source(
+        host=f"({len(rest)} other host{'s' if len(rest) > 1 else ''})",
+        connections=sum(s.connections for s in rest),
+        idle_over_threshold=sum(s.idle_over_threshold for s in rest),
+        max_idle_s=max(s.max_idle_s for s in rest),
+        median_age_s=percentile(sorted(s.median_age_s for s in rest), 0.5),
+        names=_distinct(n for s in rest for n in s.names),
+        libs=_distinct(n for s in rest for n in s.libs),
+        users=_distinct(n for s in rest for n in s.users),
+        blocked=sum(s.blocked for s in rest),
+        normal=sum(s.normal for s in rest),
+        pubsub=sum(s.pubsub for s in rest),
+        internal=sum(s.internal for s in rest),
+        active=sum(s.active for s in rest),
+        abandoned=sum(s.abandoned for s in rest),
+        hosts=len(rest),
+    )
+
+
+def source_table(
+    snapshot: Snapshot, idle_threshold_s: float, top: int = 10, previous: Snapshot | None = None
+) -> SourceTable | None:
+    """Group by host; None when CLIENT LIST was not available. `previous` gives each host's growth."""
+    if snapshot.clients is None:
+        return None
+    before = None
+    if previous is not None and previous.clients is not None:
+        before = {h: len(rs) for h, rs in group_by_host(previous).items()}
+    sources = [
+        summarize(host, recs, idle_threshold_s, None if before is None else len(recs) - before.get(host, 0))
+        for host, recs in group_by_host(snapshot).items()
+    ]
+    sources.sort(key=lambda s: (-s.connections, -s.idle_over_threshold, host_key(s.host)))
+    top = max(0, top)
+    return SourceTable(all=tuple(sources), top=tuple(sources[:top]), rest=fold_rest(sources[top:]))

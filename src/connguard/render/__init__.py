@@ -1,0 +1,1 @@
+"""Render a Diagnosis: rich text for people (`text`), the JSON contract for machines (`json`)."""

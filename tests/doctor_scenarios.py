@@ -1,0 +1,363 @@
+"""Live scenarios for the doctor's tests: one real server per cause, crowds from loopback sources.
+
+Each scenario is a context manager yielding a `Live`: the condition is in place inside the `with`,
+background load (a growing leak, a storm, a slow retrier) runs bounded in count and time, and
+everything stops on exit. Run as a script to re-capture golden files:
+
+    python tests/doctor_scenarios.py capture tests/testdata [scenario ...]
+    python tests/doctor_scenarios.py regolden tests/testdata   # recompute diagnosis.json only
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from connguard.analysis.diagnosis import Diagnosis, DoctorSettings
+from connguard.doctor import examine, run_doctor
+from connguard.lab.crowd import Crowd, admit
+from connguard.lab.servers import ServerBinary, ServerProcess, find_binaries
+from connguard.target import HeldConnection, open_connection, parse_target
+
+# Short idle threshold and interval: the tests cannot wait the runbook's 300 s.
+SETTINGS = DoctorSettings(interval_s=1.5, idle_threshold_s=2.0, top=10)
+
+
+@dataclass
+class Live:
+    """A running scenario. `conn` is set when the doctor must hold its slot before the server fills up."""
+
+    name: str
+    server: ServerProcess
+    crowd: Crowd
+    expected: tuple[str, ...]  # causes that must be found (at warning or above unless noted)
+    offenders: tuple[str, ...] = ()  # hosts that must be named in the main finding's evidence
+    conn: HeldConnection | None = None
+    settings: DoctorSettings = SETTINGS
+    stop: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def background(self, fn: Callable[[], None]) -> None:
+        t = threading.Thread(target=fn, daemon=True)
+        self.threads.append(t)
+        t.start()
+
+    def doctor(self, *, once: bool = False, connect_timeout_s: float = 5.0) -> Diagnosis:
+        if self.conn is not None:
+            return examine(self.conn, parse_target(self.url).redacted, self.settings, once=once)
+        return run_doctor(parse_target(self.url), self.settings, once=once, connect_timeout_s=connect_timeout_s)
+
+
+@contextlib.contextmanager
+def _live(name: str, binary: ServerBinary, expected: tuple[str, ...], offenders: tuple[str, ...] = (),
+          *, hold: bool = False, **server_kwargs: object) -> Iterator[Live]:
+    server = ServerProcess(binary, **server_kwargs).start()  # type: ignore[arg-type]
+    crowd = Crowd("127.0.0.1", server.port)
+    live = Live(name, server, crowd, expected, offenders)
+    try:
+        if hold:
+            live.conn = open_connection(parse_target(server.url), connect_timeout_s=5)
+        yield live
+    finally:
+        live.stop.set()
+        for t in live.threads:
+            t.join(timeout=10)
+        if live.conn is not None:
+            live.conn.close()
+        crowd.close()
+        server.stop()
+
+
+# -- the nine causes -------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def leak(binary: ServerBinary, maxclients: int = 150) -> Iterator[Live]:
+    """One host opens named connections over time and never closes them; another host works normally."""
+    with _live("connection_leak", binary, ("connection_leak",), ("127.0.0.5",), maxclients=maxclients) as live:
+        _open_leak(live)
+        yield live
+
+
+def _open_leak(live: Live, source: str = "127.0.0.5") -> None:
+    live.crowd.open(10, source="127.0.0.6", kind="active", name="web")
+    for _ in range(6):
+        live.crowd.open(8, source=source, name="orders-worker", lib_name="redis-py")
+        time.sleep(0.4)
+
+    def keep_leaking() -> None:  # still growing while the doctor watches; bounded: 8 batches
+        for _ in range(8):
+            if live.stop.wait(0.4):
+                return
+            live.crowd.open(3, source=source, name="orders-worker", lib_name="redis-py")
+
+    time.sleep(0.8)
+    live.background(keep_leaking)
+
+
+@contextlib.contextmanager
+def pool_oversize(binary: ServerBinary) -> Iterator[Live]:
+    """Four app hosts each open a pool of 22 at deploy time; 6 of each pool are busy, the rest wait."""
+    hosts = tuple(f"127.0.0.{i}" for i in range(11, 15))
+    with _live("pool_oversize", binary, ("pool_oversize",), hosts, maxclients=100) as live:
+        for i, host in enumerate(hosts):
+            live.crowd.open(6, source=host, kind="active", name=f"api-{i}")
+            live.crowd.open(16, source=host, name=f"api-{i}")
+        time.sleep(2.5)
+        yield live
+
+
+@contextlib.contextmanager
+def serverless_fanout(binary: ServerBinary) -> Iterator[Live]:
+    """55 function instances, each from its own address with one connection (five have two)."""
+    with _live("serverless_fanout", binary, ("serverless_fanout",), maxclients=70) as live:
+        for i in range(1, 56):
+            live.crowd.open(2 if i <= 5 else 1, source=f"127.0.2.{i}", name="lambda-handler")
+        time.sleep(1.2)
+        yield live
+
+
+def _storm_thread(live: Live, source: str, hold_s: float, deadline: float, max_attempts: int) -> Callable[[], None]:
+    def run() -> None:
+        attempts = 0
+        while not live.stop.is_set() and time.monotonic() < deadline and attempts < max_attempts:
+            attempts += 1
+            sock = admit("127.0.0.1", live.server.port, source=source, timeout_s=1.0)
+            if sock is None:
+                # The bug under test: reconnect at once, no backoff. (2 ms only to share the CPU
+                # with the server and the doctor on a 2-core machine; still ~500 tries/s per client.)
+                time.sleep(0.002)
+                continue
+            live.stop.wait(hold_s)
+            sock.close()
+    return run
+
+
+@contextlib.contextmanager
+def retry_storm(binary: ServerBinary, seconds: float = 7.0) -> Iterator[Live]:
+    """A busy app fills most slots; 12 clients reconnect at once on every refusal, each holding an
+    admitted connection briefly. Bounded: 7 s and 5000 attempts per client."""
+    with _live("retry_storm", binary, ("retry_storm", "exhausted"), hold=True, maxclients=40) as live:
+        live.crowd.open(30, source="127.0.0.20", kind="active", name="app")
+        deadline = time.monotonic() + seconds
+        for i in range(12):
+            live.background(_storm_thread(live, f"127.0.0.{21 + i % 4}", 0.2, deadline, 5000))
+        time.sleep(0.8)
+        yield live
+
+
+@contextlib.contextmanager
+def maxclients_too_low(binary: ServerBinary) -> Iterator[Live]:
+    """Busy, legitimate traffic slightly above maxclients; one more client retries politely (every 0.3 s)."""
+    with _live("maxclients_too_low", binary, ("maxclients_too_low", "exhausted"), hold=True, maxclients=40) as live:
+        live.crowd.open(20, source="127.0.0.30", kind="active", name="checkout-api")
+        live.crowd.open(22, source="127.0.0.31", kind="active", name="checkout-api")
+        deadline = time.monotonic() + 8
+
+        def polite_retrier() -> None:
+            while not live.stop.wait(0.3) and time.monotonic() < deadline:
+                sock = admit("127.0.0.1", live.server.port, source="127.0.0.32", timeout_s=1.0)
+                if sock is not None:
+                    sock.close()
+
+        live.background(polite_retrier)
+        time.sleep(0.5)
+        yield live
+
+
+@contextlib.contextmanager
+def fd_limit(binary: ServerBinary) -> Iterator[Live]:
+    """maxclients 10000 asked for, but the server started under an open-files limit of 128."""
+    with _live("fd_limit", binary, ("fd_limit",), maxclients=10000, nofile=128) as live:
+        live.crowd.open(5, source="127.0.0.35", kind="active", name="web")
+        yield live
+
+
+@contextlib.contextmanager
+def internal_connections(binary: ServerBinary, replicas: int = 3) -> Iterator[Live]:
+    """A primary with three real replicas and one Sentinel's two links, on a small maxclients."""
+    with _live("internal_connections", binary, ("internal_connections",), maxclients=30) as live:
+        started = []
+        try:
+            for _ in range(replicas):
+                started.append(ServerProcess(binary, replicaof=("127.0.0.1", live.server.port)).start())
+            live.crowd.open(1, source="127.0.0.60", name="sentinel-1a2b3c4d-cmd")
+            live.crowd.open(1, source="127.0.0.60", kind="pubsub", name="sentinel-1a2b3c4d-pubsub")
+            _wait_for(lambda: _info_field(live.server, "connected_slaves") == replicas, 15)
+            yield live
+        finally:
+            for s in started:
+                s.stop()
+
+
+@contextlib.contextmanager
+def blocked_clients(binary: ServerBinary) -> Iterator[Live]:
+    """30 queue workers parked in BLPOP key 0 on an empty list, beside a few busy web clients."""
+    with _live("blocked_clients", binary, ("blocked_clients",), ("127.0.0.40",), maxclients=100) as live:
+        live.crowd.open(30, source="127.0.0.40", kind="blocked", name="queue-worker")
+        live.crowd.open(5, source="127.0.0.41", kind="active", name="web")
+        time.sleep(0.5)
+        yield live
+
+
+# -- controls ---------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def healthy(binary: ServerBinary) -> Iterator[Live]:
+    """A quiet, well-sized server: busy web clients, one small idle pool, one subscriber."""
+    with _live("healthy", binary, (), maxclients=200) as live:
+        live.crowd.open(10, source="127.0.0.70", kind="active", name="web")
+        live.crowd.open(8, source="127.0.0.71", name="reports")
+        live.crowd.open(1, source="127.0.0.72", kind="pubsub", name="notifier")
+        time.sleep(1.2)
+        yield live
+
+
+@contextlib.contextmanager
+def mixed(binary: ServerBinary) -> Iterator[Live]:
+    """A leak and a crowd of blocked consumers at once: both must be reported."""
+    with _live("mixed", binary, ("connection_leak", "blocked_clients"), ("127.0.0.5",), maxclients=150) as live:
+        live.crowd.open(30, source="127.0.0.40", kind="blocked", name="queue-worker")
+        _open_leak(live)
+        yield live
+
+
+@contextlib.contextmanager
+def full(binary: ServerBinary) -> Iterator[Live]:
+    """Every slot taken by one host before the doctor arrives."""
+    with _live("full", binary, ("exhausted",), ("127.0.0.50",), maxclients=20) as live:
+        live.crowd.open(20, source="127.0.0.50", name="stuck")
+        yield live
+
+
+SCENARIOS: dict[str, Callable[[ServerBinary], contextlib.AbstractContextManager[Live]]] = {
+    "connection_leak": leak, "pool_oversize": pool_oversize, "serverless_fanout": serverless_fanout,
+    "retry_storm": retry_storm, "maxclients_too_low": maxclients_too_low, "fd_limit": fd_limit,
+    "internal_connections": internal_connections, "blocked_clients": blocked_clients,
+    "healthy": healthy, "mixed": mixed,
+}
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+
+def _info_field(server: ServerProcess, key: str) -> int | None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=2) as sock:
+        sock.sendall(b"*2\r\n$4\r\nINFO\r\n$11\r\nreplication\r\n")
+        data = b""
+        deadline = time.monotonic() + 2
+        while b"\r\n\r\n" not in data[-8:] and time.monotonic() < deadline:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+            if data.count(b"\r\n") > 3 and data.endswith(b"\r\n"):
+                break
+    for line in data.decode(errors="replace").splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split(":", 1)[1])
+    return None
+
+
+def _wait_for(pred: Callable[[], bool], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.1)
+    raise TimeoutError("condition not reached")
+
+
+def binaries_for_tests() -> list[ServerBinary]:
+    """Redis 7.0 and Valkey 9.1 when present (the issue's minimum), else whatever there is."""
+    found = find_binaries()
+    chosen = [b for b in found if (b.flavor, b.version[:3]) in {("redis", "7.0"), ("valkey", "9.1")}]
+    return chosen or found[:1]
+
+
+# -- golden capture ---------------------------------------------------------------------------------
+
+def capture_scenario(live: Live, folder: Path) -> Diagnosis:
+    """Save both raw captures of a live scenario (verbatim replies), meta, and the diagnosis summary."""
+    from connguard.analysis.diagnosis import diagnose
+    from connguard.probe import build_snapshot, capture
+    from connguard.probe.host import is_local_server, read_host_facts
+    from connguard.probe.info import parse_info
+    from connguard.probe.serialize import write_raw_capture
+
+    conn = live.conn or open_connection(parse_target(live.url), connect_timeout_s=5)
+    try:
+        raws = [capture(conn)]
+        time.sleep(live.settings.interval_s)
+        raws.append(capture(conn))
+        own = conn.client_id
+    finally:
+        if live.conn is None:
+            conn.close()
+    info = parse_info(raws[-1].info_all)
+    host = read_host_facts(info.process_id) if is_local_server(info.process_id, info.tcp_port) else None
+    snaps = [build_snapshot(r, host=host, own_client_id=own) for r in raws]
+    diag = diagnose(snaps[0], snaps[1], live.settings, "redis://127.0.0.1:6379")
+    for i, raw in enumerate(raws, 1):
+        write_raw_capture(raw, folder / f"snapshot{i}")
+    meta = {
+        "scenario": live.name, "taken_at": [r.taken_at for r in raws], "own_client_id": own,
+        "limitations": [list(r.limitations) for r in raws],
+        "host": None if host is None else {"pid": host.pid, "fd_limit_soft": host.fd_limit_soft,
+                                            "fd_limit_hard": host.fd_limit_hard, "open_fds": host.open_fds},
+        "settings": {"interval_s": live.settings.interval_s, "idle_threshold_s": live.settings.idle_threshold_s,
+                     "top": live.settings.top},
+    }
+    (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    expected = {
+        "scenario": live.name, "status": diag.status,
+        "expected_causes": list(live.expected), "offenders": list(live.offenders),
+        "findings": [{"cause": f.cause, "severity": f.severity, "hosts": list(f.hosts)} for f in diag.findings],
+    }
+    (folder / "diagnosis.json").write_text(json.dumps(expected, indent=2) + "\n")
+    return diag
+
+
+def regolden(root: Path) -> None:
+    """Recompute each diagnosis.json from its saved captures (after a deliberate rule change; review the diff)."""
+    from connguard.analysis.diagnosis import diagnose
+    from test_analysis_golden import load  # the loader the golden test uses
+
+    for golden_file in sorted(root.glob("*/*/diagnosis.json")):
+        (first, second), settings, golden = load(golden_file.parent)
+        diag = diagnose(first, second, settings, "redis://127.0.0.1:6379")
+        golden["status"] = diag.status
+        golden["findings"] = [{"cause": f.cause, "severity": f.severity, "hosts": list(f.hosts)} for f in diag.findings]
+        golden_file.write_text(json.dumps(golden, indent=2) + "\n")
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) == 2 and argv[0] == "regolden":
+        regolden(Path(argv[1]))
+        return 0
+    if len(argv) < 2 or argv[0] != "capture":
+        print(__doc__)
+        return 2
+    root = Path(argv[1])
+    names = argv[2:] or list(SCENARIOS)
+    random.seed(0)
+    for binary in binaries_for_tests():
+        for name in names:
+            with SCENARIOS[name](binary) as live:
+                diag = capture_scenario(live, root / binary.label / name)
+            print(binary.label, name, diag.status, [(f.cause, f.severity, f.hosts[:3]) for f in diag.findings])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
