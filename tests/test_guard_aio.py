@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import time
 
 import pytest
@@ -176,3 +178,82 @@ def test_the_async_pool_plugs_into_redis_asyncio(server):
         return value
 
     assert asyncio.run(scenario()) == 50
+
+
+def test_every_waiting_task_gives_up_within_budget_wait_s(default_binary, start_server):
+    server = start_server(default_binary)
+
+    async def scenario() -> tuple[list[str], list[float]]:
+        pool = AsyncGuardedConnectionPool(host="127.0.0.1", port=server.port, name="feed", budget=1, budget_wait_s=0.4)
+        held = await pool.get_connection()
+
+        async def wait() -> tuple[str, float]:
+            started = time.monotonic()
+            try:
+                await pool.get_connection()
+                return "got one", time.monotonic() - started
+            except BudgetExceeded:
+                return "BudgetExceeded", time.monotonic() - started
+
+        results = await asyncio.gather(*(wait() for _ in range(4)))
+        await pool.release(held)
+        await pool.disconnect()
+        return [r[0] for r in results], [r[1] for r in results]
+
+    outcomes, waited = asyncio.run(scenario())
+    assert outcomes == ["BudgetExceeded"] * 4
+    assert max(waited) < 0.4 + 0.5, sorted(waited)  # not 0.4, 0.8, 1.2, 1.6 s queued behind one another
+
+
+def test_aclose_closes_the_sockets_and_frees_the_budget(default_binary, start_server):
+    server = start_server(default_binary)
+    monitor = redis.Redis(host="127.0.0.1", port=server.port, single_connection_client=True)
+    monitor.ping()
+
+    async def scenario() -> int:
+        client = guarded_async_client(server.url, name="async-short-lived")
+        await client.ping()
+        await client.aclose()
+        return client.connection_pool.metrics().open_sockets
+
+    assert asyncio.run(scenario()) == 0
+    deadline = time.monotonic() + 2
+    while monitor.info("clients")["connected_clients"] != 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert monitor.info("clients")["connected_clients"] == 1
+    monitor.close()
+
+
+def test_a_cancelled_probe_leaves_the_circuit_half_open_for_the_next_task(full_server):
+    """asyncio.CancelledError says nothing about the server: no verdict, the next task probes, nothing is stuck."""
+    server, monitor, crowd, leak = full_server
+
+    async def scenario() -> tuple[str, str, bool, str]:
+        client = guarded_async_client(server.url, name="async-cancel", reset_timeout_s=0.1, reset_jitter=0.0)
+        breaker = client.connection_pool.endpoint.breaker
+        with pytest.raises(MaxClientsError):
+            await client.ping()
+        crowd.close_group(leak)
+        await asyncio.sleep(0.15)
+        # Cancel the probe while it waits for the server's reply: freeze the server for that moment.
+        os.kill(server.pid, signal.SIGSTOP)
+        try:
+            probe = asyncio.create_task(client.ping())
+            while breaker.state != "half_open":
+                await asyncio.sleep(0.005)
+            await asyncio.sleep(0.05)
+            probe.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await probe
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+        after_cancel = breaker.state
+        sockets = client.connection_pool.metrics().open_sockets
+        recovered = await client.ping()
+        state = breaker.state
+        await client.aclose()
+        return after_cancel, str(sockets), recovered, state
+
+    after_cancel, sockets, recovered, state = asyncio.run(scenario())
+    assert (after_cancel, sockets) == ("half_open", "0")
+    assert recovered is True and state == "closed"

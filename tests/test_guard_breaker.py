@@ -17,6 +17,7 @@ from connguard.guard import (
     BreakerSettings,
     CircuitBreaker,
     CircuitOpenError,
+    GuardedConnectionPool,
     MaxClientsError,
     StateChange,
     guarded_client,
@@ -34,6 +35,16 @@ def server_attempts(monitor: redis.Redis) -> int:
     """Every connection the server saw: admitted (total_connections_received) plus refused (rejected_connections)."""
     stats = monitor.info("stats")
     return stats["total_connections_received"] + stats["rejected_connections"]
+
+
+def clients_soon(monitor: redis.Redis, expected: int, timeout_s: float = 2.0) -> int:
+    """connected_clients once it reaches `expected` (the server sees a close on its next event-loop turn)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        seen = monitor.info("clients")["connected_clients"]
+        if seen == expected or time.monotonic() > deadline:
+            return seen
+        time.sleep(0.01)
 
 
 @pytest.fixture
@@ -153,3 +164,79 @@ def test_plain_connect_failures_open_after_failure_threshold(default_binary, sta
             errors.append(type(exc).__name__)
     assert errors == ["ConnectionError"] * 3 + ["CircuitOpenError"] * 2
     assert client.connection_pool.endpoint.attempts_total == 3
+
+
+def test_while_a_probe_hangs_other_callers_fail_fast_instead_of_queueing(default_binary, start_server):
+    """A stopped server accepts TCP (the kernel's backlog) and never answers: the probe hangs until its timeout.
+    No lock is held across that connect, so other callers of the same pool get CircuitOpenError at once."""
+    import os
+    import signal
+
+    server = start_server(default_binary)
+    options = dict(
+        failure_threshold=1, reset_timeout_s=0.2, reset_jitter=0.0, retries=0, socket_timeout=1.0,
+        socket_connect_timeout=1.0, connect_rate_per_s=None,
+    )
+    first = guarded_client(server.url, name="first", **options)
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(redis.TimeoutError):
+            first.ping()  # opens the endpoint's circuit
+        breaker = first.connection_pool.endpoint.breaker
+        assert breaker.state == "open"
+        time.sleep(0.3)
+        api = guarded_client(server.url, name="api", **options)  # same endpoint, same breaker; a fresh pool
+        probe = threading.Thread(target=lambda: pytest.raises(redis.TimeoutError, api.ping))
+        probe.start()
+        deadline = time.monotonic() + 2
+        while breaker.state != "half_open" and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert breaker.state == "half_open"  # the probe is out, waiting on the stopped server
+        started = time.monotonic()
+        with pytest.raises(CircuitOpenError, match="probe connection is in flight"):
+            api.ping()
+        assert time.monotonic() - started < 0.3  # answered while the probe still hangs (it waits 1 s)
+        probe.join(5)
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+
+
+class _HandshakeBreaks(redis.connection.Connection):
+    """A connection whose handshake raises `fail_with` after the socket is open (a bug, or Ctrl-C)."""
+
+    fail_with: BaseException | None = None
+
+    def on_connect_check_health(self, check_health: bool = True) -> None:
+        if _HandshakeBreaks.fail_with is not None:
+            raise _HandshakeBreaks.fail_with
+        super().on_connect_check_health(check_health=check_health)
+
+
+@pytest.mark.parametrize("crash", [RuntimeError("a bug in a connect callback"), KeyboardInterrupt()], ids=repr)
+def test_a_probe_that_crashes_gives_no_verdict_and_leaves_no_uncounted_socket(default_binary, start_server, crash):
+    """An unrelated error says nothing about the server: the circuit stays half-open (not closed, not stuck),
+    the next caller probes, and the half-made socket is closed instead of escaping the budget."""
+    server = start_server(default_binary)
+    monitor = redis.Redis(host="127.0.0.1", port=server.port, single_connection_client=True)
+    monitor.ping()
+    pool = GuardedConnectionPool(
+        connection_class=_HandshakeBreaks, host="127.0.0.1", port=server.port, name="crashy",
+        reset_timeout_s=0.05, reset_jitter=0.0, connect_rate_per_s=None,
+    )
+    breaker = pool.endpoint.breaker
+    breaker.failure(probe=False, refusal=True, error="max number of clients reached")  # as after a refusal
+    time.sleep(0.1)
+    _HandshakeBreaks.fail_with = crash
+    try:
+        with pytest.raises(type(crash)):
+            pool.get_connection()
+    finally:
+        _HandshakeBreaks.fail_with = None
+    assert breaker.state == "half_open"
+    assert pool.metrics().open_sockets == 0
+    assert clients_soon(monitor, 1) == 1  # the half-made socket was closed, not left open and uncounted
+    conn = pool.get_connection()  # not stuck: this caller is the next probe, and it gets in
+    assert breaker.state == "closed"
+    pool.release(conn)
+    pool.disconnect()
+    monitor.close()

@@ -6,6 +6,7 @@ import logging
 import time
 
 import pytest
+import redis
 
 from connguard.guard import REGISTRY, GuardedConnectionPool, guarded_client
 
@@ -84,3 +85,59 @@ def test_short_commands_and_subscribers_are_not_reported(default_binary, start_s
     assert client.connection_pool.metrics().suspected_leaks == 0
     pubsub.close()
     client.close()
+
+
+def test_a_single_connection_client_and_a_monitor_hold_on_purpose_and_are_not_reported(default_binary, start_server, caplog):
+    caplog.set_level(logging.WARNING, logger="connguard.guard.leaks")
+    server = start_server(default_binary)
+    pool = GuardedConnectionPool(host="127.0.0.1", port=server.port, name="dedicated", leak_threshold_s=0.1)
+    single = redis.Redis(connection_pool=pool, single_connection_client=True)  # holds one connection for life
+    single.ping()
+    monitor = redis.Redis(connection_pool=pool).monitor()
+    monitor.__enter__()
+    time.sleep(0.6)
+    assert not [r.getMessage() for r in caplog.records if "possible connection leak" in r.getMessage()]
+    assert pool.metrics().suspected_leaks == 0
+    monitor.__exit__(None, None, None)
+    single.close()
+    pool.disconnect()
+
+
+def test_a_reported_connection_that_the_pool_forgets_is_no_longer_counted(default_binary, start_server, caplog):
+    """After pool.reset() a reported connection is gone from the pool: it no longer counts as a suspect (and its
+    id, once reused by a new connection, must not hide that connection's own leak)."""
+    caplog.set_level(logging.WARNING, logger="connguard.guard.leaks")
+    server = start_server(default_binary)
+    pool = GuardedConnectionPool(host="127.0.0.1", port=server.port, name="forgetful", leak_threshold_s=0.1)
+    pool.get_connection()  # leaked and dropped
+    wait_for(caplog, "possible connection leak")
+    assert pool.metrics().suspected_leaks == 1
+    pool.reset()
+    deadline = time.monotonic() + 3
+    while pool.metrics().suspected_leaks and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert pool.metrics().suspected_leaks == 0 and pool.metrics().leaks_reported_total == 1
+    pool.disconnect()
+
+
+def test_the_watchdog_neither_keeps_the_interpreter_alive_nor_breaks_its_exit(default_binary, start_server):
+    """A script that leaks and exits, with a report due at the moment of exit: it ends promptly, exit code 0,
+    and no traceback or logging error on stderr."""
+    import subprocess
+    import sys
+    import textwrap
+
+    server = start_server(default_binary)
+    script = textwrap.dedent(f"""
+        import logging, time
+        from connguard.guard import GuardedConnectionPool
+        logging.basicConfig(level=logging.INFO)
+        pool = GuardedConnectionPool(host="127.0.0.1", port={server.port}, name="script", leak_threshold_s=0.05)
+        held = [pool.get_connection() for _ in range(20)]
+        time.sleep(0.045)  # exit while reports are due
+    """)
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=20)
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started < 10
+    assert "Traceback" not in done.stderr and "Logging error" not in done.stderr, done.stderr

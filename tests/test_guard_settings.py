@@ -32,6 +32,14 @@ from connguard.guard.backoff import GuardRetry, decorrelated_jitter, equal_jitte
         ({"connect_rate_per_s": 0}, "connect_rate_per_s=0 must be > 0"),
         ({"connect_burst": 0}, "connect_burst=0"),
         ({"retries": -1}, "retries=-1"),
+        # Wrong types and NaN: refused by name, not a TypeError at first use or a silently accepted NaN
+        ({"budget": True}, "budget=True must be an integer or None, not bool"),
+        ({"budget_wait_s": "5"}, "budget_wait_s='5' must be a number, not str"),
+        ({"budget_wait_s": float("nan")}, "budget_wait_s=nan must be a number, not NaN"),
+        ({"connect_rate_wait_s": float("nan")}, "connect_rate_wait_s=nan"),
+        ({"leak_threshold_s": "30"}, "leak_threshold_s='30' must be a number or None"),
+        ({"retries": 2.5}, "retries=2.5 must be an integer"),
+        ({"reset_timeout_s": float("inf")}, "must be finite"),
     ],
 )
 def test_bad_settings_are_refused_with_which_and_why(settings, says):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 import weakref
 from typing import Any, Callable
 
@@ -13,9 +14,10 @@ from redis.asyncio.retry import Retry as AsyncRetry
 
 from connguard.guard.errors import NOT_RETRIED
 from connguard.guard.breaker import StateChange
+from connguard.guard.budget import DEADLINE
 from connguard.guard.leaks import LeakTracker
 from connguard.guard.metrics import GuardMetrics, collect
-from connguard.guard.pool import _in_use_of, creation_site, guarded_class, guarded_retry
+from connguard.guard.pool import NoRoom, _in_use_of, creation_site, guarded_class, guarded_retry, reserve_slot
 from connguard.guard.registry import REGISTRY, EndpointGuard, endpoint_of
 from connguard.guard.settings import GuardSettings, split_settings
 
@@ -48,6 +50,7 @@ class AsyncGuardedConnectionMixin:
     _cg_endpoint: EndpointGuard | None = None
     _cg_holder = "unguarded"
     _cg_out: tuple[Any, ...] | None = None
+    _cg_slot: list[Any] | None = None
 
     async def connect(self) -> None:
         if self.is_connected:  # type: ignore[attr-defined]
@@ -64,6 +67,8 @@ class AsyncGuardedConnectionMixin:
         try:
             await super().connect_check_health(check_health=check_health, retry_socket_connect=False)  # type: ignore[misc]
         except BaseException as exc:
+            if self.is_connected:  # type: ignore[attr-defined]
+                self._close()  # cancelled or crashed mid-handshake: close the socket with its slot (see the sync mixin)
             err = ep.after_failure(self, probe, exc)
             if err is exc:
                 raise
@@ -137,30 +142,66 @@ class AsyncGuardedConnectionPool(aioredis.ConnectionPool):
         )
         self._track = settings.leak_threshold_s is not None
         self._open_lock = asyncio.Lock()
+        self._orphans: "weakref.WeakSet[Any]" = weakref.WeakSet()
+        self._orphaned = False
 
     def make_connection(self) -> Any:
+        if self.endpoint.budget.full():
+            raise NoRoom  # redis.asyncio counts connections by its sets: nothing to undo
         conn = super().make_connection()
         conn._cg_endpoint = self.endpoint
         conn._cg_holder = self.name
+        reserve_slot(conn, self.endpoint)
         return conn
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
-        budget = self.endpoint.budget
-        if self._available_connections or budget.cap is None:
+        try:
             conn = await super().get_connection(*args, **kwargs)
-        else:
-            async with self._open_lock:  # one opener at a time per pool (see the sync pool)
-                if not self._available_connections and budget.full():
-                    await budget.wait_for_room_async(lambda: bool(self._available_connections))
-                conn = await super().get_connection(*args, **kwargs)
+        except NoRoom:
+            conn = await self._wait_and_get(args, kwargs)
         if self._track:
             self.leaks.checkout(conn, sys._getframe(1), _current_task())
         return conn
 
+    async def _wait_and_get(self, args: Any, kwargs: Any) -> Any:
+        """One waiter per pool at a time, within one budget_wait_s; never a lock across a connect (see the sync pool)."""
+        budget = self.endpoint.budget
+        reset = DEADLINE.set(time.monotonic() + budget.wait_s)
+        try:
+            try:
+                await asyncio.wait_for(self._open_lock.acquire(), budget.wait_s)
+            except asyncio.TimeoutError:
+                raise budget.exceeded(budget.wait_s) from None
+            try:
+                while True:
+                    try:
+                        return await super().get_connection(*args, **kwargs)
+                    except NoRoom:
+                        await budget.wait_for_room_async(lambda: bool(self._available_connections))
+            finally:
+                self._open_lock.release()
+        finally:
+            DEADLINE.reset(reset)
+
     async def release(self, connection: Any) -> None:
         if self._track:
             self.leaks.checkin(connection)
+        if self._orphaned and connection in self._orphans:
+            self._orphans.discard(connection)  # checked out before reset(): close it rather than raise KeyError
+            await connection.disconnect()
+            return
         await super().release(connection)
+
+    def reset(self) -> None:
+        """redis-py's reset, minus the orphaned sockets and budget slots (idle ones are closed now)."""
+        idle = list(getattr(self, "_available_connections", ()))
+        in_use = list(getattr(self, "_in_use_connections", ()))
+        super().reset()
+        self._open_lock = asyncio.Lock()
+        self._orphans: "weakref.WeakSet[Any]" = weakref.WeakSet(in_use)
+        self._orphaned = bool(in_use)
+        for conn in idle:
+            conn._close()  # synchronous: closes the transport and frees the budget slot
 
     def metrics(self) -> GuardMetrics:
         return collect(self)
@@ -173,9 +214,14 @@ def _current_task() -> Any:
         return "no event loop"
 
 
-def guarded_async_client(url: str, *, settings: GuardSettings | None = None, name: str | None = None, **kwargs: Any) -> aioredis.Redis:
-    """`redis.asyncio.Redis` for `url` over an AsyncGuardedConnectionPool."""
+def guarded_async_client(
+    url: str, *, settings: GuardSettings | None = None, name: str | None = None, single_connection_client: bool = False,
+    **kwargs: Any,
+) -> aioredis.Redis:
+    """`redis.asyncio.Redis` for `url` over an AsyncGuardedConnectionPool; `aclose()` closes the pool's sockets too."""
     pool = AsyncGuardedConnectionPool.from_url(url, settings=settings, name=name or f"asyncclient@{creation_site(2)}", **kwargs)
-    return aioredis.Redis(connection_pool=pool)
+    client = aioredis.Redis(connection_pool=pool, single_connection_client=single_connection_client)
+    client.auto_close_connection_pool = True
+    return client
 
 

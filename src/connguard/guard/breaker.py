@@ -46,6 +46,8 @@ class BreakerSettings:
                 raise ValueError(f"{name}={value!r} must be an integer >= 1: the breaker cannot open after fewer than one failure")
         if not self.reset_timeout_s > 0:
             raise ValueError(f"reset_timeout_s={self.reset_timeout_s} must be > 0: a breaker that reopens at once is no breaker")
+        if self.reset_timeout_s == float("inf") or self.max_reset_timeout_s == float("inf"):
+            raise ValueError("reset_timeout_s and max_reset_timeout_s must be finite: an infinite open period never probes again")
         if self.max_reset_timeout_s is None:
             object.__setattr__(self, "max_reset_timeout_s", 3 * self.reset_timeout_s)
         elif self.max_reset_timeout_s < self.reset_timeout_s:
@@ -177,6 +179,11 @@ class CircuitBreaker:
         self._failures = self._refusals = 0
         self.opened_total += 1
         return self._move(OPEN, f"{reason} (retry in {self._open_for_s:.1f}s)")
+
+    def after_fork_in_child(self) -> None:
+        """A probe in flight at fork belongs to the parent: the child's next caller may probe."""
+        self._lock = threading.Lock()
+        self._probe_started = None
 
     def retry_in_s(self) -> float:
         if self.state != OPEN:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
@@ -91,11 +92,16 @@ class LeakTracker:
         threshold = self.threshold_s
         if threshold is None:
             return
-        for conn in list(self._in_use()):
+        in_use = list(self._in_use())
+        if self.reported:
+            # A reported connection that left without release() (pool reset, garbage collection) is no longer a
+            # suspect; and its id may be reused by a new connection, which must not inherit the "already reported".
+            self.reported.intersection_update(id(c) for c in in_use if getattr(c, "_cg_out", None) is not None)
+        for conn in in_use:
             out = getattr(conn, "_cg_out", None)
             if out is None or now - out[STARTED] < threshold or id(conn) in self.reported:
                 continue
-            if not self.include_pubsub and _is_pubsub(out[CALLER]):
+            if not self.include_pubsub and _is_dedicated(out[CALLER]):
                 continue
             self.reported.add(id(conn))
             self.reported_total += 1
@@ -106,8 +112,16 @@ class LeakTracker:
             )
 
 
-def _is_pubsub(frame: FrameType) -> bool:
-    return frame.f_code.co_qualname.startswith("PubSub.")
+# Checkouts that hold a connection for the life of an object on purpose (redis-py sync and asyncio): a subscriber,
+# MONITOR, and `Redis(single_connection_client=True)`. Not leaks unless leak_include_pubsub=True.
+_DEDICATED_PREFIXES = ("PubSub.", "Monitor.")
+_DEDICATED = frozenset({"Redis.__init__", "Redis.initialize"})
+
+
+def _is_dedicated(frame: FrameType) -> bool:
+    name = frame.f_code.co_qualname
+    return name in _DEDICATED or name.startswith(_DEDICATED_PREFIXES)
+
 
 
 def _frames(out: tuple[Any, ...]) -> list[tuple[FrameType, int]]:
@@ -143,6 +157,7 @@ class _Watchdog:
         self._trackers: "weakref.WeakSet[LeakTracker]" = weakref.WeakSet()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
         self.interval_s = 1.0
 
     def register(self, tracker: LeakTracker) -> None:
@@ -150,13 +165,22 @@ class _Watchdog:
             self._trackers.add(tracker)
             # Look often enough that a report comes at most a quarter threshold late.
             self.interval_s = min(self.interval_s, max(0.05, (tracker.threshold_s or 1.0) / 4))
+            if self._stop.is_set():
+                return  # the interpreter is shutting down
             if self._thread is None or not self._thread.is_alive():
+                # A daemon thread: it never keeps the interpreter alive.
                 self._thread = threading.Thread(target=self._run, name="connguard-leak-watchdog", daemon=True)
                 self._thread.start()
 
+    def stop(self) -> None:
+        """At exit, before logging shuts its handlers: a report written into closed handlers is a traceback."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=1.0)
+
     def _run(self) -> None:
-        while True:
-            time.sleep(self.interval_s)
+        while not self._stop.wait(self.interval_s):
             now = time.monotonic()
             for tracker in list(self._trackers):
                 try:
@@ -166,6 +190,7 @@ class _Watchdog:
 
     def _after_fork(self) -> None:
         self._lock = threading.Lock()
+        self._stop = threading.Event()
         self._thread = None  # threads do not survive fork; start one again if anything is tracked
         trackers = list(self._trackers)
         if trackers:
@@ -174,3 +199,4 @@ class _Watchdog:
 
 WATCHDOG = _Watchdog()
 os.register_at_fork(after_in_child=WATCHDOG._after_fork)
+atexit.register(WATCHDOG.stop)  # registered after logging's own, so it runs before logging.shutdown

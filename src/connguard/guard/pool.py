@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import weakref
 from sys import _getframe
@@ -14,6 +15,7 @@ from redis.connection import Connection, SSLConnection, UnixDomainSocketConnecti
 
 from connguard.guard.backoff import GuardRetry, guard_retry
 from connguard.guard.breaker import StateChange
+from connguard.guard.budget import DEADLINE
 from connguard.guard.leaks import LeakTracker
 from connguard.guard.metrics import GuardMetrics, collect
 from connguard.guard.registry import REGISTRY, EndpointGuard, endpoint_of
@@ -26,6 +28,7 @@ class GuardedConnectionMixin:
     _cg_endpoint: EndpointGuard | None = None
     _cg_holder = "unguarded"
     _cg_out: tuple[Any, ...] | None = None  # the checkout record (see leaks.py) while checked out
+    _cg_slot: list[Any] | None = None  # a budget slot its pool reserved when making it, until the first connect
 
     def connect(self) -> None:
         if self._sock:  # type: ignore[attr-defined]
@@ -43,6 +46,10 @@ class GuardedConnectionMixin:
             # One socket per attempt: redis-py's nested socket-level retry would multiply attempts.
             super().connect_check_health(check_health=check_health, retry_socket_connect=False)  # type: ignore[misc]
         except BaseException as exc:
+            if self._sock is not None:  # type: ignore[attr-defined]
+                # redis-py closes the socket only for a RedisError in the handshake; after a KeyboardInterrupt or a
+                # bug it stays open, and a socket open with its budget slot released is a socket nobody counts.
+                _close_quietly(self)
             err = ep.after_failure(self, probe, exc)
             if err is exc:
                 raise
@@ -55,6 +62,27 @@ class GuardedConnectionMixin:
         finally:
             if self._cg_endpoint is not None:
                 self._cg_endpoint.budget.release(self)
+
+
+def _close_quietly(conn: Any) -> None:
+    try:
+        conn.disconnect()
+    except Exception:  # closing is best effort; the original error is the one to raise
+        pass
+
+
+class NoRoom(Exception):
+    """Internal: the pool needs a new connection and the budget has no slot for it (never escapes the pool)."""
+
+
+def reserve_slot(conn: Any, endpoint: EndpointGuard) -> None:
+    """Called under the pool's lock as a connection object is made: take its budget slot now, or NoRoom."""
+    budget = endpoint.budget
+    if budget.cap is not None:
+        token = budget.reserve()
+        if token is None:
+            raise NoRoom
+        conn._cg_slot = token
 
 
 class GuardedConnection(GuardedConnectionMixin, Connection):
@@ -153,36 +181,77 @@ class GuardedConnectionPool(redis.ConnectionPool):
         self._track = settings.leak_threshold_s is not None
         self._reported = self.leaks.reported
         self._budget = self.endpoint.budget
-        self._open_lock = Lock()
 
     def make_connection(self) -> Any:
+        if self._budget.full():
+            raise NoRoom  # before redis-py counts it against max_connections
         conn = super().make_connection()
         conn._cg_endpoint = self.endpoint
         conn._cg_holder = self.name
+        try:
+            reserve_slot(conn, self.endpoint)
+        except NoRoom:
+            self._created_connections -= 1  # redis-py counted it; it will never exist
+            raise
         return conn
 
     # The hot path: one attribute write per checkout and per release (LeakTracker.checkout/checkin, inlined).
     def get_connection(self, *args: Any, **kwargs: Any) -> Any:
-        if self._available_connections or self._budget.cap is None:
+        try:
             conn = _base_get(self, *args, **kwargs)
-        else:
-            # A new socket may be needed. One opener at a time per pool, so threads that arrive together do not
-            # all open sockets (or close this pool's idle ones to make room) when one returned connection will do.
-            with self._open_lock:
-                if not self._available_connections and self._budget.full():
-                    self._budget.wait_for_room(self._has_idle, self.name)
-                conn = _base_get(self, *args, **kwargs)
+        except NoRoom:  # the pool had no idle connection and the budget no slot: wait for one or the other
+            conn = self._wait_and_get(args, kwargs)
         if self._track:
             caller = _getframe(1)
             conn._cg_out = (monotonic(), caller, caller.f_lineno, get_ident())
         return conn
+
+    def _wait_and_get(self, args: Any, kwargs: Any) -> Any:
+        """One waiter per pool at a time, so a connection returned here goes to one waiter instead of every waiter
+        opening (or shedding) a socket. All of it within one budget_wait_s. No lock is held across a connect that
+        has its slot, so a slow connect or a half-open probe queues no one."""
+        budget = self._budget
+        reset = DEADLINE.set(monotonic() + budget.wait_s)
+        try:
+            if not self._open_lock.acquire(timeout=budget.wait_s):
+                raise budget.exceeded(budget.wait_s)
+            try:
+                while True:
+                    try:
+                        return _base_get(self, *args, **kwargs)
+                    except NoRoom:
+                        budget.wait_for_room(self._has_idle, self.name, self)  # BudgetExceeded at the deadline
+            finally:
+                self._open_lock.release()
+        finally:
+            DEADLINE.reset(reset)
 
     def release(self, connection: Any) -> None:
         if self._track:
             out, connection._cg_out = connection._cg_out, None
             if self._reported and id(connection) in self._reported:
                 self.leaks.report_return(connection, out)
+        if self._orphaned and connection in self._orphans:
+            # Checked out before reset(): redis-py would drop it with its socket open until garbage collection.
+            self._orphans.discard(connection)
+            connection.disconnect()
+            return
         _base_release(self, connection)
+
+    def reset(self) -> None:
+        """redis-py's reset (also run by _checkpid after fork), minus the orphaned sockets and budget slots."""
+        same_process = getattr(self, "pid", None) == os.getpid()
+        idle = list(getattr(self, "_available_connections", ()))
+        in_use = list(getattr(self, "_in_use_connections", ()))
+        super().reset()
+        self._open_lock = Lock()  # another thread may have held it at fork
+        self._orphans: "weakref.WeakSet[Any]" = weakref.WeakSet()  # weak: a dropped orphan is closed by its __del__
+        self._orphaned = False  # a plain flag keeps release() at one attribute read in the common case
+        if same_process:  # after fork the parent's sockets are the parent's: leave them alone
+            self._orphans.update(in_use)
+            self._orphaned = bool(in_use)
+            for conn in idle:
+                conn.disconnect()
 
     def _has_idle(self) -> bool:
         return bool(self._available_connections)
@@ -200,10 +269,16 @@ class GuardedConnectionPool(redis.ConnectionPool):
         return collect(self)
 
 
-def guarded_client(url: str, *, settings: GuardSettings | None = None, name: str | None = None, **kwargs: Any) -> redis.Redis:
-    """`redis.Redis` for `url` over a GuardedConnectionPool. Guard settings and redis-py options may be mixed."""
+def guarded_client(
+    url: str, *, settings: GuardSettings | None = None, name: str | None = None, single_connection_client: bool = False,
+    **kwargs: Any,
+) -> redis.Redis:
+    """`redis.Redis` for `url` over a GuardedConnectionPool. Guard settings and redis-py options may be mixed.
+    The client owns its pool, as with `redis.Redis.from_url`: `close()` closes the pool's sockets too."""
     pool = GuardedConnectionPool.from_url(url, settings=settings, name=name or f"client@{creation_site(2)}", **kwargs)
-    return redis.Redis(connection_pool=pool)
+    client = redis.Redis(connection_pool=pool, single_connection_client=single_connection_client)
+    client.auto_close_connection_pool = True
+    return client
 
 
 __all__ = ["GuardedConnectionPool", "GuardedConnection", "guarded_client"]

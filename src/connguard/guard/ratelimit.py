@@ -47,6 +47,10 @@ class ConnectRateLimiter:
             self._tokens -= 1  # booked: the token that accrues during our wait is ours
             return wait
 
+    def after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        self.waiters = 0
+
     def _wait_count(self, delta: int) -> None:
         with self._lock:
             self.waiters += delta

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import weakref
 from collections import deque
 from typing import Any
 
-from redis.exceptions import AuthenticationError, ConnectionError, TimeoutError
+from redis.exceptions import AuthenticationError, ConnectionError, RedisError, TimeoutError
 
 from connguard.guard.breaker import CircuitBreaker
 from connguard.guard.budget import ConnectionBudget
@@ -62,8 +63,12 @@ class EndpointGuard:
 
     def before_connect(self, conn: object, holder: str) -> bool:
         """Breaker (fail fast), budget (wait), breaker admission, rate limit (wait). Returns True for a probe."""
-        self.breaker.check()
-        self.budget.acquire(conn, holder)
+        try:
+            self.breaker.check()
+            self.budget.acquire(conn, holder)
+        except BaseException:
+            self.budget.release(conn)  # gives back a slot reserved for this connection
+            raise
         probe = self._admit(conn)
         try:
             self.limiter.acquire()
@@ -74,8 +79,12 @@ class EndpointGuard:
         return probe
 
     async def before_connect_async(self, conn: object, holder: str) -> bool:
-        self.breaker.check()
-        await self.budget.acquire_async(conn, holder)
+        try:
+            self.breaker.check()
+            await self.budget.acquire_async(conn, holder)
+        except BaseException:
+            self.budget.release(conn)
+            raise
         probe = self._admit(conn)
         try:
             await self.limiter.acquire_async()
@@ -120,11 +129,18 @@ class EndpointGuard:
             self.breaker.failure(probe, refusal, str(exc) or type(exc).__name__)
             return MaxClientsError(self.label, str(exc)) if refusal else exc
         if probe:
-            if isinstance(exc, Exception):
-                self.breaker.success(probe)  # any other reply (a ResponseError in the handshake) means we got in
+            if isinstance(exc, RedisError):
+                self.breaker.success(probe)  # the server answered (a ResponseError in the handshake): it let us in
             else:
-                self.breaker.abandon_probe()  # cancelled or interrupted: no verdict
+                self.breaker.abandon_probe()  # a bug, KeyboardInterrupt, CancelledError: no verdict, next caller probes
         return exc
+
+    def after_fork_in_child(self) -> None:
+        """Fresh locks (a thread of the parent may have held one at fork) and an empty budget for the child."""
+        self._lock = threading.Lock()
+        self.budget.after_fork_in_child()
+        self.breaker.after_fork_in_child()
+        self.limiter.after_fork_in_child()
 
     def connects_per_s(self, window_s: float = 10.0) -> float:
         cutoff = time.monotonic() - window_s
@@ -164,5 +180,11 @@ class Registry:
         with self._lock:
             self._endpoints.clear()
 
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        for guard in self._endpoints.values():
+            guard.after_fork_in_child()
+
 
 REGISTRY = Registry()
+os.register_at_fork(after_in_child=REGISTRY._after_fork_in_child)

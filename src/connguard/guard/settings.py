@@ -33,6 +33,7 @@ class GuardSettings:
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
 
     def __post_init__(self) -> None:
+        _check_types(self)  # wrong types first, so the parts below compare numbers with numbers
         self.breaker_settings()  # each part validates itself and says which setting and why
         ConnectionBudget("settings", self.budget, self.budget_wait_s)
         ConnectRateLimiter("settings", self.connect_rate_per_s, self.connect_burst, self.connect_rate_wait_s)
@@ -54,6 +55,29 @@ class GuardSettings:
 
     def endpoint_part(self) -> tuple[Any, ...]:
         return tuple(getattr(self, f.name) for f in fields(self) if f.name in ENDPOINT_FIELDS)
+
+
+_INTS = ("budget", "connect_burst", "failure_threshold", "refusal_threshold", "retries")
+_SECONDS_OR_RATES = (
+    "budget_wait_s", "connect_rate_per_s", "connect_rate_wait_s", "reset_timeout_s", "max_reset_timeout_s",
+    "reset_jitter", "leak_threshold_s",
+)
+_OPTIONAL = frozenset({"budget", "connect_rate_per_s", "max_reset_timeout_s", "leak_threshold_s"})
+
+
+def _check_types(settings: GuardSettings) -> None:
+    """Refuse strings, booleans and NaN by name: `budget=True` or `budget_wait_s="5"` are typos, not settings."""
+    for name in _INTS + _SECONDS_OR_RATES:
+        value = getattr(settings, name)
+        if value is None and name in _OPTIONAL:
+            continue
+        kinds = (int,) if name in _INTS else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            what = "an integer" if name in _INTS else "a number"
+            none = " or None" if name in _OPTIONAL else ""
+            raise ValueError(f"{name}={value!r} must be {what}{none}, not {type(value).__name__}")
+        if value != value:  # NaN compares false with everything, so every later check would pass it
+            raise ValueError(f"{name}={value!r} must be a number, not NaN")
 
 
 SETTING_NAMES = frozenset(f.name for f in fields(GuardSettings))
