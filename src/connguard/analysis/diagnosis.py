@@ -183,8 +183,8 @@ def diagnose_unreachable(
     else:
         actions.append(Action("Raise maxclients, from a held connection, to a value the server's open-files "
                               "limit allows (limit - 32)", cmd.redis_cli("CONFIG SET maxclients", "<limit - 32>"), True))
-    actions.append(Action("Stop the retry storm: clients must back off with jitter and open a circuit breaker "
-                          "(connguard.guard) instead of reconnecting at once", None, False))
+    actions.append(Action("If clients reconnect at once when refused, stop that retry storm: they must back off "
+                          "with jitter and open a circuit breaker (connguard.guard)", None, False))
     if census is not None:
         actions.append(Action("See who holds the slots (read-only, on the server host)",
                               f"ss -tn state established '( sport = :{census.port} )'", False))

@@ -56,11 +56,20 @@ class Source:
     age_spread_s: int = 0  # p90 - p10 of plain connections' ages: how spread out in time they were opened
     median_idle_s: int = 0
     growth: int | None = None  # change in this host's connections since the first Snapshot
+    # Turnover by client ID since the first Snapshot (None with one Snapshot): a storm or fan-out replaces
+    # its connections, a pool or a leak keeps them. Counts alone (growth) cannot tell churn from stillness.
+    opened: int | None = None  # connections that were not there in the first Snapshot
+    closed: int | None = None  # connections of the first Snapshot that are gone
     idle_ids: tuple[int, ...] = field(default=(), repr=False)  # plain, idle over threshold, longest idle first
     stale: int = 0  # plain, idle for >= 80% of their age (>= 2 s old): opened, used once, left - at any age
     stale_min_idle_s: int = 0  # the shortest idle among them, for a kill that reaches them all
     stale_ids: tuple[int, ...] = field(default=(), repr=False)
     hosts: int = 1  # >1 only for the aggregated "rest" row
+
+    @property
+    def churning(self) -> bool:
+        """Connections came and went while we watched: not a fixed block, not a still pile."""
+        return bool(self.closed) and bool(self.opened) and self.closed >= max(2, 0.2 * self.connections)
 
     @property
     def spread_ratio(self) -> float:
@@ -73,7 +82,8 @@ class Source:
             "max_idle_s": self.max_idle_s, "median_age_s": self.median_age_s, "names": list(self.names),
             "libs": list(self.libs), "blocked": self.blocked, "users": list(self.users),
             "normal": self.normal, "pubsub": self.pubsub, "internal": self.internal, "active": self.active,
-            "age_spread_s": self.age_spread_s, "growth": self.growth, "hosts": self.hosts,
+            "age_spread_s": self.age_spread_s, "growth": self.growth, "opened": self.opened, "closed": self.closed,
+            "hosts": self.hosts,
         }
 
 
@@ -99,7 +109,8 @@ def _distinct(values: Iterable[str | None]) -> tuple[str, ...]:
     return tuple(seen)
 
 
-def summarize(host: str, recs: Sequence[ClientRecord], idle_threshold_s: float, growth: int | None = None) -> Source:
+def summarize(host: str, recs: Sequence[ClientRecord], idle_threshold_s: float, growth: int | None = None,
+              before_ids: frozenset[int] | None = None) -> Source:
     kinds = [kind_of(r) for r in recs]
     plain = [r for r, k in zip(recs, kinds) if k == NORMAL]
     idle_over = sorted((r for r in plain if r.idle_s >= idle_threshold_s), key=lambda r: -r.idle_s)
@@ -126,6 +137,8 @@ def summarize(host: str, recs: Sequence[ClientRecord], idle_threshold_s: float, 
         age_spread_s=percentile(plain_ages, 0.9) - percentile(plain_ages, 0.1),
         median_idle_s=percentile(sorted(r.idle_s for r in plain), 0.5),
         growth=growth,
+        opened=None if before_ids is None else sum(1 for r in recs if r.id not in before_ids),
+        closed=None if before_ids is None else len(before_ids - {r.id for r in recs}),
         idle_ids=tuple(r.id for r in idle_over),
         stale=len(stale),
         stale_min_idle_s=stale[-1].idle_s if stale else 0,
@@ -170,9 +183,11 @@ def source_table(
         return None
     before = None
     if previous is not None and previous.clients is not None:
-        before = {h: len(rs) for h, rs in group_by_host(previous).items()}
+        before = {h: frozenset(r.id for r in rs) for h, rs in group_by_host(previous).items()}
     sources = [
-        summarize(host, recs, idle_threshold_s, None if before is None else len(recs) - before.get(host, 0))
+        summarize(host, recs, idle_threshold_s,
+                  None if before is None else len(recs) - len(before.get(host, ())),
+                  None if before is None else before.get(host, frozenset()))
         for host, recs in group_by_host(snapshot).items()
     ]
     sources.sort(key=lambda s: (-s.connections, -s.idle_over_threshold, host_key(s.host)))

@@ -8,13 +8,21 @@ from connguard.analysis.rules._actions import kill_idle, kill_stale, timeout_saf
 from connguard.analysis.sources import Source
 
 MIN_PILE = 5  # idle connections on one host before it can be a leak (fan-out hosts hold 1-2)
-IDLE_SHARE = 0.5  # most of the host's plain connections must be idle
-SPREAD = 0.4  # ages spread over at least 40% of their median: opened over time, not as one pool
+IDLE_SHARE = 0.5  # most of the host's plain connections that are not in use must be idle
+# Ages spread over more than 25% of their median: opened over time. It meets pool_oversize's TIGHT, so a
+# pile of abandoned connections is always one or the other (a gap between them left a full server unexplained).
+SPREAD = 0.25
 MIN_GROWTH = 2
 
 
 def is_spread(s: Source) -> bool:
-    return s.spread_ratio >= SPREAD
+    return s.spread_ratio > SPREAD
+
+
+def unused(s: Source) -> int:
+    """Plain connections not in use: a leak beside a busy pool on the same host is judged against these,
+    so the pool's working connections do not hide it."""
+    return s.normal - s.active
 
 
 def is_growing(s: Source) -> bool:
@@ -26,18 +34,19 @@ def is_idle_pile(s: Source) -> bool:
     over time and then abandoned (idle for most of their age). A pool grown lazily at past peaks is also
     spread out and idle, but its connections were used for a while after opening."""
     abandoned = s.abandoned >= IDLE_SHARE * s.idle_over_threshold
-    return (s.idle_over_threshold >= MIN_PILE and s.idle_over_threshold >= IDLE_SHARE * s.normal
+    return (s.idle_over_threshold >= MIN_PILE and s.idle_over_threshold >= IDLE_SHARE * unused(s)
             and (is_growing(s) or (is_spread(s) and abandoned)))
 
 
 def is_young_leak(s: Source) -> bool:
     """A leak younger than the idle threshold: growing while we watched, opened over time, and nearly
     all of it used once and left (idle for most of its age). A pool that grows under load is busy instead."""
-    return is_growing(s) and is_spread(s) and s.stale >= MIN_PILE and s.stale >= 0.8 * s.normal
+    return is_growing(s) and is_spread(s) and s.stale >= MIN_PILE and s.stale >= 0.8 * unused(s)
 
 
 def leaking_hosts(f: Facts) -> list[Source]:
-    out = [s for s in f.app_sources if is_idle_pile(s) or is_young_leak(s)]
+    # A leak keeps what it opens; a host whose connections are being replaced (a storm's fillers) is not one.
+    out = [s for s in f.app_sources if not s.churning and (is_idle_pile(s) or is_young_leak(s))]
     return sorted(out, key=lambda s: (-s.idle_over_threshold, -s.stale))
 
 

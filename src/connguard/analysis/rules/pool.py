@@ -19,7 +19,9 @@ TARGET_RATIO = 0.7  # size pools so everything together uses at most this share 
 
 def blocks(f: Facts) -> list[Source]:
     leaks = {s.host for s in leaking_hosts(f)}
-    candidates = [s for s in f.app_sources if s.normal >= MIN_BLOCK and s.host not in leaks]
+    # A host whose connections were replaced while we watched holds no fixed block: retry-storm fillers
+    # and request-per-connection traffic look like similar blocks at any one instant.
+    candidates = [s for s in f.app_sources if s.normal >= MIN_BLOCK and s.host not in leaks and not s.churning]
     if not candidates:
         return []
     biggest = max(s.normal for s in candidates)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from connguard.analysis.facts import Facts
 from connguard.analysis.findings import Action, Finding
 from connguard.analysis.rules._actions import kill_idle
+from connguard.analysis.sources import Source
 
 MIN_REJECT_RATE = 20.0  # refusals per second, at least; scaled up with maxclients below
 YOUNG_S = 60  # a connection younger than this was (re)opened during the storm
@@ -32,12 +33,27 @@ def suspected_from_counters(f: Facts) -> bool:
     )
 
 
+def reconnecting(s: Source) -> bool:
+    """New connections since the first Snapshot that replaced old ones (or all of them are new). A steady pool
+    opens none; a leak only adds to what it keeps."""
+    return bool(s.opened) and (bool(s.closed) or s.opened == s.connections)
+
+
+def retrying_hosts(f: Facts) -> list[Source]:
+    """The hosts reconnecting while we watch (by client ID), most reopened first.
+    With one Snapshot, or no turnover seen, the youngest hosts: age alone also names a steady pool
+    that happens to be young, so it is only the fallback."""
+    renewed = sorted((s for s in f.app_sources if reconnecting(s)), key=lambda s: (-(s.opened or 0), s.host))
+    if renewed:
+        return renewed
+    return sorted((s for s in f.app_sources if s.median_age_s <= YOUNG_S), key=lambda s: (s.median_age_s, -s.connections))
+
+
 def check(f: Facts) -> Finding | None:
     strong = storming(f)
     if not (strong or suspected_from_counters(f)):
         return None
-    # Youngest first: the hosts whose connections keep being reopened are the ones retrying.
-    young = sorted((s for s in f.app_sources if s.median_age_s <= YOUNG_S), key=lambda s: (s.median_age_s, -s.connections))
+    young = retrying_hosts(f)
     churn = f.rates is not None and f.rates.connections_received_per_s >= 1
     if strong:
         confidence = 0.7 + 0.1 * churn + 0.1 * bool(young)
@@ -58,6 +74,7 @@ def check(f: Facts) -> Finding | None:
         "used": f.used, "maxclients": f.maxclients,
         "hosts": [s.host for s in young[:5]],
         "young_connections": sum(s.connections for s in young),
+        "reopened_per_host": {s.host: s.opened for s in young[:5] if s.opened is not None},
     }
     actions = [
         Action(
