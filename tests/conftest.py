@@ -73,3 +73,14 @@ def crowd_for() -> Iterator[Callable[[ServerProcess], Crowd]]:
     yield make
     for crowd in crowds:
         crowd.close()
+
+
+@pytest.fixture
+def fresh_guard_registry() -> Iterator[None]:
+    """The guard keeps process-wide state per endpoint; each guard test starts and ends with none."""
+    from connguard.guard import REGISTRY
+
+    REGISTRY.reset()
+    yield
+    REGISTRY.reset()
+

@@ -9,11 +9,11 @@ import signal
 import time
 
 import pytest
+from server_counters import server_attempts
 import redis
 import redis.asyncio as aioredis
 
 from connguard.guard import (
-    REGISTRY,
     AsyncGuardedConnectionPool,
     BudgetExceeded,
     MaxClientsError,
@@ -21,16 +21,7 @@ from connguard.guard import (
 )
 
 
-@pytest.fixture(autouse=True)
-def fresh_registry():
-    REGISTRY.reset()
-    yield
-    REGISTRY.reset()
-
-
-def server_attempts(monitor: redis.Redis) -> int:
-    stats = monitor.info("stats")
-    return stats["total_connections_received"] + stats["rejected_connections"]
+pytestmark = pytest.mark.usefixtures("fresh_guard_registry")
 
 
 @pytest.fixture

@@ -7,13 +7,13 @@ import threading
 import time
 
 import pytest
+from server_counters import server_attempts
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import MaxConnectionsError
 from redis.retry import Retry
 
 from connguard.guard import (
-    REGISTRY,
     BreakerSettings,
     CircuitBreaker,
     CircuitOpenError,
@@ -24,17 +24,7 @@ from connguard.guard import (
 )
 
 
-@pytest.fixture(autouse=True)
-def fresh_registry():
-    REGISTRY.reset()
-    yield
-    REGISTRY.reset()
-
-
-def server_attempts(monitor: redis.Redis) -> int:
-    """Every connection the server saw: admitted (total_connections_received) plus refused (rejected_connections)."""
-    stats = monitor.info("stats")
-    return stats["total_connections_received"] + stats["rejected_connections"]
+pytestmark = pytest.mark.usefixtures("fresh_guard_registry")
 
 
 def clients_soon(monitor: redis.Redis, expected: int, timeout_s: float = 2.0) -> int:

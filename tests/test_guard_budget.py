@@ -5,14 +5,10 @@ from __future__ import annotations
 import pytest
 import redis
 
-from connguard.guard import REGISTRY, BudgetExceeded, ConnectRateLimited, GuardedConnectionPool, guarded_client
+from connguard.guard import BudgetExceeded, ConnectRateLimited, GuardedConnectionPool, guarded_client
 
 
-@pytest.fixture(autouse=True)
-def fresh_registry():
-    REGISTRY.reset()
-    yield
-    REGISTRY.reset()
+pytestmark = pytest.mark.usefixtures("fresh_guard_registry")
 
 
 def connected_clients(monitor: redis.Redis, expected: int | None = None, timeout_s: float = 2.0) -> int:

@@ -7,14 +7,10 @@ import threading
 import pytest
 import redis
 
-from connguard.guard import REGISTRY, GuardedConnectionPool, guarded_client
+from connguard.guard import GuardedConnectionPool, guarded_client
 
 
-@pytest.fixture(autouse=True)
-def fresh_registry():
-    REGISTRY.reset()
-    yield
-    REGISTRY.reset()
+pytestmark = pytest.mark.usefixtures("fresh_guard_registry")
 
 
 @pytest.fixture

@@ -8,14 +8,10 @@ import time
 import pytest
 import redis
 
-from connguard.guard import REGISTRY, GuardedConnectionPool, guarded_client
+from connguard.guard import GuardedConnectionPool, guarded_client
 
 
-@pytest.fixture(autouse=True)
-def fresh_registry():
-    REGISTRY.reset()
-    yield
-    REGISTRY.reset()
+pytestmark = pytest.mark.usefixtures("fresh_guard_registry")
 
 
 def wait_for(caplog, text: str, timeout_s: float = 5.0) -> logging.LogRecord:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, NoReturn, TypeVar
 
 import click
 
@@ -36,7 +36,7 @@ def emit_json(payload: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def fail(err: ConnguardError) -> "NoReturn":  # type: ignore[name-defined]  # noqa: F821
+def fail(err: ConnguardError) -> NoReturn:
     click.echo(err.line(), err=True)
     sys.exit(int(err.exit_code))
 

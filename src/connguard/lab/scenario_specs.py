@@ -12,7 +12,7 @@ import redis
 from connguard.errors import LabError
 from connguard.lab.crowd import Crowd
 from connguard.lab.servers import ServerProcess
-from connguard.lab.workloads import Leaker, Pressure, Rotator, Worker, alias
+from connguard.lab.workloads import Leaker, Pressure, Rotator, Worker
 
 # The idle threshold suggested to the doctor for scenarios whose point is idle time: lab connections are
 # seconds old, not the hours of a production leak.
