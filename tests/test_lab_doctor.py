@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
 from connguard.lab.scenarios import SCENARIO_NAMES, run_scenario
-
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("connguard.doctor") is None, reason="doctor not built yet")
 
 EXTRA = {"retry_storm": {"exhausted"}, "maxclients_too_low": {"exhausted"}}
 
