@@ -9,7 +9,7 @@ from typing import Callable
 from connguard.analysis.diagnosis import Diagnosis, DoctorSettings, diagnose, diagnose_unreachable
 from connguard.errors import ServerFull
 from connguard.probe import take_snapshot
-from connguard.probe.census import read_census
+from connguard.probe.census import CensusTurnover, compare_censuses, read_census
 from connguard.probe.host import find_listening_pid, read_host_facts
 from connguard.probe.model import HostFacts, SocketCensus
 from connguard.target import HeldConnection, Target, open_connection
@@ -38,14 +38,35 @@ def _is_loopback(host: str | None) -> bool:
         return False
 
 
+CENSUS_PAUSE_MAX_S = 2.0  # the second census of a refusing server: long enough to see churn, short for an incident
+
+
+def local_pid(target: Target) -> int | None:
+    """The process listening on the target's port when that is on this host; None otherwise."""
+    if target.scheme == "unix" or not target.port or not _is_loopback(target.host):
+        return None
+    return find_listening_pid(target.port)
+
+
 def local_view(target: Target) -> tuple[SocketCensus | None, HostFacts | None]:
     """When the refused server listens on this host: who holds its slots (/proc census) and its fd limit."""
-    if target.scheme == "unix" or not target.port or not _is_loopback(target.host):
-        return None, None
-    pid = find_listening_pid(target.port)
-    if pid is None:
+    pid = local_pid(target)
+    if pid is None or target.port is None:
         return None, None
     return read_census(target.port), read_host_facts(pid)
+
+
+def watch_from_outside(
+    target: Target, settings: DoctorSettings, *, once: bool = False, sleep: Callable[[float], None] = time.sleep,
+) -> tuple[SocketCensus | None, HostFacts | None, CensusTurnover | None]:
+    """A full local server, seen without Redis: one census now and, unless `once`, one after a short pause,
+    so a storm (connections changing hands) can be told from a still pile (the same sockets throughout)."""
+    first, host = local_view(target)
+    if first is None or once or target.port is None:
+        return first, host, None
+    sleep(min(settings.interval_s, CENSUS_PAUSE_MAX_S))
+    second = read_census(target.port)
+    return second, host, compare_censuses(first, second)
 
 
 def run_doctor(
@@ -57,7 +78,8 @@ def run_doctor(
     try:
         conn = open_connection(target, connect_timeout_s=connect_timeout_s, sleep=sleep)
     except ServerFull as err:
-        census, host = local_view(target)
-        return diagnose_unreachable(target.redacted, settings, err.message, full=True, census=census, host=host)
+        census, host, turnover = watch_from_outside(target, settings, once=once, sleep=sleep)
+        return diagnose_unreachable(target.redacted, settings, err.message, full=True, census=census, host=host,
+                                    turnover=turnover)
     with conn:
         return examine(conn, target.redacted, settings, once=once, sleep=sleep)

@@ -11,8 +11,10 @@ from connguard.analysis.commands import Commands
 from connguard.analysis.facts import Facts
 from connguard.analysis.findings import Action, DoctorSettings, Finding, severity_rank, worst
 from connguard.analysis.rates import Rates, rates
+from connguard.analysis.rules import exhausted as exhausted_rule
 from connguard.analysis.rules import run_rules
 from connguard.analysis.sources import Source, source_table
+from connguard.probe.census import CensusTurnover
 from connguard.probe.model import HostFacts, Snapshot, SocketCensus
 
 __all__ = ["Action", "Diagnosis", "DoctorSettings", "Finding", "ServerSummary", "diagnose", "diagnose_unreachable"]
@@ -79,7 +81,7 @@ class Diagnosis:
         if self.sources_from_census:
             unknown = ("idle_over_threshold", "max_idle_s", "median_age_s", "blocked")
             return [{"host": s.host, "connections": s.connections, **{k: None for k in unknown},
-                     "names": [], "libs": []} for s in self.sources]
+                     "names": [], "libs": [], "new_connections": s.opened} for s in self.sources]
         return [s.to_dict() for s in self.sources]
 
     def to_dict(self) -> dict[str, Any]:
@@ -144,59 +146,29 @@ def diagnose(first: Snapshot, second: Snapshot | None, settings: DoctorSettings,
     )
 
 
-def _census_sources(census: SocketCensus) -> tuple[Source, ...]:
+def _census_sources(census: SocketCensus, turnover: CensusTurnover | None = None) -> tuple[Source, ...]:
+    opened = {h.host: h.new for h in turnover.hosts} if turnover else None
     return tuple(Source(host=h, connections=n, idle_over_threshold=0, max_idle_s=0, median_age_s=0, names=(),
-                        libs=(), users=(), blocked=0)
+                        libs=(), users=(), blocked=0, opened=opened.get(h, 0) if opened is not None else None)
                  for h, n in sorted(census.by_host.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def diagnose_unreachable(
     target: str, settings: DoctorSettings, error: str, *, full: bool,
-    census: SocketCensus | None = None, host: HostFacts | None = None,
+    census: SocketCensus | None = None, host: HostFacts | None = None, turnover: CensusTurnover | None = None,
 ) -> Diagnosis:
-    """Pure: the verdict when the doctor got no connection. A full server is `exhausted` (critical); any
-    other failure is `unknown` with the error line."""
+    """Pure: the verdict when the doctor got no connection. A full server is `exhausted` (critical), plus
+    `retry_storm` when two censuses `turnover` apart show the connections changing hands; any other
+    failure is `unknown` with the error line."""
     if not full:
         return Diagnosis(target=target, status="unknown", reachable=False, error=error, server=None, capacity=None,
                          rates=None, sources=None, findings=(), settings=settings)
-    cmd = Commands.for_target(target)
-    sources = _census_sources(census) if census is not None else None
+    sources = _census_sources(census, turnover) if census is not None else None
     top = sources[: settings.top] if sources else ()
-    fd = host.fd_limit_soft if host else None
-    evidence: dict[str, Any] = {
-        "error": error,
-        "established_connections": census.total if census else None,
-        "by_host": dict(census.by_host) if census else None,
-        "fd_limit": fd, "pid": host.pid if host else None,
-        "hosts": [s.host for s in top[:5]],
-        "source": "socket census (/proc/net/tcp)" if census else None,
-    }
-    busiest = top[0].host if top else "<host>"
-    actions = [
-        Action(f"From a connection you already hold (e.g. `connguard watch`), disconnect the idle connections of "
-               f"the busiest source {busiest} (dry run until --yes)",
-               cmd.connguard("kill", "--source", busiest, "--idle", max(1, int(settings.idle_threshold_s))), True),
-    ]
-    if fd is not None and census is not None and fd - 32 > census.total:
-        actions.append(Action(f"Raise maxclients within the fd limit ({fd} - 32 = {fd - 32}), from a held connection",
-                              cmd.redis_cli("CONFIG SET maxclients", fd - 32), True))
-    else:
-        actions.append(Action("Raise maxclients, from a held connection, to a value the server's open-files "
-                              "limit allows (limit - 32)", cmd.redis_cli("CONFIG SET maxclients", "<limit - 32>"), True))
-    actions.append(Action("If clients reconnect at once when refused, stop that retry storm: they must back off "
-                          "with jitter and open a circuit breaker (connguard.guard)", None, False))
-    if census is not None:
-        actions.append(Action("See who holds the slots (read-only, on the server host)",
-                              f"ss -tn state established '( sport = :{census.port} )'", False))
-    where = f"{census.total} established connections, most from {busiest}" if census and census.total else \
-        "the server is on another host, so its connections cannot be counted from here"
-    finding = Finding(
-        "exhausted", "critical", 1.0,
-        f"The server refuses new connections (max number of clients reached): {where}. "
-        "Free slots from a held connection, then fix the cause.",
-        evidence, tuple(actions),
-    )
+    findings = exhausted_rule.from_census(error, census, turnover, host, settings, Commands.for_target(target))
     limitations = ("the server refused the doctor: no INFO or CLIENT LIST, only what this host can see",)
+    if census is not None and turnover is None:
+        limitations += ("one socket census (--once): turnover, and so a retry storm, is not measured",)
     return Diagnosis(target=target, status="critical", reachable=False, error=error, server=None, capacity=None,
-                     rates=None, sources=top if sources is not None else None, findings=(finding,),
+                     rates=None, sources=top if sources is not None else None, findings=_ordered(list(findings)),
                      sources_from_census=True, limitations=limitations, settings=settings)

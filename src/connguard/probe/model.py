@@ -155,16 +155,38 @@ class HostFacts:
     open_fds: int | None
 
 
+Peer = tuple[str, int]  # a client's (ip, port): one connection's identity while it lives
+
+
 @dataclass(frozen=True)
 class SocketCensus:
-    """Established TCP connections to the server's port, by remote host, read from /proc/net/tcp{,6}."""
+    """Established TCP connections to the server's port, by remote host, read from /proc/net/tcp{,6}.
+
+    The fields after `by_host` let two censuses be compared (who came, who went): `peers` are the
+    established connections' client ends; `unaccepted` of them still wait in the accept queue (no slot
+    yet); `time_wait_peers` are the client ends of connections on the port closed cleanly in the last
+    ~60 s (TIME_WAIT stays with the side that closed first: the server's for kills and timeouts, the
+    client's, when it runs on this host, for a client that hung up)."""
 
     port: int
     by_host: Mapping[str, int]
+    peers: frozenset[Peer] = frozenset()
+    unaccepted: int = 0
+    time_wait_peers: frozenset[Peer] = frozenset()
+    taken_at: float | None = None  # monotonic seconds, for the window between two censuses
 
     @property
     def total(self) -> int:
         return sum(self.by_host.values())
+
+    @property
+    def accepted(self) -> int:
+        """Established connections the server has accepted: each holds a client slot."""
+        return max(0, self.total - self.unaccepted)
+
+    @property
+    def time_wait(self) -> int:
+        return len(self.time_wait_peers)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from connguard.analysis.findings import Finding
 STYLE = {"ok": "bold green", "warning": "bold yellow", "critical": "bold red", "unknown": "bold magenta",
          "info": "cyan"}
 MAX_EVIDENCE_CHARS = 160
+HIDDEN_EVIDENCE = {"per_host", "turnover_by_host"}  # per-host tables, shown in the sources table instead
 
 
 def verdict(diag: Diagnosis) -> str:
@@ -62,7 +63,7 @@ def render_finding(console: Console, n: int, f: Finding) -> None:
     console.print(f"[{STYLE[f.severity]}]{n}. {f.severity.upper()}[/] [bold]{f.cause}[/] "
                   f"(confidence {f.confidence:.2f})")
     console.print(f"   {escape(f.summary)}", soft_wrap=True)
-    shown = {k: v for k, v in f.evidence.items() if v not in (None, [], {}) and k != "per_host"}
+    shown = {k: v for k, v in f.evidence.items() if v not in (None, [], {}) and k not in HIDDEN_EVIDENCE}
     if shown:
         console.print("   Evidence: " + escape("; ".join(f"{k}: {_value(v)}" for k, v in shown.items())),
                       soft_wrap=True)
@@ -81,6 +82,10 @@ def sources_table(diag: Diagnosis) -> Table | None:
     table = Table(title=title, title_justify="left")
     table.add_column("host")
     table.add_column("conns", justify="right")
+    # Two censuses: how many of each host's connections are new since the first (a storm replaces its own).
+    turnover = census and any(s.opened is not None for s in diag.sources)
+    if turnover:
+        table.add_column("new", justify="right")
     if not census:
         thr = f"{diag.settings.idle_threshold_s:g}s"
         for col in (f"idle>{thr}", "max idle", "median age", "blocked"):
@@ -89,7 +94,7 @@ def sources_table(diag: Diagnosis) -> Table | None:
     rows = list(diag.sources) + ([diag.sources_rest] if diag.sources_rest else [])
     for s in rows:
         if census:
-            table.add_row(s.host, str(s.connections))
+            table.add_row(s.host, str(s.connections), *([str(s.opened or 0)] if turnover else []))
             continue
         who = ", ".join(s.names + s.libs) or "-"
         table.add_row(s.host, str(s.connections), str(s.idle_over_threshold), f"{s.max_idle_s}s",

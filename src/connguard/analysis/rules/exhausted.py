@@ -1,10 +1,18 @@
-"""exhausted: the server refuses new connections right now (full, or rejecting while near the limit)."""
+"""exhausted: the server refuses new connections right now (full, or rejecting while near the limit).
+
+`check` judges from a held connection (INFO, CLIENT LIST); `from_census` judges a server that refused
+the doctor, from two socket censuses taken on its host: a storm replaces its connections, a pile keeps them."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from connguard.analysis.commands import Commands
 from connguard.analysis.facts import Facts
-from connguard.analysis.findings import Action, Finding
-from connguard.analysis.rules._actions import kill_idle
+from connguard.analysis.findings import Action, DoctorSettings, Finding
+from connguard.analysis.rules._actions import FD_RESERVE, kill_idle, round_up
+from connguard.probe.census import CensusTurnover, HostTurnover
+from connguard.probe.model import HostFacts, SocketCensus
 
 
 def check(f: Facts) -> Finding | None:
@@ -41,3 +49,171 @@ def check(f: Facts) -> Finding | None:
         "(run fixes from it, or from `connguard watch`, which holds one)", None, False,
     ))
     return Finding("exhausted", "critical", 1.0 if f.full or f.refused_us else 0.8, summary, evidence, tuple(actions))
+
+
+# -- from outside: the server refused the doctor ----------------------------------------------------
+
+STORM_REPLACED_RATIO = 0.2  # a fifth of the slots changed hands within a couple of seconds
+STORM_MIN_NEW = 3  # ...and at least this many new connections, so a tiny server's one reconnect is no storm
+STORM_NEW_PER_S = 5.0  # new connections/s into a full server, floor; scaled with its size below
+NAMED_HOSTS = 5
+
+
+def storm_signals(t: CensusTurnover, slots: int) -> list[str]:
+    """Why the turnover looks like clients reconnecting constantly; empty for a still pile."""
+    signals = []
+    if t.new >= STORM_MIN_NEW and t.replaced_ratio >= STORM_REPLACED_RATIO:
+        signals.append(f"{min(t.new, t.gone)} of {max(t.before, t.after)} connections replaced in {t.window_s:.1f}s")
+    if t.new_per_s is not None and t.new >= STORM_MIN_NEW and t.new_per_s >= max(STORM_NEW_PER_S, 0.05 * slots):
+        signals.append(f"{t.new_per_s:g} new connections/s into a full server")
+    closed = t.closed_per_s
+    # New TIME_WAIT catches connections that came and went between the two censuses; refusals are reset
+    # by the server and leave none, so this too is a lower bound.
+    if closed is not None and t.closed >= STORM_MIN_NEW and closed >= max(STORM_NEW_PER_S, 0.05 * slots):
+        signals.append(f"{closed:g} connections/s opened and closed again")
+    return signals
+
+
+def _turnover_evidence(t: CensusTurnover) -> dict[str, Any]:
+    return {
+        "window_s": round(t.window_s, 2), "new": t.new, "gone": t.gone, "replaced_ratio": round(t.replaced_ratio, 2),
+        "new_per_s": t.new_per_s, "closed": t.closed,
+        "closed_per_s": t.closed_per_s, "time_wait_growth": t.time_wait_growth,
+    }
+
+
+def _by_host_turnover(hosts: tuple[HostTurnover, ...]) -> dict[str, dict[str, int]]:
+    return {h.host: {"connections": h.connections, "new": h.new, "gone": h.gone,
+                     "closed": h.closed} for h in hosts[:NAMED_HOSTS]}
+
+
+def raise_maxclients(cmd: Commands, fd: int | None, held: int, pid: int | None) -> Action:
+    """The server is full, so maxclients is about the slots held; the fd limit caps how far it can go."""
+    wanted = round_up(max(held * 1.25, held + 100))
+    if fd is None:
+        return Action(f"Raise maxclients (now about {held}, the connections holding every slot), from a held "
+                      f"connection, to a value the server's open-files limit allows (limit - {FD_RESERVE})",
+                      cmd.redis_cli("CONFIG SET maxclients", "<limit - 32>"), True)
+    ceiling = fd - FD_RESERVE
+    if ceiling > held:
+        value = min(wanted, ceiling)
+        return Action(f"Raise maxclients from about {held} to {value}, from a held connection (fd limit {fd} allows "
+                      f"at most {fd} - {FD_RESERVE} = {ceiling}); persist it with CONFIG REWRITE",
+                      cmd.redis_cli("CONFIG SET maxclients", value), True)
+    need = wanted + FD_RESERVE
+    return Action(f"maxclients (about {held}) is already at what the fd limit {fd} allows ({ceiling}): raise the "
+                  f"server's open-files limit to {need} first (LimitNOFILE={need} to keep it), then maxclients",
+                  f"prlimit --pid {pid or '<pid>'} --nofile={need}:{need}", True)
+
+
+def _pile_shape(census: SocketCensus) -> str:
+    counts = sorted(census.by_host.values(), reverse=True)
+    if not counts:
+        return ""
+    if counts[0] >= 0.5 * sum(counts):
+        return "; one host holds most of them, so look there for a leak first"
+    top = counts[:4]
+    if len(top) >= 2 and top[-1] >= 0.8 * top[0]:
+        return "; several hosts hold similar blocks, the shape of oversized pools"
+    return ""
+
+
+def from_census(
+    error: str, census: SocketCensus | None, turnover: CensusTurnover | None, host: HostFacts | None,
+    settings: DoctorSettings, cmd: Commands,
+) -> tuple[Finding, ...]:
+    """Pure: `exhausted` (and `retry_storm` when the connections keep changing hands) for a server that
+    refused the doctor, judged from this host's socket census; without a census, `exhausted` alone."""
+    top = sorted((census.by_host if census else {}).items(), key=lambda kv: (-kv[1], kv[0]))
+    busiest = top[0][0] if top else "<host>"
+    held = census.accepted if census else 0
+    fd = host.fd_limit_soft if host else None
+    pid = host.pid if host else None
+    signals = storm_signals(turnover, held) if turnover is not None else []
+    storm_hosts = [h for h in (turnover.hosts if turnover else ()) if h.activity][:NAMED_HOSTS]
+    verdict = "retry_storm" if signals else ("static" if turnover is not None else "unmeasured")
+    evidence: dict[str, Any] = {
+        "error": error,
+        "established_connections": census.total if census else None,
+        "slots_held": held if census else None,
+        "maxclients_estimate": held if census and held else None,
+        "waiting_in_accept_queue": census.unaccepted if census else None,
+        "by_host": dict(census.by_host) if census else None,
+        "fd_limit": fd, "pid": pid,
+        "hosts": [h for h, _ in top[:NAMED_HOSTS]],
+        "time_wait": census.time_wait if census else None,
+        "turnover": _turnover_evidence(turnover) if turnover else None,
+        "turnover_by_host": _by_host_turnover(turnover.hosts) if turnover else None,
+        "verdict": verdict,
+        "source": "socket census (/proc/net/tcp)" if census else None,
+    }
+    if not census:
+        where = "the server is on another host, so its connections cannot be counted from here"
+    elif not census.total:
+        where = "no established connections seen on its port from here"
+    else:
+        where = (f"{held} connections hold every slot, so maxclients is about {held} (unix-socket clients and "
+                 f"cluster-bus slots are not counted), most from {busiest}")
+    if signals:
+        why = (f"Clients are reconnecting constantly: a retry storm ({'; '.join(signals)}), "
+               f"led by {', '.join(h.host for h in storm_hosts[:3]) or busiest}.")
+    elif turnover is not None and census and census.total:
+        named = ", ".join(f"{h} ({n})" for h, n in top[:3])
+        why = (f"Little turnover in {turnover.window_s:.1f}s ({turnover.new} new): the slots are held by long-lived "
+               f"connections, a leak or oversized pools; top hosts {named}{_pile_shape(census)}.")
+    else:
+        why = "Free slots from a held connection, then fix the cause."
+    summary = f"The server refuses new connections (max number of clients reached): {where}. {why}"
+
+    kill = Action(f"From a connection you already hold (e.g. `connguard watch`), disconnect the idle connections of "
+                  f"the busiest source {busiest} (dry run until --yes)",
+                  cmd.connguard("kill", "--source", busiest, "--idle", max(1, int(settings.idle_threshold_s))), True)
+    stop_storm = Action("If clients reconnect at once when refused, stop that retry storm: they must back off "
+                        "with jitter and open a circuit breaker (connguard.guard)", None, False)
+    look = [Action("See who holds the slots (read-only, on the server host)",
+                   f"ss -tn state established '( sport = :{census.port} )'", False)] if census else []
+    if signals:
+        # Killing young storm connections only makes room for the next reconnect: the storm finding says when.
+        actions = [Action("Stop the retry storm first (see the retry_storm finding): the reconnecting clients take "
+                          "every slot that frees", None, False)]
+    elif turnover is not None and top:
+        actions = [Action(f"Free slots: stop or restart the application on {busiest}, which holds {top[0][1]} "
+                          "connections and does not give them back", None, False), kill]
+    else:
+        actions = [kill]
+    actions.append(raise_maxclients(cmd, fd, held, pid))
+    if not signals and turnover is None:
+        actions.append(stop_storm)
+    exhausted = Finding("exhausted", "critical", 1.0, summary, evidence, tuple(actions + look))
+    if not signals or turnover is None:
+        return (exhausted,)
+    return (exhausted, storm_from_census(turnover, storm_hosts, signals, held, cmd, census))
+
+
+def storm_from_census(t: CensusTurnover, hosts: list[HostTurnover], signals: list[str], held: int,
+                      cmd: Commands, census: SocketCensus | None) -> Finding:
+    names = [h.host for h in hosts]
+    summary = (f"Retry storm: clients reconnect as fast as slots free up ({'; '.join(signals)}) while the server "
+               f"stays full; most new connections from {', '.join(names[:3]) or 'unknown hosts'}. "
+               "Add jittered backoff and a circuit breaker, and slow those clients down.")
+    evidence = {
+        "hosts": names, "window_s": round(t.window_s, 2), "new_connections": t.new, "gone": t.gone,
+        "replaced_ratio": round(t.replaced_ratio, 2), "new_per_s": t.new_per_s,
+        "closed_per_s": t.closed_per_s, "time_wait_growth": t.time_wait_growth,
+        "new_per_host": {h.host: h.new for h in hosts}, "closed_per_host": {h.host: h.closed for h in hosts},
+        "slots_held": held, "source": "two socket censuses (/proc/net/tcp)",
+        "note": "refused attempts are reset by the server and leave no socket behind: these counts are lower bounds",
+    }
+    sources = [a for h in names[:3] for a in ("--source", h)]
+    actions = (
+        Action("Make clients back off with jitter and stop after repeated refusals (circuit breaker); "
+               "connguard.guard does both for redis-py",
+               f'from connguard.guard import guarded_client; r = guarded_client("{cmd.url}")', False),
+        Action(f"Stop or scale down the reconnecting clients on {', '.join(names[:3]) or 'the busiest hosts'} "
+               "until they back off", None, False),
+        Action("Then, once a slot frees (from a held connection), disconnect what they still hold "
+               "(dry run until --yes)", cmd.connguard("kill", *sources) if sources else None, True),
+        Action("Raising maxclients alone does not end a storm: reconnecting clients fill any new slots", None, False),
+    ) + ((Action("Watch the churn (read-only): connections closed on the port pile up in TIME_WAIT",
+                 f"ss -tn state time-wait '( sport = :{census.port} or dport = :{census.port} )' | wc -l", False),) if census else ())
+    return Finding("retry_storm", "critical", 0.7 if len(signals) > 1 else 0.6, summary, evidence, actions)
