@@ -18,7 +18,6 @@ BLOCKING_COMMANDS = frozenset({
 REPLICA, PRIMARY_LINK, SENTINEL, MONITOR, PUBSUB, BLOCKED, NORMAL = (
     "replica", "primary_link", "sentinel", "monitor", "pubsub", "blocked", "normal",
 )
-KINDS = (NORMAL, BLOCKED, PUBSUB, MONITOR, SENTINEL, REPLICA, PRIMARY_LINK)
 INTERNAL_KINDS = frozenset({REPLICA, PRIMARY_LINK, SENTINEL})
 
 
@@ -41,11 +40,6 @@ def kind_of(rec: ClientRecord) -> str:
     if is_blocked(rec):
         return BLOCKED
     return NORMAL
-
-
-def is_killable(rec: ClientRecord) -> bool:
-    """A plain application connection: safe to name in a kill list (never replicas, Sentinel, pub/sub)."""
-    return kind_of(rec) == NORMAL
 
 
 @dataclass(frozen=True)
