@@ -84,3 +84,18 @@ def fresh_guard_registry() -> Iterator[None]:
     yield
     REGISTRY.reset()
 
+
+
+@pytest.fixture
+def full_server(default_binary: ServerBinary, start_server: ServerFactory, crowd_for: Callable[[ServerProcess], Crowd]):
+    """A server with maxclients 10: a monitor holds one slot, a leak from 127.0.0.5 holds the other nine."""
+    import redis
+
+    server = start_server(default_binary, maxclients=10)
+    monitor = redis.Redis(host="127.0.0.1", port=server.port, single_connection_client=True)
+    monitor.ping()
+    crowd = crowd_for(server)
+    leak = crowd.open(9, source="127.0.0.5")
+    assert len(leak.sockets) == 9
+    yield server, monitor, crowd, leak
+    monitor.close()

@@ -60,7 +60,7 @@ def test_pools_opened_at_deploy_are_oversize_not_a_leak_even_when_mostly_idle():
     for h in range(4):  # 4 instances x 230, opened within seconds of each other a day ago; LIFO keeps 40 busy
         for j in range(230):
             idle = rng.randint(0, 3) if j < 40 else rng.randint(3_000, 80_000)
-            lines.append(client(h * 1000 + j, f"10.0.2.{h}", 86_400 + rng.randint(0, 3), idle, name=f"api"))
+            lines.append(client(h * 1000 + j, f"10.0.2.{h}", 86_400 + rng.randint(0, 3), idle, name="api"))
     diag = diagnose(snapshot(lines, maxclients=1000), None, PROD, TARGET)
     assert serious(diag) == {"pool_oversize"}
     pool = diag.finding("pool_oversize")

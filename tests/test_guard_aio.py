@@ -24,18 +24,6 @@ from connguard.guard import (
 pytestmark = pytest.mark.usefixtures("fresh_guard_registry")
 
 
-@pytest.fixture
-def full_server(default_binary, start_server, crowd_for):
-    server = start_server(default_binary, maxclients=10)
-    monitor = redis.Redis(host="127.0.0.1", port=server.port, single_connection_client=True)
-    monitor.ping()
-    crowd = crowd_for(server)
-    leak = crowd.open(9, source="127.0.0.6")
-    assert len(leak.sockets) == 9
-    yield server, monitor, crowd, leak
-    monitor.close()
-
-
 def test_a_refusal_trips_the_breaker_and_no_socket_is_opened_while_open(full_server):
     server, monitor, _, _ = full_server
     before = server_attempts(monitor)

@@ -37,19 +37,6 @@ def clients_soon(monitor: redis.Redis, expected: int, timeout_s: float = 2.0) ->
         time.sleep(0.01)
 
 
-@pytest.fixture
-def full_server(default_binary, start_server, crowd_for):
-    """A server with maxclients 10: our monitor holds one slot, a leak holds the other nine."""
-    server = start_server(default_binary, maxclients=10)
-    monitor = redis.Redis(host="127.0.0.1", port=server.port, single_connection_client=True)
-    monitor.ping()
-    crowd = crowd_for(server)
-    leak = crowd.open(9, source="127.0.0.5")
-    assert len(leak.sockets) == 9
-    yield server, monitor, crowd, leak
-    monitor.close()
-
-
 def test_redis_py_defaults_open_a_new_socket_per_retry_against_a_full_server(full_server):
     server, monitor, _, _ = full_server
     # redis-py 8's default shape (10 retries), with a tiny backoff so the test stays fast.

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from connguard.analysis.capacity import CRITICAL_RATIO, WARNING_RATIO
+
 SEVERITIES = ("info", "warning", "critical")  # worst last
 CAUSES = (
     "exhausted", "connection_leak", "pool_oversize", "serverless_fanout", "retry_storm",
@@ -27,8 +29,8 @@ class DoctorSettings:
     interval_s: float = 5.0
     idle_threshold_s: float = 300.0
     top: int = 10
-    warning_ratio: float = 0.8
-    critical_ratio: float = 0.9
+    warning_ratio: float = WARNING_RATIO
+    critical_ratio: float = CRITICAL_RATIO
 
     def __post_init__(self) -> None:
         if self.interval_s < 0:

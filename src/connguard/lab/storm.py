@@ -11,6 +11,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from connguard.analysis.capacity import WARNING_RATIO as WARNING_LINE
 from connguard.guard import REGISTRY, guarded_client
 from connguard.guard.pool import GuardedConnection
 from connguard.guard.registry import endpoint_of
@@ -27,7 +28,6 @@ ARM_LABELS = {
     "guard": "connguard guard",
 }
 LEAK_SOURCE = "127.0.0.13"  # the leaking "host", a loopback alias
-WARNING_LINE = 0.8
 
 
 # -- results ----------------------------------------------------------------------------------

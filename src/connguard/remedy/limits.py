@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-RESERVED_FDS = 32  # Redis keeps 32 fds for itself beyond maxclients (REDIS-FACTS.md)
+from connguard.analysis.capacity import RESERVED_FDS
 
 
 def max_clients_for_fd_limit(fd_limit: int) -> int:

@@ -6,9 +6,9 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from connguard.analysis.capacity import WARNING_RATIO as WARNING_LINE
 from connguard.remedy.limits import RESERVED_FDS, fd_limit_for_maxclients, max_clients_for_fd_limit
 
-WARNING_LINE = 0.8  # alert on (connected_clients + connected_slaves + cluster_connections) / maxclients > 0.8
 DEFAULT_RESERVE = 10  # slots kept for people and tools: redis-cli, exporters, connguard itself
 DEFAULT_FD_MARGIN = 64  # fds beyond maxclients + 32 for AOF/RDB files, the replication backlog, logs
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 
+from connguard.analysis.capacity import RESERVED_FDS as FD_RESERVE
 from connguard.analysis.facts import Facts
 from connguard.analysis.findings import Action
 from connguard.analysis.sources import Source
 
-FD_RESERVE = 32  # Redis keeps 32 descriptors for itself beyond maxclients
 TIMEOUT_SAFETY_NET_S = 300
 
 
