@@ -6,7 +6,7 @@ import inspect
 import random
 
 from connguard.analysis.classify import BLOCKED, PUBSUB, REPLICA, SENTINEL, kind_of
-from connguard.analysis.commands import Commands
+from connguard.analysis.shell import Commands
 from connguard.analysis.diagnosis import DoctorSettings, diagnose, diagnose_unreachable
 from connguard.analysis.rates import rates
 from connguard.probe import RawCapture, build_snapshot

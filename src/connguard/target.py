@@ -18,11 +18,10 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from connguard import __version__
+from connguard.wire import CLIENT_NAME, MAXCLIENTS_MESSAGE
 from connguard.errors import AuthFailed, BadTarget, ConnguardError, NotRedis, ServerFull, Unreachable
 
 DEFAULT_URL = "redis://127.0.0.1:6379"
-CLIENT_NAME = "connguard"
-MAXCLIENTS_MESSAGE = "max number of clients"
 SCHEMES = ("redis", "rediss", "unix")
 
 

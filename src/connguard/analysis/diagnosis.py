@@ -7,7 +7,7 @@ from typing import Any
 
 from connguard.analysis.capacity import Capacity, Thresholds, capacity
 from connguard.analysis.classify import ConnectionClasses, classify
-from connguard.analysis.commands import Commands
+from connguard.analysis.shell import Commands
 from connguard.analysis.facts import Facts
 from connguard.analysis.findings import Action, DoctorSettings, Finding, severity_rank, worst
 from connguard.analysis.rates import Rates, rates

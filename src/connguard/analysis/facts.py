@@ -7,7 +7,7 @@ from functools import cached_property
 
 from connguard.analysis.capacity import Capacity
 from connguard.analysis.classify import ConnectionClasses
-from connguard.analysis.commands import Commands
+from connguard.analysis.shell import Commands
 from connguard.analysis.findings import DoctorSettings
 from connguard.analysis.rates import Rates
 from connguard.analysis.sources import Source, SourceTable

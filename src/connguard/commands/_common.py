@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import sys
 from typing import Any, Callable, NoReturn, TypeVar
 
@@ -16,13 +17,47 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXIT_BY_STATUS = {"ok": ExitCode.OK, "warning": ExitCode.WARNING, "critical": ExitCode.CRITICAL, "unknown": ExitCode.UNKNOWN}
 
 
+class FiniteNumber(click.ParamType):
+    """A number checked at the CLI edge: finite (no nan, no inf) and within [low, high] (or (low, high] when
+    `low_open`). click's FloatRange lets NaN through (every comparison with NaN is false), so this does not use it."""
+
+    def __init__(self, low: float | None = None, high: float | None = None, *, low_open: bool = False,
+                 integer: bool = False) -> None:
+        self.low, self.high, self.low_open, self.integer = low, high, low_open, integer
+        self.name = "integer" if integer else "seconds"
+
+    def _range(self) -> str:
+        lo = "" if self.low is None else f"{'>' if self.low_open else '>='} {self.low:g}"
+        hi = "" if self.high is None else f"<= {self.high:g}"
+        return " and ".join(p for p in (lo, hi) if p)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number: float = value
+        else:
+            try:
+                number = int(str(value)) if self.integer else float(str(value))
+            except ValueError:
+                self.fail(f"{value!r} is not {'a whole number' if self.integer else 'a number'}", param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        too_low = self.low is not None and (number <= self.low if self.low_open else number < self.low)
+        too_high = self.high is not None and number > self.high
+        if too_low or too_high:
+            self.fail(f"{value!r} is out of range: it must be {self._range()}", param, ctx)
+        return int(number) if self.integer else float(number)
+
+
+SECONDS = FiniteNumber(0, 86_400 * 7, low_open=True)  # any positive duration up to a week
+
+
 def url_argument(func: F) -> F:
     return click.argument("url", required=False, metavar="[URL]")(func)
 
 
 def connect_timeout_option(func: F) -> F:
     return click.option(
-        "--connect-timeout", "connect_timeout_s", type=float, default=10.0, show_default=True,
+        "--connect-timeout", "connect_timeout_s", type=FiniteNumber(0, 3600), default=10.0, show_default=True,
         help="Seconds to keep retrying (with jittered backoff) while the server refuses for maxclients.",
     )(func)
 

@@ -7,7 +7,7 @@ from typing import Mapping
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError
 
-MAXCLIENTS_MARKER = "max number of clients"
+from connguard.wire import MAXCLIENTS_MESSAGE as MAXCLIENTS_MARKER
 
 
 class GuardRefusal(RedisConnectionError):

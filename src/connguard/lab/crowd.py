@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from connguard.lab.servers import resp_command
 
-REFUSED_MARKER = b"max number of clients"
+from connguard.wire import MAXCLIENTS_MESSAGE_BYTES as REFUSED_MARKER
 
 
 @dataclass

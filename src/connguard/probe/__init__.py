@@ -14,6 +14,7 @@ from connguard.probe.host import is_local_server, read_host_facts
 from connguard.probe.info import parse_info
 from connguard.probe.model import ClientRecord, HostFacts, ServerInfo, Snapshot, SocketCensus
 from connguard.target import HeldConnection
+from connguard.wire import CLIENT_NAME
 
 __all__ = ["RawCapture", "Snapshot", "build_snapshot", "capture", "take_snapshot"]
 
@@ -99,7 +100,7 @@ def build_snapshot(
 
 def _find_own_client(clients: tuple[ClientRecord, ...]) -> int | None:
     """When an ACL denies CLIENT ID: ours is the connguard-named client whose last command was CLIENT LIST."""
-    mine = [c.id for c in clients if c.name == "connguard" and c.cmd in ("client|list", "client")]  # 6.2 says "client"
+    mine = [c.id for c in clients if c.name == CLIENT_NAME and c.cmd in ("client|list", "client")]  # 6.2 says "client"
     return mine[0] if len(mine) == 1 else None
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from connguard.probe.model import ClientRecord
+from connguard.wire import CLIENT_NAME
 
 DEFAULT_MAX_KILLS = 1000
 
@@ -75,7 +76,7 @@ def protection_reason(client: ClientRecord, own_client_id: int | None) -> str | 
         return "pub/sub subscriber"
     if client.is_monitor:
         return "MONITOR client"
-    if client.name == "connguard":
+    if client.name == CLIENT_NAME:
         return "another connguard tool"
     return None
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from connguard.analysis.commands import Commands
+from connguard.analysis.shell import Commands
 from connguard.analysis.facts import Facts
 from connguard.analysis.findings import Action, DoctorSettings, Finding
 from connguard.analysis.rules._actions import FD_RESERVE, kill_idle, round_up

@@ -1,0 +1,18 @@
+"""Facts of the wire that several layers recognise: the server's max-clients refusal and connguard's own client name.
+
+One home, imported by the target, the probe, the guard, the lab and the remedies, so the copies cannot drift."""
+
+from __future__ import annotations
+
+MAXCLIENTS_MESSAGE = "max number of clients"  # the stable part of `-ERR max number of clients reached`
+MAXCLIENTS_MESSAGE_BYTES = MAXCLIENTS_MESSAGE.encode()
+CLIENT_NAME = "connguard"  # CLIENT SETNAME of every connection a connguard tool holds
+
+
+def is_maxclients_refusal(text: str | bytes | None) -> bool:
+    """True when a server reply or error text is the max-clients refusal."""
+    if text is None:
+        return False
+    if isinstance(text, bytes):
+        return MAXCLIENTS_MESSAGE_BYTES in text
+    return MAXCLIENTS_MESSAGE in text
