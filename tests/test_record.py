@@ -130,3 +130,22 @@ def test_a_file_that_is_not_a_recording_is_refused_with_its_line_number(tmp_path
     assert "bad.jsonl:1:" in doctor("--replay", str(bad)).stderr
     Path(tmp_path / "empty.jsonl").write_text("")
     assert "no connguard recording" in doctor("--replay", str(tmp_path / "empty.jsonl")).stderr
+
+
+def test_a_saved_snapshot_keeps_the_census_and_the_observer_fields():
+    """serialize.py used to drop observer_connections and every census field but the counts."""
+    from connguard.probe import RawCapture, build_snapshot
+    from connguard.probe.model import SocketCensus
+    from connguard.probe.serialize import snapshot_from_dict, snapshot_to_dict
+
+    census = SocketCensus(6379, {"10.0.0.5": 2}, frozenset({("10.0.0.5", 4000), ("10.0.0.5", 4001)}), 1,
+                          frozenset({("10.0.0.6", 5000)}), taken_at=12.5)
+    info = ("# Server\r\nredis_version:7.0.15\r\nprocess_id:7\r\ntcp_port:6379\r\n# Clients\r\nconnected_clients:3\r\n"
+            "# Stats\r\ntotal_connections_received:9\r\nrejected_connections:0\r\n")
+    snap = build_snapshot(RawCapture(1000.0, info, 100, None), census=census, observer_connections=1,
+                          monotonic=12.5, observer_connects=3)
+    back = snapshot_from_dict(json.loads(json.dumps(snapshot_to_dict(snap))))
+    assert back == snap
+    assert (back.census.peers, back.census.unaccepted, back.census.time_wait_peers) == (
+        census.peers, 1, census.time_wait_peers)
+    assert (back.observer_connections, back.observer_connects, back.monotonic) == (1, 3, 12.5)
