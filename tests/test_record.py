@@ -112,6 +112,7 @@ def test_no_password_is_ever_written_and_a_failure_replays_as_the_same_error(def
     (("--idle-threshold", "-1"), "out of range"),
     (("--top", "2.5"), "not a whole number"),
     (("--samples", "0"), "out of range"),
+    (("--once", "--samples", "3"), "give one of them"),
 ])
 def test_bad_input_is_one_line_and_exit_3(args, message):
     out = doctor(*args)
