@@ -94,7 +94,9 @@ def test_a_modest_rejection_rate_with_busy_connections_is_maxclients_too_low():
     diag = diagnose(first, second, PROD, TARGET)
     assert serious(diag) == {"exhausted", "maxclients_too_low"}
     raise_ = diag.finding("maxclients_too_low").actions[0]
-    assert raise_.command.endswith("CONFIG SET maxclients 1500") and raise_.changes_server
+    # Full (999 + this doctor = 1000): redis-cli would be refused; connguard config waits for a slot.
+    assert raise_.command.endswith("config redis://127.0.0.1:6379 --maxclients 1500 --connect-timeout 30")
+    assert raise_.changes_server and "dry run until --yes" in raise_.title
 
 
 def test_raising_maxclients_never_goes_past_the_fd_limit():
@@ -102,7 +104,7 @@ def test_raising_maxclients_never_goes_past_the_fd_limit():
     first = snapshot(_busy(999), maxclients=1000, rejected=400, host=host)
     second = snapshot(_busy(999), maxclients=1000, taken_at=1005, rejected=430, host=host)
     actions = diagnose(first, second, PROD, TARGET).finding("maxclients_too_low").actions
-    assert actions[0].command.endswith("CONFIG SET maxclients 1068")  # 1100 - 32
+    assert "--maxclients 1068 " in actions[0].command  # 1100 - 32
 
 
 def test_fd_limit_signature_is_a_suspicion_for_a_remote_server():

@@ -12,6 +12,20 @@ from connguard.analysis.shell import Commands
 from connguard.analysis.sources import Source
 
 TIMEOUT_SAFETY_NET_S = 300
+WAIT_FOR_SLOT_S = 30  # connguard kill/config wait this long for a free slot, with jittered backoff
+
+
+def refusing(f: Facts) -> bool:
+    """The server is full or turned the doctor away: redis-cli (which does not retry) would be refused too,
+    so the commands printed are connguard's, which wait for a slot."""
+    return f.full or f.refused_us > 0
+
+
+def waiting(f: Facts) -> tuple[object, ...]:
+    return ("--connect-timeout", WAIT_FOR_SLOT_S) if refusing(f) else ()
+
+
+WAIT_NOTE = f"; it waits up to {WAIT_FOR_SLOT_S}s for a free slot"
 
 
 def round_up(n: float) -> int:
@@ -20,16 +34,20 @@ def round_up(n: float) -> int:
 
 
 def raise_maxclients_actions(cmd: Commands, *, fd: int | None, current: int, wanted: int, why: str,
-                             pid: int | None, refusing: bool = False) -> list[Action]:
+                             pid: int | None, refusing: bool = False, wait: bool = False) -> list[Action]:
     """CONFIG SET maxclients to `wanted`, never past what the fd limit allows (fd - 32); first the fd limit
     itself when it is already the ceiling. `refusing`: the server lets nobody in, so CONFIG SET cannot run
-    yet; the step is advice for once slots are free, not a command to paste now."""
+    yet; the step is advice for once slots are free, not a command to paste now. `wait`: the server is full
+    but frees a slot now and then (the doctor's own, when it leaves): `connguard config`, which waits."""
     if refusing:
         why += " once slots are free (CONFIG SET needs a connection)"
 
     def config_set(value: object, title: str) -> Action:
         if refusing:
             return Action(f"{title}: `{cmd.connguard('config', '--maxclients', value, '--yes')}`", None, True)
+        if wait:
+            return Action(f"{title} (dry run until --yes{WAIT_NOTE})",
+                          cmd.connguard("config", "--maxclients", value, "--connect-timeout", WAIT_FOR_SLOT_S), True)
         return Action(title, cmd.redis_cli("CONFIG SET maxclients", value), True)
 
     if fd is not None:
@@ -58,7 +76,8 @@ def raise_maxclients_actions(cmd: Commands, *, fd: int | None, current: int, wan
 def raise_maxclients(f: Facts, wanted: int, why: str) -> list[Action]:
     """raise_maxclients_actions for a server we are connected to."""
     pid = f.now.host.pid if f.now.host else None
-    return raise_maxclients_actions(f.cmd, fd=f.fd_limit, current=f.maxclients or 0, wanted=wanted, why=why, pid=pid)
+    return raise_maxclients_actions(f.cmd, fd=f.fd_limit, current=f.maxclients or 0, wanted=wanted, why=why, pid=pid,
+                                    wait=refusing(f))
 
 
 def backoff_actions(cmd: Commands) -> list[Action]:
@@ -87,11 +106,12 @@ NEXT_TIME = Action(
 
 def timeout_safety_net(f: Facts) -> Action:
     seconds = max(TIMEOUT_SAFETY_NET_S, f.idle_threshold)
-    return Action(
-        f"Safety net until the code is fixed: close clients idle over {seconds}s "
-        "(it does not close pub/sub or blocked clients, replicas or MONITOR)",
-        f.cmd.redis_cli("CONFIG SET timeout", seconds), True,
-    )
+    title = (f"Safety net until the code is fixed: close clients idle over {seconds}s "
+             "(it does not close pub/sub or blocked clients, replicas or MONITOR)")
+    if refusing(f):
+        return Action(f"{title} (dry run until --yes{WAIT_NOTE})",
+                      f.cmd.connguard("config", "--timeout", seconds, *waiting(f)), True)
+    return Action(title, f.cmd.redis_cli("CONFIG SET timeout", seconds), True)
 
 
 def kill_idle(f: Facts, sources: list[Source], limit: int = 3) -> list[Action]:
@@ -99,13 +119,14 @@ def kill_idle(f: Facts, sources: list[Source], limit: int = 3) -> list[Action]:
     actions = [
         Action(
             f"Disconnect the {s.idle_over_threshold} connections from {s.host} idle over {f.idle_threshold}s "
-            "(dry run until --yes; replicas, Sentinel, pub/sub and blocked clients are skipped)",
-            f.cmd.connguard("kill", "--source", s.host, "--idle", f.idle_threshold), True,
+            f"(dry run until --yes; replicas, Sentinel, pub/sub and blocked clients are skipped"
+            f"{WAIT_NOTE if refusing(f) else ''})",
+            f.cmd.connguard("kill", "--source", s.host, "--idle", f.idle_threshold, *waiting(f)), True,
         )
         for s in sources[:limit]
     ]
     ids = [i for s in sources for i in s.idle_ids]
-    if ids:
+    if ids and not refusing(f):  # redis-cli does not wait for a slot
         more = f" (the first 50 of {len(ids)})" if len(ids) > 50 else ""
         actions.append(Action(
             f"Or with redis-cli, by client ID{more}, never by ip:port (an address can be reused by a newer client)",
@@ -119,12 +140,12 @@ def kill_stale(f: Facts, sources: list[Source], limit: int = 3) -> list[Action]:
     actions = [
         Action(
             f"Disconnect the {s.stale} connections from {s.host} left idle since they were opened "
-            f"(idle >= {max(1, s.stale_min_idle_s)}s; dry run until --yes)",
-            f.cmd.connguard("kill", "--source", s.host, "--idle", max(1, s.stale_min_idle_s)), True,
+            f"(idle >= {max(1, s.stale_min_idle_s)}s; dry run until --yes{WAIT_NOTE if refusing(f) else ''})",
+            f.cmd.connguard("kill", "--source", s.host, "--idle", max(1, s.stale_min_idle_s), *waiting(f)), True,
         )
         for s in sources[:limit]
     ]
     ids = [i for s in sources for i in s.stale_ids]
-    if ids:
+    if ids and not refusing(f):
         actions.append(Action("Or with redis-cli, by client ID, never by ip:port", f.cmd.kill_ids(ids), True))
     return actions

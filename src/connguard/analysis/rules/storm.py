@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from connguard.analysis.facts import Facts
 from connguard.analysis.findings import Action, Finding
-from connguard.analysis.rules._actions import RAISING_DOES_NOT_END_STORM, backoff_actions, kill_idle
+from connguard.analysis.rules._actions import RAISING_DOES_NOT_END_STORM, WAIT_FOR_SLOT_S, backoff_actions, kill_idle
 from connguard.analysis.shell import Commands
 from connguard.analysis.sources import Source
 from connguard.probe.census import CensusTurnover, HostTurnover
@@ -89,9 +89,6 @@ def check(f: Facts) -> Finding | None:
     actions.append(RAISING_DOES_NOT_END_STORM)
     return Finding("retry_storm", "critical" if strong else "warning", min(confidence, 0.95), summary,
                    evidence, tuple(actions))
-
-
-WAIT_FOR_SLOT_S = 30  # a storm frees a slot now and then: `kill` waits this long for one, with jittered backoff
 
 
 def from_census(t: CensusTurnover, hosts: list[HostTurnover], signals: list[str], held: int,
