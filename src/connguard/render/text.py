@@ -10,23 +10,32 @@ from rich.table import Table
 
 from connguard.analysis.diagnosis import Diagnosis
 from connguard.analysis.findings import Finding
+from connguard.render.console import PIPE_WIDTH, console_for  # noqa: F401  (re-exported for the commands)
 
 STYLE = {"ok": "bold green", "warning": "bold yellow", "critical": "bold red", "unknown": "bold magenta",
          "info": "cyan"}
 MAX_EVIDENCE_CHARS = 160
+
 HIDDEN_EVIDENCE = {"per_host", "turnover_by_host"}  # per-host tables, shown in the sources table instead
 
 
 def verdict(diag: Diagnosis) -> str:
+    """The headline. Findings are numbered as printed (serious first, in the Diagnosis's order), and the
+    headline names them by those numbers: `exhausted` is the symptom, the first finding after it the cause."""
     serious = [f for f in diag.findings if f.severity != "info"]
     if not diag.reachable:
-        head = serious[0].summary if serious else (diag.error or "unreachable")
-    elif serious:
-        causes = [f.cause for f in serious if f.cause != "exhausted"] or [serious[0].cause]
-        head = f"{len(serious)} problem{'s' if len(serious) > 1 else ''} found; main cause: {causes[0]}."
-    else:
-        head = "No connection problems found."
-    return head
+        return serious[0].summary if serious else (diag.error or "unreachable")
+    if not serious:
+        return "No connection problems found."
+    count = f"{len(serious)} problem{'s' if len(serious) > 1 else ''} found"
+    causes = [(n, f.cause) for n, f in enumerate(serious, 1) if f.cause != "exhausted"]
+    if serious[0].cause == "exhausted":
+        if not causes:
+            return f"{count}; the server is full (1. exhausted)."
+        n, cause = causes[0]
+        return f"{count}; the server is full (1. exhausted), main cause: {n}. {cause}."
+    n, cause = causes[0]
+    return f"{count}; main cause: {n}. {cause}."
 
 
 def _capacity_line(diag: Diagnosis) -> str | None:
@@ -103,7 +112,7 @@ def sources_table(diag: Diagnosis) -> Table | None:
 
 
 def render_text(diag: Diagnosis, console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or console_for()
     server = f" ({diag.server.flavor} {diag.server.version}, {diag.server.role})" if diag.server else ""
     console.print(f"[{STYLE[diag.status]}]{diag.status.upper()}[/]: {escape(diag.target)}{server} - "
                   f"{escape(verdict(diag))}", soft_wrap=True)
