@@ -40,6 +40,7 @@ class ProbeView:
     refused: bool = False
     error_reason: str | None = None
     observer_connects: int = 0
+    observer_refusals: int = 0
     diagnosis: Diagnosis | None = None
     seconds_to_exhaustion: float | None = None
     top_sources: int = 10
@@ -47,7 +48,7 @@ class ProbeView:
     scrape_s: float | None = None
 
 
-def _gauge(name: str, doc: str, value: float | None, unit_free: bool = True) -> GaugeMetricFamily | None:
+def _gauge(name: str, doc: str, value: float | None) -> GaugeMetricFamily | None:
     if value is None:
         return None
     return GaugeMetricFamily(f"{PREFIX}_{name}", doc, value=float(value))
@@ -127,6 +128,9 @@ def families(view: ProbeView) -> list[Metric]:
     out.append(CounterMetricFamily(f"{PREFIX}_observer_connects", "Connections the exporter itself opened to "
                                    "this target (subtract from connections_received when judging churn).",
                                    value=float(view.observer_connects)))
+    out.append(CounterMetricFamily(f"{PREFIX}_observer_refusals", "Connection attempts of the exporter itself that "
+                                   "the server refused at maxclients (subtract from rejected_connections).",
+                                   value=float(view.observer_refusals)))
     if view.scrape_s is not None:
         out.append(GaugeMetricFamily(f"{PREFIX}_scrape_duration_seconds", "Wall time of this target's observation.",
                                      value=view.scrape_s))

@@ -220,6 +220,7 @@ class TargetRegistry:
             refused=bool(obs.refused),  # type: ignore[attr-defined]
             error_reason=probe_reason(obs.failure),  # type: ignore[attr-defined]
             observer_connects=obs.observer_connects,  # type: ignore[attr-defined]
+            observer_refusals=getattr(obs, "refusals", 0),
             diagnosis=entry.diagnosis,
             seconds_to_exhaustion=_forecast_seconds(entry.points, maxclients),
             top_sources=s.top_sources,
