@@ -153,7 +153,7 @@ class Exporter:
 
     def metrics_page(self) -> bytes:
         own = generate_latest(REGISTRY)
-        extra: list[Metric] = [GaugeMetricFamily("connguard_exporter_targets", "Targets holding a connection now.",
+        extra: list[Metric] = [GaugeMetricFamily("connguard_exporter_targets", "Targets the exporter holds a connection (or a retry) for.",
                                                  value=float(len(self.registry)))]
         if self.default_target:
             extra += self.target_families(self.default_target)
@@ -200,7 +200,7 @@ def _handler(exporter: Exporter) -> type[BaseHTTPRequestHandler]:
 
 def parse_listen(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:  # 0: any free port
         raise BadArguments(f"--listen {text!r}: expected HOST:PORT, e.g. 127.0.0.1:9187")
     return (host.strip("[]") or "0.0.0.0"), int(port)
 

@@ -66,11 +66,11 @@ def client_list_interval_s(cost_s: float | None, floor_s: float) -> float:
 def push_window(window: list[Snapshot], snap: Snapshot, span_s: float) -> None:
     """Keep a few anchors spread over `span_s` plus the latest, so memory stays a handful of Snapshots
     however often we scrape (a 10k-client Snapshot is megabytes)."""
-    if len(window) >= 2 and snap.taken_at - window[-2].taken_at < span_s / 4:
+    if len(window) >= 2 and snap.clock - window[-2].clock < span_s / 4:
         window[-1] = snap
     else:
         window.append(snap)
-    while len(window) > 2 and snap.taken_at - window[1].taken_at >= span_s:
+    while len(window) > 2 and snap.clock - window[1].clock >= span_s:
         window.pop(0)
 
 
@@ -177,7 +177,15 @@ class TargetRegistry:
                 return entry.view  # an observation finished after we arrived: share it
             view = self._observe(entry)
             entry.view, entry.done_at = view, self._clock()
-            return view
+        if view.snapshot is None and entry.sampler.connects == 0 and not view.refused:
+            self._forget(entry)  # never reached (bad port, auth, not Redis): holds nothing, takes no slot
+        return view
+
+    def _forget(self, entry: Entry) -> None:
+        with self._lock:
+            if self._entries.get(self.key(entry.target)) is entry:
+                del self._entries[self.key(entry.target)]
+        entry.sampler.close()
 
     def _observe(self, entry: Entry) -> ProbeView:
         s = self.settings
