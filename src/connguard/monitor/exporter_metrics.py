@@ -13,11 +13,11 @@ from typing import Iterable, Mapping, Sequence
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from connguard.analysis.capacity import RESERVED_FDS, capacity
-from connguard.analysis.classify import classify, client_records
+from connguard.analysis.classify import NORMAL, PUBSUB, client_records, kind_of
 from connguard.analysis.diagnosis import Diagnosis
 from connguard.analysis.findings import CAUSES, SEVERITIES
 from connguard.analysis.rules.fd_limit import SIGNATURES
-from connguard.analysis.sources import source_table
+from connguard.analysis.sources import host_key
 from connguard.probe.model import Snapshot
 
 PREFIX = "connguard"
@@ -46,6 +46,9 @@ class ProbeView:
     top_sources: int = 10
     idle_threshold_s: float = 300.0
     scrape_s: float | None = None
+    # client_families(listed, ...) computed once per CLIENT LIST by the caller (INFO-only scrapes reuse it).
+    client_metrics: tuple[Metric, ...] | None = None
+    listed_pubsub: int | None = None  # pub/sub clients in `listed`, computed with client_metrics
 
 
 def _gauge(name: str, doc: str, value: float | None) -> GaugeMetricFamily | None:
@@ -138,10 +141,15 @@ def families(view: ProbeView) -> list[Metric]:
                       "(watch's forecast); +Inf when not growing, NaN when unknown.",
                       math.nan if view.seconds_to_exhaustion is None else view.seconds_to_exhaustion))
     if snap is not None:
-        out += _server_families(snap)
+        listed_pubsub = view.listed_pubsub
+        if listed_pubsub is None and view.listed is not None and view.listed.clients is not None:
+            listed_pubsub = host_rows(view.listed, view.idle_threshold_s)[1]
+        out += _server_families(snap, listed_pubsub)
     listed = view.listed
-    if listed is not None and listed.clients is not None:
-        out += _client_families(listed, view.top_sources, view.idle_threshold_s)
+    if view.client_metrics is not None:
+        out += view.client_metrics
+    elif listed is not None and listed.clients is not None:
+        out += client_families(listed, view.top_sources, view.idle_threshold_s)
     if view.client_list_age_s is not None:
         out.append(_gauge("client_list_age_seconds", "Seconds since the CLIENT LIST behind the per-source and "
                           "per-client metrics was taken (it is budgeted, INFO is not).", view.client_list_age_s))
@@ -150,12 +158,11 @@ def families(view: ProbeView) -> list[Metric]:
     return [m for m in out if m is not None]
 
 
-def _server_families(snap: Snapshot) -> list[Metric | None]:
+def _server_families(snap: Snapshot, listed_pubsub: int | None) -> list[Metric | None]:
     info = snap.info
     cap = capacity(snap)
-    listed_classes = classify(snap) if snap.clients is not None else None
-    pubsub = info.pubsub_clients if info.pubsub_clients is not None else (
-        listed_classes.pubsub if listed_classes else None)
+    # INFO has pubsub_clients from 7.4 / Valkey 8; before that, the latest CLIENT LIST's count.
+    pubsub = info.pubsub_clients if info.pubsub_clients is not None else listed_pubsub
     kinds: list[tuple[tuple[str], float]] = [
         (("clients",), cap.connected_clients), (("replicas",), cap.connected_slaves),
         (("cluster_bus",), cap.cluster_connections), (("blocked",), info.blocked_clients),
@@ -190,21 +197,61 @@ def _server_families(snap: Snapshot) -> list[Metric | None]:
     return out
 
 
-def _client_families(snap: Snapshot, top: int, idle_threshold_s: float) -> list[Metric]:
-    table = source_table(snap, idle_threshold_s, top)
-    assert table is not None  # callers pass a Snapshot with clients
-    rows = [((s.host, s.names[0] if s.names else "", s.libs[0] if s.libs else ""), s) for s in table.top]
-    rest = table.rest
+@dataclass(frozen=True)
+class HostRow:
+    """One client host as the exporter exports it: a lean cut of analysis.sources.Source."""
+
+    host: str
+    connections: int
+    idle_over_threshold: int  # plain connections only: blocked, pub/sub and internal links are idle by nature
+    name: str
+    lib: str
+
+
+def host_rows(snap: Snapshot, idle_threshold_s: float) -> tuple[tuple[HostRow, ...], int]:
+    """(hosts busiest first, pub/sub clients) in one pass over CLIENT LIST. Equal to `source_table`'s counts,
+    order and first name/lib, but it classifies only the connections whose kind matters (idle ones, pub/sub
+    ones): at 10k clients that is ~10x cheaper, and the exporter runs it on every CLIENT LIST."""
+    rows: dict[str, list] = {}
+    pubsub = 0
+    for rec in client_records(snap):
+        host = rec.host
+        row = rows.get(host)
+        if row is None:
+            row = rows[host] = [0, 0, "", ""]
+        row[0] += 1
+        if rec.idle_s >= idle_threshold_s and kind_of(rec) == NORMAL:
+            row[1] += 1
+        if not row[2] and rec.name:
+            row[2] = rec.name
+        if not row[3] and rec.lib_name:
+            row[3] = rec.lib or ""
+        if rec.is_pubsub and kind_of(rec) == PUBSUB:
+            pubsub += 1
+    ordered = sorted(rows.items(), key=lambda kv: (-kv[1][0], -kv[1][1], host_key(kv[0])))
+    return tuple(HostRow(h, r[0], r[1], r[2], r[3]) for h, r in ordered), pubsub
+
+
+def client_families(snap: Snapshot, top: int, idle_threshold_s: float,
+                    rows: tuple[HostRow, ...] | None = None) -> list[Metric]:
+    """Per-source gauges and the idle/age histograms from one CLIENT LIST: bounded by `top` + 1 sources.
+    `rows`: host_rows(snap, idle_threshold_s)[0] when the caller has it already."""
+    if rows is None:
+        rows = host_rows(snap, idle_threshold_s)[0]
+    shown, rest = rows[:top], rows[top:]
     labels = ["source", "name", "lib"]
+    other = (OTHER, "", "")
     records = list(client_records(snap))
     return [
         _labelled("source_connections", f"Connections per client host, the top {top} by count, the rest folded "
                   "into source=\"other\" (name and lib: the host's first client name and library).", labels,
-                  [(k, s.connections) for k, s in rows] + [((OTHER, "", ""), rest.connections if rest else 0)]),
+                  [((r.host, r.name, r.lib), r.connections) for r in shown]
+                  + [(other, sum(r.connections for r in rest))]),
         _labelled("source_idle_connections", "Plain connections per client host idle over the idle threshold "
                   "(leak candidates), same sources as source_connections.", labels,
-                  [(k, s.idle_over_threshold) for k, s in rows] + [((OTHER, "", ""), rest.idle_over_threshold if rest else 0)]),
-        _gauge("sources", "Distinct client hosts in the latest CLIENT LIST.", len(table.all)),
+                  [((r.host, r.name, r.lib), r.idle_over_threshold) for r in shown]
+                  + [(other, sum(r.idle_over_threshold for r in rest))]),
+        _gauge("sources", "Distinct client hosts in the latest CLIENT LIST.", len(rows)),
         _histogram("client_idle_seconds", "Seconds since each client's last command, over all clients in the "
                    "latest CLIENT LIST.", [r.idle_s for r in records]),
         _histogram("client_age_seconds", "Seconds since each client connected, over all clients in the latest "

@@ -18,7 +18,7 @@ from typing import Callable, Protocol, Sequence
 
 from connguard.analysis.diagnosis import Diagnosis, DoctorSettings, diagnose, diagnose_unreachable
 from connguard.errors import AuthFailed, BadArguments, BadTarget, ConnguardError, NotRedis, ServerFull
-from connguard.monitor.exporter_metrics import ProbeView, command_cost_s
+from connguard.monitor.exporter_metrics import ProbeView, client_families, command_cost_s, host_rows
 from connguard.probe.model import Snapshot
 from connguard.target import Target
 
@@ -114,6 +114,8 @@ class Entry:
     window: list[Snapshot] = field(default_factory=list)
     listed: Snapshot | None = None
     listed_at: float | None = None
+    client_metrics: tuple = ()
+    listed_pubsub: int | None = None
     list_cost_s: float | None = None
     diagnosis: Diagnosis | None = None
     diagnosed_at: float = -math.inf
@@ -201,6 +203,8 @@ class TargetRegistry:
             entry.list_cost_s = cost[0] if cost else entry.list_cost_s
             if obs.client_list_included and snap.clients is not None:  # type: ignore[attr-defined]
                 entry.listed, entry.listed_at = snap, now
+                rows, entry.listed_pubsub = host_rows(snap, s.doctor.idle_threshold_s)
+                entry.client_metrics = tuple(client_families(snap, s.top_sources, s.doctor.idle_threshold_s, rows))
                 push_window(entry.window, snap, s.window_s)
             entry.points.append((now, float(snap.used)))
             while entry.points and now - entry.points[0][0] > FORECAST_HORIZON_S:
@@ -234,6 +238,8 @@ class TargetRegistry:
             top_sources=s.top_sources,
             idle_threshold_s=s.doctor.idle_threshold_s,
             scrape_s=self._clock() - started,
+            client_metrics=entry.client_metrics if snap is not None and entry.listed is not None else None,
+            listed_pubsub=entry.listed_pubsub,
         )
 
     def reap(self) -> int:
