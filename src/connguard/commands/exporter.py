@@ -11,7 +11,7 @@ from connguard.commands._common import FiniteNumber, handle_errors
 from connguard.errors import BadArguments
 
 
-@click.command("exporter")
+@click.command("exporter", short_help="Serve connguard's view of a server as Prometheus metrics.")
 @click.option("--listen", default="127.0.0.1:9187", show_default=True, help="HOST:PORT to serve on.")
 @click.option("--target", "target_url", default=None,
               help="The server /metrics reports (default $REDIS_URL; none: /metrics has only the exporter's own).")
