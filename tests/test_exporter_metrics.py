@@ -44,7 +44,7 @@ def test_host_rows_agree_with_the_doctors_source_table(folder):
 def test_every_golden_case_maps_to_bounded_series_and_its_causes(folder):
     snaps, settings, expected = load(folder)
     assert len(snaps) == 2
-    diag = diagnose(snaps[0], snaps[-1], settings, "redis://127.0.0.1:6379")
+    diag = diagnose(snaps, settings, "redis://127.0.0.1:6379")
     m = samples(families(ProbeView(snapshot=snaps[-1], listed=snaps[-1], client_list_age_s=0.0, diagnosis=diag,
                                    top_sources=3, idle_threshold_s=settings.idle_threshold_s)))
     sources = [k for k in m if k.startswith("connguard_source_connections{")]

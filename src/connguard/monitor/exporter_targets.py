@@ -8,10 +8,10 @@ only when its budget allows (INFO runs every time); the doctor's rules run at mo
 from __future__ import annotations
 
 import collections
-import inspect
 import logging
 import math
 import threading
+from concurrent.futures import ThreadPoolExecutor
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
@@ -74,17 +74,6 @@ def push_window(window: list[Snapshot], snap: Snapshot, span_s: float) -> None:
         window.pop(0)
 
 
-_WINDOWED = "window" in inspect.signature(diagnose).parameters
-
-
-def diagnose_window(window: Sequence[Snapshot], settings: DoctorSettings, target: str, refused_us: int) -> Diagnosis:
-    """The doctor's rules over the window (the first and the latest Snapshot are what the rules compare)."""
-    if _WINDOWED:
-        return diagnose(window, settings, target, refused_us=refused_us)  # type: ignore[call-arg,arg-type]
-    second = window[-1] if len(window) > 1 else None
-    return diagnose(window[0], second, settings, target, refused_us=refused_us)  # type: ignore[call-arg]
-
-
 def _forecast_seconds(points: Sequence[tuple[float, float]], maxclients: int | None) -> float | None:
     """watch's forecast when it exists: seconds until used reaches maxclients, +Inf when not heading
     there, None (NaN on the page) when unknown."""
@@ -115,6 +104,9 @@ class Entry:
     listed: Snapshot | None = None
     listed_at: float | None = None
     client_metrics: tuple = ()
+    refusals_at: dict = field(default_factory=dict)
+    diagnosing: bool = False
+    generation: int = 0  # Sampler refusals count at each window Snapshot's clock
     listed_pubsub: int | None = None
     list_cost_s: float | None = None
     diagnosis: Diagnosis | None = None
@@ -144,6 +136,7 @@ class TargetRegistry:
         self._clock = clock
         self._entries: dict[tuple[object, ...], Entry] = {}
         self._lock = threading.Lock()
+        self._diagnoser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="connguard-diagnose")
 
     def __len__(self) -> int:
         with self._lock:
@@ -206,13 +199,19 @@ class TargetRegistry:
                 rows, entry.listed_pubsub = host_rows(snap, s.doctor.idle_threshold_s)
                 entry.client_metrics = tuple(client_families(snap, s.top_sources, s.doctor.idle_threshold_s, rows))
                 push_window(entry.window, snap, s.window_s)
+                refusals = getattr(obs, "refusals", 0)
+                entry.refusals_at = {w.clock: entry.refusals_at.get(w.clock, refusals) for w in entry.window}
             entry.points.append((now, float(snap.used)))
             while entry.points and now - entry.points[0][0] > FORECAST_HORIZON_S:
                 entry.points.popleft()
-            if entry.window and now - entry.diagnosed_at >= s.diagnose_every_s:
-                refused_us = getattr(obs, "refusals", 0)
-                entry.diagnosis = diagnose_window(entry.window, s.doctor, target, refused_us)
+            if entry.window and now - entry.diagnosed_at >= s.diagnose_every_s and not entry.diagnosing:
+                # Refusals of our own (re)connects within the window: first-hand evidence the server refuses.
+                refused_us = getattr(obs, "refusals", 0) - entry.refusals_at.get(entry.window[0].clock, 0)
                 entry.diagnosed_at = now
+                if entry.diagnosis is None:  # the first verdict comes with the first scrape
+                    entry.diagnosis = diagnose(tuple(entry.window), s.doctor, entry.target, refused_us=refused_us)
+                else:  # later ones off the scrape's path: at 10k clients the rules take ~0.5 s
+                    self._diagnose_later(entry, tuple(entry.window), refused_us)
         else:
             failure = obs.failure  # type: ignore[attr-defined]
             log.warning("target %s: %s", target, failure.line() if failure else "not observed")
@@ -224,6 +223,7 @@ class TargetRegistry:
                 entry.diagnosed_at = now
             else:
                 entry.diagnosis = None  # no verdict about a server we cannot see
+            entry.generation += 1  # a verdict still being computed from before is stale now
         maxclients = snap.maxclients if snap is not None else (entry.listed.maxclients if entry.listed else None)
         return ProbeView(
             snapshot=snap,
@@ -242,6 +242,25 @@ class TargetRegistry:
             listed_pubsub=entry.listed_pubsub,
         )
 
+    def _diagnose_later(self, entry: Entry, window: tuple[Snapshot, ...], refused_us: int) -> None:
+        entry.diagnosing = True
+        generation = entry.generation
+
+        def job() -> None:
+            try:
+                verdict = diagnose(window, self.settings.doctor, entry.target, refused_us=refused_us)
+                if entry.generation == generation:
+                    entry.diagnosis = verdict
+            except Exception as exc:  # a rule's bug costs one refresh, not the exporter
+                log.error("target %s: diagnosis failed: %s: %s", entry.target.redacted, type(exc).__name__, exc)
+            finally:
+                entry.diagnosing = False
+
+        try:
+            self._diagnoser.submit(job)
+        except RuntimeError:  # shut down: the exporter is stopping
+            entry.diagnosing = False
+
     def reap(self) -> int:
         """Close targets not scraped for `target_idle_s`; returns how many were closed."""
         now = self._clock()
@@ -256,6 +275,7 @@ class TargetRegistry:
         return len(gone)
 
     def close(self) -> None:
+        self._diagnoser.shutdown(wait=False, cancel_futures=True)
         with self._lock:
             entries, self._entries = list(self._entries.values()), {}
         for entry in entries:

@@ -266,7 +266,7 @@ class Sampler:
         info = parse_info(raw.info_all)
         self._server_version = (info.flavor, info.version)
         host = census = None
-        if is_local_server(info.process_id, info.tcp_port):
+        if self._is_local(info.process_id, info.tcp_port):
             host = read_host_facts(info.process_id)  # type: ignore[arg-type]
             if self.census and info.tcp_port:
                 census = read_census(info.tcp_port, clock=lambda: mono)
@@ -276,6 +276,15 @@ class Sampler:
         return Observation(snapshot=snap, monotonic=mono, wall=wall, refused=False, failure=None, census=census,
                            host=host, observer_connects=self._connects, client_list_included=client_list,
                            raw=raw, own_client_id=own, refusals=self._refusals)
+
+    _local: tuple[tuple[int | None, int | None], bool] | None = None  # ((pid, port), local?) of the last INFO
+
+    def _is_local(self, pid: int | None, port: int | None) -> bool:
+        """is_local_server reads /proc/net/tcp{,6} (0.25 s at 20k local sockets): once per server process,
+        not on every tick. A restart brings a new pid, and so a new check."""
+        if self._local is None or self._local[0] != (pid, port):
+            self._local = ((pid, port), is_local_server(pid, port))
+        return self._local[1]
 
     def _unobserved(self, failure: ConnguardError | None, refused: bool) -> Observation:
         """No Snapshot this tick. A refusing server on this host is still seen from /proc: who holds its
