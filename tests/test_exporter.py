@@ -205,3 +205,33 @@ def test_bad_numbers_and_addresses_exit_3(args: list[str]) -> None:
     assert result.returncode == 3, result.stderr
     assert "Traceback" not in result.stderr
     assert re.search(r"(Invalid value|bad arguments)", result.stderr)
+
+
+def test_the_command_serves_its_default_target_with_a_password_from_a_file(default_binary, start_server, tmp_path):
+    import os
+    import signal
+
+    server = start_server(default_binary, maxclients=20, password=PASSWORD)
+    (tmp_path / "pw").write_text(PASSWORD + "\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "REDISCLI_AUTH")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "connguard", "exporter", "--listen", "127.0.0.1:0",
+         "--target", f"redis://127.0.0.1:{server.port}", "--password-file", str(tmp_path / "pw")],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    try:
+        line = proc.stderr.readline()  # "... listening on http://127.0.0.1:PORT (...)"
+        port = int(re.search(r"http://127\.0\.0\.1:(\d+)", line).group(1))  # type: ignore[union-attr]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as resp:
+            page = resp.read().decode()
+        m = parse(page)
+        assert m["connguard_up"] == 1 and m["connguard_maxclients"] == 20
+        assert PASSWORD not in page
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            _, err = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate(timeout=5)
+    assert PASSWORD not in line + err and "Traceback" not in err
+    assert proc.returncode == 0
