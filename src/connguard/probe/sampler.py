@@ -202,6 +202,7 @@ class Sampler:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        self._server_version = None  # what answers the reconnect may be an upgraded server
 
     def execute(self, *args: Any) -> Any:
         """One command over the held connection (watch's CLIENT KILL). Raises ConnguardError when there is
@@ -231,7 +232,7 @@ class Sampler:
         (census, host facts) when no connection is held, without knocking on a server that refuses."""
         failure: ConnguardError | None = None
         refused = False
-        for attempt in (1, 2):
+        for _try in (1, 2):  # a connection lost mid-tick gets one reconnect and one retry
             if self._conn is None:
                 if not connect:
                     failure, refused = self._last_failure or Unreachable("not connected"), self._last_refused
