@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable, TextIO
 
+import redis
 from rich.console import Console
 from rich.live import Live
 
@@ -22,6 +23,7 @@ from connguard.monitor.watch_view import ViewState, clock, render
 from connguard.probe.census import compare_censuses
 from connguard.probe.model import Snapshot, SocketCensus
 from connguard.probe.sampler import Sampler
+from connguard.remedy.kill import execute_kills
 from connguard.target import Target
 
 
@@ -203,14 +205,13 @@ class WatchRunner:
         self.view = replace(self.view, preview=preview_renderable(self.pending), message=None)
 
     def confirm(self) -> None:
-        from connguard.commands.kill import execute_kills  # the one way connguard disconnects clients
-
         preview, self.pending = self.pending, None
         assert preview is not None
         try:
-            killed, gone = execute_kills(self.sampler, preview.plan) if preview.plan.targets else (0, [])
-        except ConnguardError as exc:
-            self.view = replace(self.view, preview=None, message=f"kill failed: {exc.message}")
+            result = execute_kills(self.sampler, preview.plan)  # the one way connguard disconnects clients
+            killed, gone = result.killed, result.already_gone
+        except (ConnguardError, redis.exceptions.RedisError) as exc:
+            self.view = replace(self.view, preview=None, message=f"kill failed: {_one_line(exc)}")
             return
         line = kill_log_line(clock(time.time()), preview, killed, len(gone))
         self.model.note_kill(line)
