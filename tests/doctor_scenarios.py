@@ -23,6 +23,7 @@ from typing import Callable, Iterator
 
 from connguard.analysis.diagnosis import Diagnosis, DoctorSettings
 from connguard.doctor import examine, run_doctor
+from connguard.probe.sampler import Sampler
 from connguard.lab.crowd import Crowd, admit
 from connguard.lab.servers import ServerBinary, ServerProcess, find_binaries
 from connguard.target import HeldConnection, open_connection, parse_target
@@ -56,7 +57,7 @@ class Live:
 
     def doctor(self, *, once: bool = False, connect_timeout_s: float = 5.0) -> Diagnosis:
         if self.conn is not None:
-            return examine(self.conn, parse_target(self.url).redacted, self.settings, once=once)
+            return examine(Sampler.holding(self.conn), self.settings, once=once)
         return run_doctor(parse_target(self.url), self.settings, once=once, connect_timeout_s=connect_timeout_s)
 
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Callable
 
 from rich.console import Console
@@ -12,28 +10,13 @@ from rich.markup import escape
 
 from connguard.lab.scenarios import run_scenario
 from connguard.lab.servers import ServerBinary, ServerProcess
+from connguard.lab.storm_render import demo_act
 from connguard.target import parse_target
 
 DEMO_MAXCLIENTS = 64
 # Short on purpose so the demo fits in a minute; production defaults are --interval 5 --idle-threshold 300.
 DEMO_INTERVAL_S = 1.0
 DEMO_IDLE_THRESHOLD_S = 2.0
-
-
-def optional_module(name: str) -> ModuleType | None:
-    """Import a module that a parallel piece of work may not have delivered yet."""
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name and name.startswith(exc.name):
-            return None
-        raise
-
-
-def guard_storm() -> ModuleType | None:
-    """The guard's storm experiment, when that part of connguard is present and offers the demo's act."""
-    storm = optional_module("connguard.lab.storm")
-    return storm if storm is not None and hasattr(storm, "demo_act") else None
 
 
 @dataclass(frozen=True)
@@ -43,7 +26,6 @@ class ActResult:
     title: str
     ok: bool
     detail: str
-    skipped: bool = False
 
 
 @dataclass
@@ -106,14 +88,9 @@ class Demo:
     def guard_act(self) -> None:
         title = "Act 3: the same storm, through the guard"
         self.console.rule(f"[bold]{title}")
-        storm = guard_storm()
-        if storm is None:
-            self.say("The guard's storm experiment (connguard.lab.storm) is not part of this build; skipping this act.")
-            self.results.append(ActResult(title, True, "skipped: the guard is not part of this build", skipped=True))
-            return
         assert self.server is not None
         self.step(f"{title}: naive clients, then guarded ones")
-        outcome = storm.demo_act(self.server.url, console=self.console, step=self.step)
+        outcome = demo_act(self.server.url, console=self.console, step=self.step)
         self.check_server()
         self.results.append(ActResult(title, outcome is not False, "redis-py's defaults against the guard, "
                                       "measured at the server (table above)"))
@@ -155,5 +132,5 @@ def run_demo(demo: Demo) -> list[ActResult]:
 
 
 def progress_steps() -> int:
-    """Ticks of the progress bar: the server, two per act, two more when the guard act runs."""
-    return 1 + 2 * len(ACTS) + (2 if guard_storm() is not None else 0)
+    """Ticks of the progress bar: the server, two per act, two for the guard act."""
+    return 1 + 2 * len(ACTS) + 2

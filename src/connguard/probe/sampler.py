@@ -109,6 +109,14 @@ class Sampler:
         self.no_evict_on = False  # the last connection accepted CLIENT NO-EVICT on
         self._server_version: tuple[str, str] | None = None  # (flavor, version) from the last INFO
 
+    @classmethod
+    def holding(cls, conn: HeldConnection, **kwargs: Any) -> "Sampler":
+        """A Sampler over a connection opened elsewhere (a test that connected before filling the server):
+        it counts as this Sampler's first connect, and is reconnected like any other if lost."""
+        sampler = cls(conn.target, **kwargs)
+        sampler._adopt(conn)
+        return sampler
+
     # -- the connection ---------------------------------------------------------------------------------
     @property
     def connects(self) -> int:
