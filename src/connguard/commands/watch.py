@@ -13,7 +13,7 @@ from connguard.monitor.watch_model import WatchSettings
 from connguard.target import parse_target
 
 
-@click.command("watch")
+@click.command("watch", short_help="Watch a server live: usage, rates and a forecast of when it fills, every interval.")
 @url_argument
 @click.option("--interval", "interval_s", type=FiniteNumber(0.1, 3600), default=2.0, show_default=True,
               help="Seconds between ticks (INFO every tick).")

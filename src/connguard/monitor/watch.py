@@ -3,11 +3,10 @@ them, fire the alert hook, record, and (interactively) kill from the held slot o
 
 from __future__ import annotations
 
-import inspect
 import json
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable, TextIO
 
 import redis
@@ -22,6 +21,7 @@ from connguard.monitor.watch_notify import AlertHook
 from connguard.monitor.watch_view import ViewState, clock, render
 from connguard.probe.census import compare_censuses
 from connguard.probe.model import Snapshot, SocketCensus
+from connguard.probe.recording import Recorder
 from connguard.probe.sampler import Sampler
 from connguard.remedy.kill import execute_kills
 from connguard.target import Target
@@ -43,25 +43,18 @@ def _doctor_settings(settings: WatchSettings) -> DoctorSettings:
                           top=settings.top)
 
 
-_WINDOW_API = next(iter(inspect.signature(diagnose).parameters)) == "window"  # diagnose(window, ...) or (first, second, ...)
-
-
-def snapshot_causes(target: str, settings: WatchSettings) -> Callable[[Snapshot | None, Snapshot, float], tuple[str, ...]]:
+def snapshot_causes(target: Target, settings: WatchSettings) -> Callable[[Snapshot | None, Snapshot, float], tuple[str, ...]]:
     """The doctor over watch's window: the snapshot of the previous verdict and now."""
     ds = _doctor_settings(settings)
 
     def run(base: Snapshot | None, now: Snapshot, wall: float) -> tuple[str, ...]:
         window = (base, now) if base is not None else (now,)
-        if _WINDOW_API:
-            diag = diagnose(window, ds, target)  # type: ignore[call-arg, arg-type]
-        else:
-            diag = diagnose(window[0], window[1] if len(window) > 1 else None, ds, target)
-        return tuple(f.cause for f in diag.findings)
+        return tuple(f.cause for f in diagnose(window, ds, target).findings)
 
     return run
 
 
-def census_causes(target: str, settings: WatchSettings) -> Callable[[SocketCensus | None, SocketCensus, str, Any], tuple[str, ...]]:
+def census_causes(target: Target, settings: WatchSettings) -> Callable[[SocketCensus | None, SocketCensus, str, Any], tuple[str, ...]]:
     """The doctor when the server refuses us: from two socket censuses (turnover tells a storm)."""
     ds = _doctor_settings(settings)
 
@@ -73,13 +66,11 @@ def census_causes(target: str, settings: WatchSettings) -> Callable[[SocketCensu
     return run
 
 
-def _open_recorder(path: str | None, target: Target) -> Any:
-    """The window helper's recorder (probe.recording) for raw observations, `doctor --replay` reads it."""
+def _open_recorder(path: str | None, target: Target, settings: WatchSettings) -> Recorder | None:
+    """The probe's recorder: raw observations that `doctor --replay` reads, and watch's kills beside them."""
     if path is None:
         return None
-    from connguard.monitor.watch_record import open_recorder
-
-    return open_recorder(path, target)
+    return Recorder(path, target=target, tool="watch", settings=asdict(settings))
 
 
 class WatchRunner:
@@ -90,8 +81,8 @@ class WatchRunner:
         self.target, self.options = target, options
         self.settings = options.settings
         self.sampler = sampler or Sampler(target, connect_timeout_s=options.connect_timeout_s)
-        self.model = WatchModel(target.redacted, self.settings, snapshot_causes(target.redacted, self.settings))
-        self.model.census_diagnoser = census_causes(target.redacted, self.settings)
+        self.model = WatchModel(target.redacted, self.settings, snapshot_causes(target, self.settings),
+                                census_causes(target, self.settings))
         self.out = out or sys.stdout
         self.hook = AlertHook(options.alert_cmd, target.redacted, timeout_s=options.alert_timeout_s) \
             if options.alert_cmd else None
@@ -104,8 +95,13 @@ class WatchRunner:
     # -- lifecycle ------------------------------------------------------------------------------------------
     def open(self) -> None:
         """Fail fast: a bad URL, a wrong password or nothing listening is one line and an exit code, as in status."""
-        self.sampler.open()
-        self.recorder = _open_recorder(self.options.record, self.target)
+        self.recorder = _open_recorder(self.options.record, self.target, self.settings)
+        try:
+            self.sampler.open()
+        except ConnguardError:
+            if self.recorder is not None:
+                self.recorder.close()
+            raise
 
     def close(self) -> None:
         if self.hook is not None:
@@ -123,7 +119,7 @@ class WatchRunner:
         frame = self.model.update(obs)
         self.ticks += 1
         if self.recorder is not None:
-            self.recorder.observation(obs)
+            self.recorder.write(obs)
         if self.hook is not None:
             for event in frame.events:
                 self.hook.submit(event)

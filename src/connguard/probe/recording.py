@@ -30,6 +30,7 @@ __all__ = ["Recorder", "Recording", "read_recording", "read_recordings"]
 
 HEADER_SCHEMA = "connguard.recording/1"
 OBSERVATION_SCHEMA = "connguard.observation/1"
+EVENT_SCHEMA = "connguard.event/1"  # something the tool did between observations (watch's kills): replay skips it
 SAFE_QUERY = ("ssl_cert_reqs", "ssl_ca_certs")  # URL options worth keeping; anything else may be a secret
 
 
@@ -144,6 +145,10 @@ class Recorder:
         self._line(observation_to_dict(observation))
         self.written += 1
 
+    def event(self, payload: Mapping[str, Any]) -> None:
+        """An action taken between observations (watch's kills), kept beside them; replays skip it."""
+        self._line({"schema": EVENT_SCHEMA, **payload})
+
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
@@ -182,6 +187,8 @@ def read_recordings(path: str | Path) -> list[Recording]:
             data = json.loads(text)
             if data.get("schema") == HEADER_SCHEMA:
                 sessions.append((data, []))
+                continue
+            if data.get("schema") == EVENT_SCHEMA:
                 continue
             if not sessions:
                 raise ValueError(f"an observation before any {HEADER_SCHEMA} header")
