@@ -17,7 +17,7 @@ from connguard.analysis.forecast import describe
 from connguard.monitor.watch_model import WatchFrame
 
 BARS = "▁▂▃▄▅▆▇█"
-GAUGE_WIDTH = 50
+GAUGE_WIDTH = 40
 
 
 @dataclass(frozen=True)
@@ -178,14 +178,16 @@ def budget_line(frame: WatchFrame) -> Text:
 
 
 def render(frame: WatchFrame, view: ViewState = ViewState()) -> RenderableType:
-    parts: list[RenderableType] = [status_line(frame), gauge(frame), forecast_line(frame), alerts_panel(frame),
-                                   doctor_line(frame), charts(frame), sources_table(frame, view), budget_line(frame)]
-    if frame.kills:
-        parts.append(Text("kills     " + "\n          ".join(frame.kills), style="magenta"))
-    if view.message:
-        parts.append(Text(view.message, style="bold magenta"))
+    # What the operator is acting on comes first, so a short terminal never cuts off a kill confirmation.
+    parts: list[RenderableType] = [status_line(frame)]
     if view.preview is not None:
         parts.append(view.preview)
+    if view.message:
+        parts.append(Text(view.message, style="bold magenta"))
+    parts += [gauge(frame), forecast_line(frame), alerts_panel(frame), doctor_line(frame), charts(frame),
+              sources_table(frame, view), budget_line(frame)]
+    if frame.kills:
+        parts.append(Text("kills     " + "\n          ".join(frame.kills), style="magenta"))
     if view.interactive:
         parts.append(Text("keys: ↑/↓ or j/k select a source · x preview killing its idle connections · q quit",
                           style="dim"))
