@@ -175,7 +175,8 @@ def exhaustion_verdict(tick: Tick, settings: AlertSettings) -> Verdict:
     if fc.seconds_to_full >= settings.forecast_alert_s:
         return None
     severity = "critical" if fc.seconds_to_full < settings.forecast_alert_s / 3 else "warning"
-    return severity, round(fc.seconds_to_full, 1), f"full in {fc.seconds_to_full:.0f} s at {fc.per_min:+.1f}/min"
+    detail = "full now" if fc.seconds_to_full <= 0 else f"full in {fc.seconds_to_full:.0f} s at {fc.per_min:+.1f}/min"
+    return severity, round(fc.seconds_to_full, 1), detail
 
 
 def _sustained(name: str, verdict: Verdict, streaks: dict[str, int], need: int, unknown: bool) -> Verdict:

@@ -100,6 +100,8 @@ def forecast(points: Sequence[tuple[float, float]], maxclients: int | None, *, w
         newest = pts[-1][0]
         pts = [p for p in pts if p[0] >= newest - window_s]
     span = pts[-1][0] - pts[0][0] if pts else 0.0
+    if pts and maxclients and pts[-1][1] >= maxclients:  # an observation, not a forecast: no data minimum
+        return Forecast(0.0, 0.0, len(pts), "high", span, reason="full now")
     if len(pts) < MIN_POINTS or span < MIN_SPAN_S:
         return Forecast(None, 0.0, len(pts), "none", span,
                         reason=f"not enough data ({len(pts)} points over {span:.0f} s; needs {MIN_POINTS} over "
@@ -122,8 +124,6 @@ def forecast(points: Sequence[tuple[float, float]], maxclients: int | None, *, w
     n = len(kept)
     fit_span = ts[-1] - ts[0]
     used_now = pts[-1][1]
-    if used_now >= maxclients:
-        return Forecast(0.0, slope, n, _confidence(1.0, n, fit_span, 0.0), span, dropped, reason="full now")
     tau = _kendall_tau(ts, ys)
     if slope <= 0 or slope * fit_span < MIN_RISE or tau < 0.3:
         flat_confidence = "medium" if n >= 10 and fit_span >= 60 else "low"  # "no trend" is itself a claim

@@ -1,1 +1,1 @@
-"""monitor: watch and exporter, which run the pipeline on a schedule over one held connection per target."""
+"""Monitors: `watch` (the live view) and the exporter, each running the pipeline on a schedule over one held connection."""

@@ -7,9 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from connguard.analysis.capacity import WARNING_RATIO as WARNING_LINE
-from connguard.remedy.limits import RESERVED_FDS, fd_limit_for_maxclients, max_clients_for_fd_limit
-
-DEFAULT_RESERVE = 10  # slots kept for people and tools: redis-cli, exporters, connguard itself
+from connguard.remedy.limits import DEFAULT_RESERVE, RESERVED_FDS, fd_limit_for_maxclients, max_clients_for_fd_limit
 DEFAULT_FD_MARGIN = 64  # fds beyond maxclients + 32 for AOF/RDB files, the replication backlog, logs
 
 

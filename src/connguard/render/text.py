@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.markup import escape
@@ -14,6 +15,16 @@ from connguard.analysis.findings import Finding
 STYLE = {"ok": "bold green", "warning": "bold yellow", "critical": "bold red", "unknown": "bold magenta",
          "info": "cyan"}
 MAX_EVIDENCE_CHARS = 160
+PIPE_WIDTH = 10_000  # piped output: one line per line, never wrapped mid-sentence at 80 columns
+
+
+def console_for(stream: TextIO | None = None) -> Console:
+    """The Console every command prints with: the terminal's width on a TTY; on a pipe (logs, CI, grep)
+    no wrapping at all, so each message stays on one line."""
+    stream = stream or sys.stdout
+    tty = stream.isatty()
+    return Console(file=stream, highlight=False, soft_wrap=not tty, width=None if tty else PIPE_WIDTH)
+
 HIDDEN_EVIDENCE = {"per_host", "turnover_by_host"}  # per-host tables, shown in the sources table instead
 
 
@@ -103,7 +114,7 @@ def sources_table(diag: Diagnosis) -> Table | None:
 
 
 def render_text(diag: Diagnosis, console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or console_for()
     server = f" ({diag.server.flavor} {diag.server.version}, {diag.server.role})" if diag.server else ""
     console.print(f"[{STYLE[diag.status]}]{diag.status.upper()}[/]: {escape(diag.target)}{server} - "
                   f"{escape(verdict(diag))}", soft_wrap=True)
