@@ -1,9 +1,11 @@
-"""A point-in-time snapshot of a guarded pool and its endpoint, for logs, tests and (later) the exporter."""
+"""A point-in-time snapshot of a guarded pool and its endpoint, for logs, tests and the Prometheus collector."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from connguard.guard._core import has_socket
 
 
 @dataclass(frozen=True)
@@ -14,7 +16,8 @@ class GuardMetrics:
     endpoint: str
     in_use: int
     idle: int  # pooled connection objects not checked out (with or without a socket)
-    open_sockets: int  # this endpoint's sockets across the process (the budget's count)
+    budget_used: int  # this endpoint's budget slots held across the process (one per pooled connection object)
+    open_sockets: int  # of those, the ones with a socket open right now
     budget: int | None
     waiters: int  # callers waiting for a budget slot or a rate-limit token
     attempts_total: int
@@ -35,15 +38,24 @@ class GuardMetrics:
         return asdict(self)
 
 
+def open_sockets(endpoint: Any) -> int:
+    """Sockets open right now across every guarded pool of the endpoint (a moment stale: no pool lock is taken)."""
+    total = 0
+    for pool in list(endpoint.pools):
+        total += sum(1 for conn in pool._cg_idle() + pool._cg_in_use() if has_socket(conn))
+    return total
+
+
 def collect(pool: Any) -> GuardMetrics:
-    """Read a GuardedConnectionPool (sync or asyncio) without taking its lock: counts may be a moment stale."""
+    """Read a guarded pool (sync or asyncio, plain or blocking) without taking its lock."""
     ep = pool.endpoint
     return GuardMetrics(
         pool=pool.name,
         endpoint=ep.label,
-        in_use=len(pool._in_use_connections),
-        idle=len(pool._available_connections),
-        open_sockets=ep.budget.used,
+        in_use=len(pool._cg_in_use()),
+        idle=len(pool._cg_idle()),
+        budget_used=ep.budget.used,
+        open_sockets=open_sockets(ep),
         budget=ep.budget.cap,
         waiters=ep.budget.waiters + ep.limiter.waiters,
         attempts_total=ep.attempts_total,
