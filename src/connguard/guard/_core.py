@@ -107,8 +107,10 @@ def adopt(pool: Any, conn: Any, asynchronous: bool) -> bool:
     if not pool._budget.take(conn, pool.name):
         return False
     inner = getattr(conn, "_conn", conn)  # redis-py's client-side cache wraps the real connection
-    if not hasattr(inner, "connect_check_health"):
+    if getattr(type(inner), "connect_check_health", None) is None:
         inner = conn
+    if getattr(type(inner), "connect_check_health", None) is None:
+        return True  # a connection class of the caller's own that opens sockets some other way: budget only
     inner.connect_check_health = (_async_gate if asynchronous else _sync_gate)(inner, pool.endpoint)
     return True
 
