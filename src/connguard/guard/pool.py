@@ -34,8 +34,9 @@ class _SyncGuard:
 
     # -- making a connection: a slot, or NoRoom (the checkout then waits outside every lock) ----------------------
     def make_connection(self) -> Any:
-        if self._budget.full():
-            raise NoRoom  # before redis-py counts it against max_connections
+        if self._budget.full():  # a lock-free look first: no connection object made in vain
+            self._cg_unmake(None)
+            raise NoRoom
         conn = super().make_connection()  # type: ignore[misc]
         if not _core.adopt(self, conn, asynchronous=False):
             self._cg_unmake(conn)
@@ -111,7 +112,7 @@ class _SyncGuard:
         return collect(self)
 
     # per-class views of the pool's connections
-    def _cg_unmake(self, conn: Any) -> None: ...
+    def _cg_unmake(self, conn: Any | None) -> None: ...
     def _cg_idle(self) -> list[Any]: ...
     def _cg_in_use(self) -> list[Any]: ...
     def _cg_has_idle(self) -> bool: ...
@@ -142,7 +143,8 @@ class GuardedConnectionPool(_SyncGuard, redis.ConnectionPool):
         _core.register(self, on_state_change)
 
     def _cg_unmake(self, conn: Any) -> None:
-        self._created_connections -= 1  # redis-py counted it; it will never be used
+        if conn is not None:
+            self._created_connections -= 1  # redis-py counted it; it will never be used
 
     def _cg_idle(self) -> list[Any]:
         return list(self._available_connections)
@@ -192,10 +194,11 @@ class GuardedBlockingConnectionPool(_SyncGuard, redis.BlockingConnectionPool):
     def _cg_unmake(self, conn: Any) -> None:
         """redis-py took a None token from the queue to make this connection: give the token back, at the bottom,
         so that a connection returned meanwhile is found first."""
-        try:
-            self._connections.remove(conn)
-        except ValueError:
-            pass
+        if conn is not None:
+            try:
+                self._connections.remove(conn)
+            except ValueError:
+                pass
         q = self.pool
         with q.mutex:
             q.queue.insert(0, None)
