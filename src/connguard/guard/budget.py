@@ -78,6 +78,11 @@ class ConnectionBudget:
             if self._held.pop(slot[1], None) is not None:
                 self._cond.notify()
 
+    def wake(self) -> None:
+        """A pool got a connection back: its waiter may reuse it now rather than at the end of a wait slice."""
+        with self._cond:
+            self._cond.notify_all()
+
     def full(self) -> bool:
         """A lock-free hint for the pools' hot path; `take` is the real gate."""
         return self.cap is not None and len(self._held) - len(self._dead) >= self.cap

@@ -88,6 +88,8 @@ class _SyncGuard:
         super().release(connection)  # type: ignore[misc]
         if getattr(connection, "_cg_slot", None) is not None and not self.owns_connection(connection):  # type: ignore[attr-defined]
             self._budget.release(connection)  # redis-py disconnected it and will not reuse it (another process's)
+        elif self._budget.waiters:
+            self._budget.wake()
 
     def reset(self) -> None:
         """redis-py's reset (also run by _checkpid after fork), minus the orphaned sockets and budget slots."""
