@@ -6,12 +6,10 @@ import logging
 import re
 import subprocess
 import sys
-import threading
 import urllib.error
 import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterator
 
 import pytest
 import redis
@@ -235,3 +233,27 @@ def test_the_command_serves_its_default_target_with_a_password_from_a_file(defau
             _, err = proc.communicate(timeout=5)
     assert PASSWORD not in line + err and "Traceback" not in err
     assert proc.returncode == 0
+
+
+def test_a_killed_connection_is_replaced_and_counted_as_ours(default_binary, start_server, run_exporter):
+    server = start_server(default_binary, maxclients=20)
+    running = run_exporter()
+    url = f"redis://127.0.0.1:{server.port}"
+    assert running.probe(url)["connguard_observer_connects_total"] == 1
+    with redis.Redis(port=server.port, single_connection_client=True) as admin:
+        ours = [c["id"] for c in admin.client_list() if c["name"] == "connguard"]
+        assert len(ours) == 1
+        admin.client_kill_filter(_id=ours[0])
+    m = running.probe(url)
+    assert m["connguard_up"] == 1 and m["connguard_observer_connects_total"] == 2
+
+
+def test_a_server_full_before_the_first_scrape_is_refusing_and_exhausted(full_server, run_exporter):
+    server, monitor, crowd, leak = full_server
+    running = run_exporter(connect_timeout_s=0.5)
+    m = running.probe(f"redis://127.0.0.1:{server.port}")
+    assert m["connguard_up"] == 0 and m["connguard_server_refusing"] == 1
+    assert m['connguard_probe_error{reason="refused"}'] == 1
+    assert m["connguard_observer_refusals_total"] >= 1
+    assert m['connguard_cause{cause="exhausted",severity="critical"}'] == 1  # from this host's socket census
+    assert "connguard_connections_used" not in m

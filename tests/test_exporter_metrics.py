@@ -7,11 +7,11 @@ import math
 import pytest
 
 from connguard.analysis.classify import classify
-from connguard.analysis.diagnosis import DoctorSettings, diagnose
+from connguard.analysis.diagnosis import diagnose
 from connguard.analysis.sources import source_table
 from connguard.monitor.exporter import render
 from connguard.monitor.exporter_metrics import (
-    ProbeView, client_families, command_cost_s, families, host_rows, maxclients_lowered,
+    ProbeView, command_cost_s, families, host_rows, maxclients_lowered,
 )
 from connguard.monitor.exporter_targets import client_list_interval_s, probe_reason, push_window
 from connguard.errors import AuthFailed, BadTarget, NotRedis, ServerFull, Unreachable

@@ -11,8 +11,8 @@ import collections
 import logging
 import math
 import threading
-from concurrent.futures import ThreadPoolExecutor
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
@@ -101,16 +101,17 @@ class Entry:
     done_at: float = -math.inf
     view: ProbeView | None = None
     window: list[Snapshot] = field(default_factory=list)
-    listed: Snapshot | None = None
+    listed: Snapshot | None = None  # the latest Snapshot with a CLIENT LIST
     listed_at: float | None = None
-    client_metrics: tuple = ()
-    refusals_at: dict = field(default_factory=dict)
-    diagnosing: bool = False
-    generation: int = 0  # Sampler refusals count at each window Snapshot's clock
+    client_metrics: tuple = ()  # client_families(listed): computed once per CLIENT LIST
     listed_pubsub: int | None = None
-    list_cost_s: float | None = None
+    list_cost_s: float | None = None  # server seconds per CLIENT LIST (INFO commandstats)
+    refusals_at: dict = field(default_factory=dict)  # the Sampler's refusal count at each window Snapshot's clock
     diagnosis: Diagnosis | None = None
     diagnosed_at: float = -math.inf
+    diagnosing: bool = False  # a verdict is being computed on the diagnosis thread
+    failure_line: str | None = None  # the last failure logged, so a lasting one is logged once
+    generation: int = 0  # bumped when a newer verdict is set here: a verdict computed from before is dropped
     points: collections.deque = field(default_factory=lambda: collections.deque(maxlen=FORECAST_POINTS))
 
 
@@ -192,6 +193,9 @@ class TargetRegistry:
         now = obs.monotonic  # type: ignore[attr-defined]
         target = entry.target.redacted
         if snap is not None:
+            if entry.failure_line is not None:
+                log.info("target %s: observed again", target)
+                entry.failure_line = None
             cost = command_cost_s(snap.info.sections)
             entry.list_cost_s = cost[0] if cost else entry.list_cost_s
             if obs.client_list_included and snap.clients is not None:  # type: ignore[attr-defined]
@@ -214,7 +218,10 @@ class TargetRegistry:
                     self._diagnose_later(entry, tuple(entry.window), refused_us)
         else:
             failure = obs.failure  # type: ignore[attr-defined]
-            log.warning("target %s: %s", target, failure.line() if failure else "not observed")
+            line = failure.line() if failure else "not observed"
+            # One line per change, not per scrape: a server down for an hour is one warning, not 240.
+            (log.warning if line != entry.failure_line else log.debug)("target %s: %s", target, line)
+            entry.failure_line = line
             if obs.refused:  # type: ignore[attr-defined]
                 # A full server seen from outside: the exhausted verdict (with the census when local).
                 entry.diagnosis = diagnose_unreachable(
