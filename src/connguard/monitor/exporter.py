@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Mapping
 from urllib.parse import parse_qs, urlsplit
@@ -40,11 +40,11 @@ class Credentials:
     $REDISCLI_AUTH). A password in a probe URL is refused: it would sit in Prometheus's config and logs."""
 
     default: str | None = None
-    per_endpoint: Mapping[tuple[str, int | None], tuple[str | None, str]] = None  # type: ignore[assignment]
+    per_endpoint: Mapping[tuple[str, int | None], tuple[str | None, str]] = field(default_factory=dict)
 
     def for_target(self, target: Target) -> tuple[str | None, str | None]:
         """(username, password) for `target`."""
-        hit = (self.per_endpoint or {}).get(((target.path or target.host or "").lower(), target.port))
+        hit = self.per_endpoint.get(((target.path or target.host or "").lower(), target.port))
         if hit is not None:
             return (target.username or hit[0], hit[1])
         return (target.username, self.default)
@@ -257,8 +257,9 @@ def sampler_factory(settings: ExporterSettings) -> Callable[[Target], object]:
 
 def configure_logging() -> None:
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s connguard exporter: %(levelname)s %(message)s"))
-    logging.Formatter.converter = time.gmtime
+    formatter = logging.Formatter("%(asctime)sZ connguard exporter: %(levelname)s %(message)s")
+    formatter.converter = time.gmtime  # type: ignore[method-assign]  # UTC, as the rest of a fleet's logs
+    handler.setFormatter(formatter)
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False
