@@ -120,6 +120,7 @@ def test_bad_targets_answer_up_0_with_a_reason_never_a_500(default_binary, start
         f"redis://127.0.0.1:{free_port()}": "refused",
         f"redis://127.0.0.1:{server.port}": "auth",
         f"redis://user:{urllib.parse.quote(PASSWORD, safe='')}@127.0.0.1:{server.port}": "bad_target",
+        f"redis://127.0.0.1:{server.port}?password={urllib.parse.quote(PASSWORD, safe='')}": "bad_target",
     }
     with caplog.at_level(logging.INFO, logger="connguard.exporter"):
         for target, reason in cases.items():

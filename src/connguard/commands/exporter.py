@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import click
 
@@ -58,13 +59,11 @@ def exporter_command(listen: str, target_url: str | None, password_file: str | N
     creds = ex.Credentials(default=password, per_endpoint=ex.read_auth_file(auth_file) if auth_file else {})
     default = None
     url = target_url or os.environ.get("REDIS_URL")
-    if url:
-        parsed = parse_target(url, env={})
-        user, pw = creds.for_target(parsed)
-        default = parsed if parsed.password else parse_target(url, env={"REDISCLI_AUTH": pw} if pw else {})
-        if user and not parsed.username:
-            from dataclasses import replace
-            default = replace(default, username=user)
+    if url:  # the operator's own URL (flag or environment) may carry a password; a probe URL may not
+        default = parse_target(url, env={})
+        if default.password is None:
+            user, pw = creds.for_target(default)
+            default = replace(default, username=user, password=pw)
     ex.configure_logging()
     exporter = ex.Exporter(TargetRegistry(settings, ex.sampler_factory(settings)), creds, default)
     server = ex.bind(listen, exporter)  # a port in use fails here: one line, exit 3

@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Mapping
 from urllib.parse import parse_qs, urlsplit
@@ -24,7 +24,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from connguard.errors import BadArguments, BadTarget, ConnguardError
 from connguard.monitor.exporter_metrics import ProbeView, families, status_families
 from connguard.monitor.exporter_targets import ExporterSettings, TargetRegistry, probe_reason
-from connguard.target import Target, _redact_raw, parse_target
+from connguard.target import Target, parse_target
 
 log = logging.getLogger("connguard.exporter")
 
@@ -89,21 +89,17 @@ def read_auth_file(path: str) -> dict[tuple[str, int | None], tuple[str | None, 
 
 
 def resolve_target(raw: str, creds: Credentials) -> Target:
-    """A probe's `target` parameter to a Target with its credentials. `host:port` means redis://host:port."""
+    """A probe's `target` parameter to a Target with its credentials. `host:port` means redis://host:port.
+    A password in it (user:pass@ or ?password=) is refused, whatever the URL parser accepts."""
     text = raw.strip()
     if "://" not in text:
         text = f"redis://{text}"
-    try:
-        parts = urlsplit(text)
-        has_password = parts.password is not None
-    except ValueError:
-        has_password = False
-    if has_password:
-        raise BadTarget(f"{_redact_raw(text)}: a password in the probe URL is refused (it would be kept in "
+    target = parse_target(text, env={})  # env={}: $REDISCLI_AUTH is applied below, per endpoint
+    if target.password is not None:
+        raise BadTarget(f"{target.redacted}: a password in the probe URL is refused (it would be kept in "
                         "Prometheus's config and logs); use --password-file, $REDISCLI_AUTH or --auth-file")
-    target = parse_target(text, env={})
     user, password = creds.for_target(target)
-    return Target(target.scheme, target.host, target.port, target.path, target.db, user, password, target.query)
+    return replace(target, username=user, password=password)
 
 
 class _Families:
