@@ -88,13 +88,12 @@ def test_a_live_storm_recorded_then_replayed_gives_identical_findings(default_bi
 def test_no_password_is_ever_written_and_a_failure_replays_as_the_same_error(default_binary, start_server, tmp_path):
     server = start_server(default_binary, password="hunter2-secret")
     path = tmp_path / "auth.jsonl"
-    ok = doctor(f"redis://:hunter2-secret@127.0.0.1:{server.port}?ssl_token=abc", "--once", "--json",
-                "--record", str(path))
+    ok = doctor(f"redis://:hunter2-secret@127.0.0.1:{server.port}", "--once", "--json", "--record", str(path))
     assert ok.returncode == 0, ok.stderr
     wrong = doctor(f"redis://:nope-nope@127.0.0.1:{server.port}", "--once", "--json", "--record", str(path))
     assert wrong.returncode == 3 and json.loads(wrong.stdout)["error"]
     text = path.read_text()
-    assert "hunter2" not in text and "nope-nope" not in text and "ssl_token" not in text
+    assert "hunter2" not in text and "nope-nope" not in text
     sessions = read_recordings(path)
     assert len(sessions) == 2 and sessions[0].redacted == f"redis://:***@127.0.0.1:{server.port}"
     assert sessions[0].target.password is None and sessions[0].settings["samples"] == 1
@@ -113,6 +112,7 @@ def test_no_password_is_ever_written_and_a_failure_replays_as_the_same_error(def
     (("--idle-threshold", "-1"), "out of range"),
     (("--top", "2.5"), "not a whole number"),
     (("--samples", "0"), "out of range"),
+    (("--once", "--samples", "3"), "give one of them"),
 ])
 def test_bad_input_is_one_line_and_exit_3(args, message):
     out = doctor(*args)
@@ -149,3 +149,17 @@ def test_a_saved_snapshot_keeps_the_census_and_the_observer_fields():
     assert (back.census.peers, back.census.unaccepted, back.census.time_wait_peers) == (
         census.peers, 1, census.time_wait_peers)
     assert (back.observer_connections, back.observer_connects, back.monotonic) == (1, 3, 12.5)
+
+
+def test_only_known_safe_url_options_are_written():
+    from connguard.probe.recording import target_from_dict, target_to_dict
+    from connguard.target import Target
+
+    target = Target("rediss", "cache", 6380, None, 2, "ops", "s3cret",
+                    {"password": "s3cret", "ssl_ca_certs": "/etc/ca.pem", "token": "t0k"})
+    saved = target_to_dict(target)
+    assert "s3cret" not in json.dumps(saved) and "t0k" not in json.dumps(saved)
+    back = target_from_dict(saved)
+    assert back.password is None and back.query == {"ssl_ca_certs": "/etc/ca.pem"}
+    assert (back.scheme, back.host, back.port, back.db, back.username) == ("rediss", "cache", 6380, 2, "ops")
+    assert saved["redacted"] == "rediss://ops:***@cache:6380/2"

@@ -61,6 +61,9 @@ def doctor_command(ctx: click.Context, url: str | None, interval_s: float, sampl
         else:
             from connguard.target import parse_target
 
+            if once and "samples" in given:
+                raise BadArguments("--once takes one Snapshot; --samples asks for several: give one of them")
+
             settings = DoctorSettings(interval_s=interval_s, idle_threshold_s=idle_threshold_s, top=top)
             target = parse_target(url)
             target_text = target.redacted

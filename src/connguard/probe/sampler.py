@@ -51,7 +51,7 @@ class Observation:
     census: SocketCensus | None  # when the server runs on this host (always tried when refused)
     host: HostFacts | None
     observer_connects: int  # cumulative connects this Sampler made (so churn can exclude our own)
-    client_list_included: bool  # False on INFO-only ticks
+    client_list_included: bool  # False on INFO-only ticks (and when an ACL denies CLIENT LIST)
     # Added beyond the agreed interface:
     raw: RawCapture | None = None  # what the server said, verbatim: what a recording keeps
     own_client_id: int | None = None  # the held connection's CLIENT ID (None when an ACL denies it)
@@ -258,11 +258,11 @@ class Sampler:
                 failure = Unreachable(f"{self.target.redacted} denied INFO: {' '.join(str(err).split())[:100]}")
                 break
             self._last_failure, self._last_refused = None, False
-            return self._observed(raw, mono, wall, client_list)
+            return self._observed(raw, mono, wall)
         self._last_failure, self._last_refused = failure, refused
         return self._unobserved(failure, refused)
 
-    def _observed(self, raw: RawCapture, mono: float, wall: float, client_list: bool) -> Observation:
+    def _observed(self, raw: RawCapture, mono: float, wall: float) -> Observation:
         assert self._conn is not None
         info = parse_info(raw.info_all)
         self._server_version = (info.flavor, info.version)
@@ -275,7 +275,8 @@ class Sampler:
         snap = build_snapshot(raw, host=host, census=census, own_client_id=own, observer_connections=1,
                               monotonic=mono, observer_connects=self._connects)
         return Observation(snapshot=snap, monotonic=mono, wall=wall, refused=False, failure=None, census=census,
-                           host=host, observer_connects=self._connects, client_list_included=client_list,
+                           host=host, observer_connects=self._connects,
+                           client_list_included=raw.client_list is not None,
                            raw=raw, own_client_id=own, refusals=self._refusals)
 
     _local: tuple[tuple[int | None, int | None], bool] | None = None  # ((pid, port), local?) of the last INFO
