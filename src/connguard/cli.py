@@ -107,6 +107,11 @@ class ConnguardGroup(click.Group):
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as err:
+            # One line, like every other bad input (click's own form is four: usage, hint, blank, error).
+            where = err.ctx.command_path if err.ctx is not None else "connguard"
+            click.echo(f"connguard: bad arguments: {err.format_message()} (see: {where} --help)", err=True)
+            sys.exit(int(ExitCode.UNKNOWN))
         except click.ClickException as err:
             err.show()
             sys.exit(int(ExitCode.UNKNOWN))

@@ -6,13 +6,13 @@ import time
 from typing import TYPE_CHECKING, Callable
 
 from connguard.analysis.diagnosis import Diagnosis, DoctorSettings, diagnose_observations
+from connguard.analysis.window import DEFAULT_SAMPLES
 from connguard.probe.sampler import Observation, Sampler
 from connguard.target import Target
 
 if TYPE_CHECKING:
     from connguard.probe.recording import Recorder
 
-DEFAULT_SAMPLES = 2  # the classic doctor: two Snapshots an interval apart
 CENSUS_PAUSE_MAX_S = 2.0  # between two censuses of a refusing server: long enough to see churn, short for an incident
 
 

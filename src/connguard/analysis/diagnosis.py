@@ -147,10 +147,12 @@ def diagnose(window: Sequence[Snapshot] | Snapshot, settings: DoctorSettings | S
     The two-Snapshot form `diagnose(first, second_or_None, settings, target)` is still accepted."""
     if isinstance(window, Snapshot):  # diagnose(first, second, settings, target)
         first, second = window, settings
-        assert isinstance(second, Snapshot) or second is None
-        assert isinstance(target, DoctorSettings) and legacy
+        if not (second is None or isinstance(second, Snapshot)) or not isinstance(target, DoctorSettings) \
+                or len(legacy) != 1:
+            raise TypeError("diagnose(first, second_or_None, settings, target) or diagnose(window, settings, target)")
         return diagnose((first,) if second is None else (first, second), target, legacy[0], refused_us=refused_us)
-    assert isinstance(settings, DoctorSettings) and not isinstance(target, DoctorSettings)
+    if not isinstance(settings, DoctorSettings) or isinstance(target, DoctorSettings) or legacy:
+        raise TypeError("diagnose(window, settings, target): a sequence of Snapshots, DoctorSettings, a Target")
     return _diagnose_window(Window.of(window), settings, _as_target(target), refused_us)
 
 

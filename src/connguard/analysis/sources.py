@@ -185,7 +185,7 @@ def fold_rest(rest: Sequence[Source]) -> Source | None:
 
 
 def source_table(
-    snapshot: Snapshot, idle_threshold_s: float, top: int = 10, previous: Snapshot | None = None,
+    snapshot: Snapshot, idle_threshold_s: float, top: int, previous: Snapshot | None = None,
     *, churn: Mapping[str, HostChurn] | None = None,
 ) -> SourceTable | None:
     """Group `snapshot`'s clients by host; None when CLIENT LIST was not available. Each host's growth and

@@ -13,6 +13,8 @@ from typing import Sequence
 from connguard.analysis.classify import client_records
 from connguard.probe.model import Snapshot
 
+DEFAULT_SAMPLES = 2  # the classic doctor's window: two Snapshots an interval apart
+
 
 def restarted(a: Snapshot, b: Snapshot) -> bool:
     """The server between two Snapshots is not the same process: counters, client IDs and ages started over."""

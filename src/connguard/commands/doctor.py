@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from connguard.analysis.diagnosis import Diagnosis, DoctorSettings
+from connguard.analysis.window import DEFAULT_SAMPLES
 from connguard.commands._common import (
     EXIT_BY_STATUS, FiniteNumber, connect_timeout_option, emit_json, handle_errors, json_option, url_argument,
 )
@@ -19,7 +20,6 @@ if TYPE_CHECKING:
     from connguard.target import Target
 
 DEFAULTS = DoctorSettings()  # the one home of the doctor's defaults; the options below only show them
-DEFAULT_SAMPLES = 2
 # Options that shape a live look, meaningless for a replay (the recording already holds what was seen).
 LIVE_ONLY = {"once": "--once", "samples": "--samples", "connect_timeout_s": "--connect-timeout", "record": "--record"}
 RECORDED = ("interval_s", "idle_threshold_s", "top")  # taken from the recording unless given
@@ -60,6 +60,9 @@ def doctor_command(ctx: click.Context, url: str | None, interval_s: float, sampl
             diag = _replay(session, settings)
         else:
             from connguard.target import parse_target
+
+            if once and "samples" in given:
+                raise BadArguments("--once takes one Snapshot; --samples asks for several: give one of them")
 
             settings = DoctorSettings(interval_s=interval_s, idle_threshold_s=idle_threshold_s, top=top)
             target = parse_target(url)

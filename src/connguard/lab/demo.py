@@ -8,13 +8,15 @@ from typing import Callable
 from rich.console import Console
 from rich.markup import escape
 
+from connguard.analysis.findings import DoctorSettings
 from connguard.lab.scenarios import run_scenario
 from connguard.lab.servers import ServerBinary, ServerProcess
 from connguard.lab.storm_render import demo_act
 from connguard.target import parse_target
 
 DEMO_MAXCLIENTS = 64
-# Short on purpose so the demo fits in a minute; production defaults are --interval 5 --idle-threshold 300.
+# Short on purpose so the demo fits in a minute; the production defaults live in DoctorSettings.
+PRODUCTION = DoctorSettings()
 DEMO_INTERVAL_S = 1.0
 DEMO_IDLE_THRESHOLD_S = 2.0
 
@@ -50,7 +52,6 @@ class Demo:
 
     def doctor(self, label: str, expected: tuple[str, ...]) -> ActResult:
         """Run the doctor against the demo server and show its verdict as a person would see it."""
-        from connguard.analysis.diagnosis import DoctorSettings
         from connguard.doctor import run_doctor
         from connguard.render.text import render_text
 
@@ -127,7 +128,8 @@ def run_demo(demo: Demo) -> list[ActResult]:
     """The whole show; the caller owns `demo.close()` so Ctrl-C and errors also clean up."""
     demo.say(f"Everything runs on this machine against a throwaway server; the doctor uses short settings "
              f"(--interval {DEMO_INTERVAL_S:g} --idle-threshold {DEMO_IDLE_THRESHOLD_S:g}) so the demo takes under a "
-             f"minute. In production the defaults are --interval 5 --idle-threshold 300.")
+             f"minute. In production the defaults are --interval {PRODUCTION.interval_s:g} "
+             f"--idle-threshold {PRODUCTION.idle_threshold_s:g}.")
     demo.start_server()
     for title, scenario, expected, intro in ACTS:
         demo.act(title, scenario, expected, intro)

@@ -51,7 +51,7 @@ class Observation:
     census: SocketCensus | None  # when the server runs on this host (always tried when refused)
     host: HostFacts | None
     observer_connects: int  # cumulative connects this Sampler made (so churn can exclude our own)
-    client_list_included: bool  # False on INFO-only ticks
+    client_list_included: bool  # False on INFO-only ticks (and when an ACL denies CLIENT LIST)
     # Added beyond the agreed interface:
     raw: RawCapture | None = None  # what the server said, verbatim: what a recording keeps
     own_client_id: int | None = None  # the held connection's CLIENT ID (None when an ACL denies it)
@@ -108,7 +108,6 @@ class Sampler:
         self._last_refused = False
         self.no_evict_on = False  # the last connection accepted CLIENT NO-EVICT on
         self._server_version: tuple[str, str] | None = None  # (flavor, version) from the last INFO
-        self._local: dict[tuple[int | None, int | None], bool] = {}  # (process_id, tcp_port) -> on this host
 
     @classmethod
     def holding(cls, conn: HeldConnection, **kwargs: Any) -> "Sampler":
@@ -203,6 +202,7 @@ class Sampler:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        self._server_version = None  # what answers the reconnect may be an upgraded server
 
     def execute(self, *args: Any) -> Any:
         """One command over the held connection (watch's CLIENT KILL). Raises ConnguardError when there is
@@ -232,7 +232,7 @@ class Sampler:
         (census, host facts) when no connection is held, without knocking on a server that refuses."""
         failure: ConnguardError | None = None
         refused = False
-        for attempt in (1, 2):
+        for _try in (1, 2):  # a connection lost mid-tick gets one reconnect and one retry
             if self._conn is None:
                 if not connect:
                     failure, refused = self._last_failure or Unreachable("not connected"), self._last_refused
@@ -258,19 +258,16 @@ class Sampler:
                 failure = Unreachable(f"{self.target.redacted} denied INFO: {' '.join(str(err).split())[:100]}")
                 break
             self._last_failure, self._last_refused = None, False
-            return self._observed(raw, mono, wall, client_list)
+            return self._observed(raw, mono, wall)
         self._last_failure, self._last_refused = failure, refused
         return self._unobserved(failure, refused)
 
-    def _observed(self, raw: RawCapture, mono: float, wall: float, client_list: bool) -> Observation:
+    def _observed(self, raw: RawCapture, mono: float, wall: float) -> Observation:
         assert self._conn is not None
         info = parse_info(raw.info_all)
         self._server_version = (info.flavor, info.version)
         host = census = None
-        where = (info.process_id, info.tcp_port)
-        if where not in self._local:  # reading /proc/net/tcp costs ~0.3 s at 10k sockets: once per process
-            self._local = {where: is_local_server(*where)}
-        if self._local[where]:
+        if self._is_local(info.process_id, info.tcp_port):
             host = read_host_facts(info.process_id)  # type: ignore[arg-type]
             if self.census and info.tcp_port:
                 census = read_census(info.tcp_port, clock=lambda: mono)
@@ -278,8 +275,18 @@ class Sampler:
         snap = build_snapshot(raw, host=host, census=census, own_client_id=own, observer_connections=1,
                               monotonic=mono, observer_connects=self._connects)
         return Observation(snapshot=snap, monotonic=mono, wall=wall, refused=False, failure=None, census=census,
-                           host=host, observer_connects=self._connects, client_list_included=client_list,
+                           host=host, observer_connects=self._connects,
+                           client_list_included=raw.client_list is not None,
                            raw=raw, own_client_id=own, refusals=self._refusals)
+
+    _local: tuple[tuple[int | None, int | None], bool] | None = None  # ((pid, port), local?) of the last INFO
+
+    def _is_local(self, pid: int | None, port: int | None) -> bool:
+        """is_local_server reads /proc/net/tcp{,6} (0.25 s at 20k local sockets): once per server process,
+        not on every tick. A restart brings a new pid, and so a new check."""
+        if self._local is None or self._local[0] != (pid, port):
+            self._local = ((pid, port), is_local_server(pid, port))
+        return self._local[1]
 
     def _unobserved(self, failure: ConnguardError | None, refused: bool) -> Observation:
         """No Snapshot this tick. A refusing server on this host is still seen from /proc: who holds its
