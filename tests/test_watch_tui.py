@@ -27,7 +27,7 @@ class Tmux:
         self.socket = f"connguard-test-{uuid.uuid4().hex[:8]}"
         env = f"PYTHONPATH={os.environ.get('PYTHONPATH', '')}"
         self._tmux("new-session", "-d", "-s", "w", "-x", str(width), "-y", str(height),
-                   f"{env} {command}; echo EXIT=$?; sleep 60")
+                   f"{env} {command}; echo EXIT=$?; stty -a | grep -o -- '-*icanon'; sleep 60")
         self._tmux("resize-window", "-t", "w", "-x", str(width), "-y", str(height))  # detached: no client sets it
 
     def _tmux(self, *args: str) -> str:
@@ -77,9 +77,10 @@ def test_the_live_view_shows_gauge_forecast_and_capacity_alert_and_ctrl_c_exits_
         screen = term.wait_for("full in ~", "capacity  since", timeout_s=40)
         assert "forecast" in screen and "/min" in screen and "127.0.0.66" in screen
         term.keys("C-c")
-        after = term.wait_for("EXIT=", timeout_s=15)
+        after = term.wait_for("EXIT=", "icanon", timeout_s=15)
         assert "EXIT=0" in after
         assert "Traceback" not in after
+        assert "-icanon" not in after  # the terminal is back in line mode: watch's cbreak mode was undone
     finally:
         leak.stop()
         term.close()
