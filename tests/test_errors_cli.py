@@ -217,3 +217,19 @@ def test_an_info_only_user_continues_unnamed_and_says_so(default_binary, start_s
     out = json.loads(proc.stdout)
     assert proc.returncode == 0 and out["reachable"] is True and out["maxclients"] == 50
     assert any("CLIENT SETNAME denied" in x and "unnamed" in x for x in out["limitations"])
+
+
+def test_a_user_without_info_gets_one_line_denied_not_a_traceback(default_binary, start_server):
+    import redis
+
+    server = start_server(default_binary, maxclients=50)
+    with redis.Redis(port=server.port) as admin:
+        admin.execute_command("ACL", "SETUSER", "pingonly", "on", ">p-pass", "-@all", "+ping")
+    url = f"redis://pingonly:p-pass@127.0.0.1:{server.port}"
+    line = one_line_error(run_status(url))
+    assert "denied" in line and "status needs INFO" in line
+    out = json.loads(run_status(url, "--json").stdout)
+    assert (out["status"], out["reachable"], out["error_kind"]) == ("unknown", True, "denied")
+    proc = subprocess.run([sys.executable, "-m", "connguard", "config", url, "--timeout", "300"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr and "denied" in proc.stderr

@@ -159,3 +159,48 @@ def test_bad_settings_are_refused():
         AlertSettings(sustain_ticks=0)
     with pytest.raises(ValueError):
         AlertSettings(warning_ratio=0.95, critical_ratio=0.9)
+
+
+# -- CLIENT LIST budget ----------------------------------------------------------------------------------
+
+from connguard.monitor.watch_budget import ClientListBudget, parse_commandstat  # noqa: E402
+
+
+def stats(calls: int, usec: int) -> dict:
+    return {"commandstats": {"cmdstat_client|list": f"calls={calls},usec={usec},usec_per_call={usec / max(calls, 1):.2f},"
+                                                   "rejected_calls=0,failed_calls=0"}}
+
+
+def test_commandstat_parses_and_6_2_name_is_used():
+    assert parse_commandstat("calls=3,usec=120,usec_per_call=40.00") == (3, 120, 40.0)
+    budget = ClientListBudget(2.0)
+    budget.note(0.0, {"commandstats": {"cmdstat_client": "calls=1,usec=500,usec_per_call=500.00"}}, True)
+    assert budget.cost_us == 500
+
+
+def test_the_budget_spaces_client_list_to_one_percent_of_server_time():
+    budget = ClientListBudget(0.5)
+    calls, usec, spent, t = 0, 0, 0, 0.0
+    while t < 120:
+        included = budget.due(t)
+        budget.note(t, stats(calls, usec), included)
+        if included:  # each CLIENT LIST costs the server 20 ms, as at 10k clients on a busy machine
+            calls, usec, spent = calls + 1, usec + 20_000, spent + 0.020
+        t += 0.5
+    assert spent / 120 <= 0.01
+    assert budget.every_s >= 2.0  # 20 ms at <= 1%
+    assert spent / 120 >= 0.005  # not starved either
+
+
+def test_a_cheap_client_list_runs_every_tick_and_a_fixed_spacing_is_kept():
+    budget = ClientListBudget(2.0)
+    ticks = []
+    for i in range(10):
+        t = i * 2.0 + (0.01 if i % 2 else -0.01)  # timer jitter
+        ticks.append(budget.due(t))
+        budget.note(t, stats(i, i * 100), ticks[-1])
+    assert all(ticks)
+    fixed = ClientListBudget(1.0, fixed_every_s=5.0)
+    for t in range(12):
+        fixed.note(t, None, fixed.due(t))
+    assert fixed.calls == 3  # at 0, 5 and 10 s

@@ -5,13 +5,11 @@ does not stop the lines."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
 import time
 
-import pytest
 import redis
 
 from connguard.lab.scenarios import run_scenario

@@ -4,6 +4,7 @@ second shell's `connguard status` in."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ import uuid
 import pytest
 
 from connguard.lab.workloads import Leaker
+from connguard.probe.recording import read_recording
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 
@@ -25,7 +27,7 @@ class Tmux:
         self.socket = f"connguard-test-{uuid.uuid4().hex[:8]}"
         env = f"PYTHONPATH={os.environ.get('PYTHONPATH', '')}"
         self._tmux("new-session", "-d", "-s", "w", "-x", str(width), "-y", str(height),
-                   f"{env} {command}; echo EXIT=$?; sleep 60")
+                   f"{env} {command}; echo EXIT=$?; stty -a | grep -o -- '-*icanon'; sleep 60")
         self._tmux("resize-window", "-t", "w", "-x", str(width), "-y", str(height))  # detached: no client sets it
 
     def _tmux(self, *args: str) -> str:
@@ -75,18 +77,21 @@ def test_the_live_view_shows_gauge_forecast_and_capacity_alert_and_ctrl_c_exits_
         screen = term.wait_for("full in ~", "capacity  since", timeout_s=40)
         assert "forecast" in screen and "/min" in screen and "127.0.0.66" in screen
         term.keys("C-c")
-        after = term.wait_for("EXIT=", timeout_s=15)
+        after = term.wait_for("EXIT=", "icanon", timeout_s=15)
         assert "EXIT=0" in after
         assert "Traceback" not in after
+        assert "-icanon" not in after  # the terminal is back in line mode: watch's cbreak mode was undone
     finally:
         leak.stop()
         term.close()
 
 
-def test_a_confirmed_kill_from_the_held_slot_lets_another_shell_in(default_binary, start_server, crowd_for):
+def test_a_confirmed_kill_from_the_held_slot_lets_another_shell_in(default_binary, start_server, crowd_for,
+                                                                   tmp_path):
     server = start_server(default_binary, maxclients=16)
     crowd = crowd_for(server)
-    term = Tmux(watch_command(server.url, "--interval", "1", "--idle-threshold", "1"))
+    record = tmp_path / "incident.jsonl"
+    term = Tmux(watch_command(server.url, "--interval", "1", "--idle-threshold", "1", "--record", str(record)))
     try:
         term.wait_for("capacity", timeout_s=20)  # watch holds its slot before the server fills
         pile = crowd.open(20, source="127.0.0.66", name="leaky-worker")  # a static pile: the server is full
@@ -108,3 +113,9 @@ def test_a_confirmed_kill_from_the_held_slot_lets_another_shell_in(default_binar
         assert "EXIT=0" in term.wait_for("EXIT=", timeout_s=15)
     finally:
         term.close()
+    lines = [json.loads(line) for line in record.read_text().splitlines()]
+    (kill,) = [line for line in lines if line["schema"] == "connguard.event/1"]
+    assert kill["event"] == "kill" and kill["source"] == "127.0.0.66" and kill["killed"] == 15
+    assert len(kill["ids"]) == 15
+    observations = read_recording(record)  # the kill line does not get in doctor --replay's way
+    assert len(observations) >= 5 and any(o.refused is False for o in observations)

@@ -10,7 +10,7 @@ from typing import Any, Callable, NoReturn, TypeVar
 
 import click
 
-from connguard.errors import BadArguments, ConnguardError, ExitCode
+from connguard.errors import BadArguments, ConnguardError, Denied, ExitCode
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -93,6 +93,12 @@ def fail(err: ConnguardError) -> NoReturn:
     sys.exit(int(err.exit_code))
 
 
+def denied(exc: Exception, what: str = "") -> Denied:
+    """A server's refusal of one command (NOPERM from an ACL, mostly), as the one-line error."""
+    text = " ".join(str(exc).split())[:160]
+    return Denied(f"{what + ': ' if what else ''}the server refused a command connguard needs ({text})")
+
+
 def handle_errors(func: F) -> F:
     """Turn a ConnguardError into its one line on stderr and its exit code; never a traceback."""
 
@@ -104,5 +110,11 @@ def handle_errors(func: F) -> F:
             fail(err)
         except ValueError as err:  # settings rejected at construction say which and why
             fail(BadArguments(str(err)))
+        except Exception as err:
+            import redis.exceptions  # here, not at the top: `connguard --version` must not import redis-py
+
+            if isinstance(err, redis.exceptions.ResponseError):  # an ACL denied a command nobody expected to fail
+                fail(denied(err))
+            raise
 
     return wrapper  # type: ignore[return-value]

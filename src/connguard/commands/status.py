@@ -5,11 +5,12 @@ from __future__ import annotations
 import sys
 
 import click
+import redis
 
 from connguard.analysis.capacity import CRITICAL_RATIO, WARNING_RATIO, Capacity, Thresholds, capacity
 from connguard.commands._common import (
-    EXIT_BY_STATUS, FiniteNumber, OneLineCommand, connect_timeout_option, emit_json, handle_errors, json_option,
-    url_argument,
+    EXIT_BY_STATUS, FiniteNumber, OneLineCommand, connect_timeout_option, denied, emit_json, handle_errors,
+    json_option, url_argument,
 )
 from connguard.errors import ConnguardError
 from connguard.probe import take_snapshot
@@ -77,11 +78,14 @@ def status_command(url: str | None, as_json: bool, connect_timeout_s: float, war
         target = parse_target(url)
         target_text = target.redacted
         with open_connection(target, connect_timeout_s=connect_timeout_s) as conn:
-            snap = take_snapshot(conn, client_list=False)
+            try:
+                snap = take_snapshot(conn, client_list=False)
+            except redis.exceptions.ResponseError as exc:
+                raise denied(exc, f"{target.redacted}: status needs INFO") from None
             limitations = conn.limitations
     except ConnguardError as err:
         if as_json:
-            emit_json(error_object(SCHEMA, target_text, err))
+            emit_json(error_object(SCHEMA, target_text, err, reachable=err.kind == "denied"))
             sys.exit(int(err.exit_code))
         raise
     cap = capacity(snap)

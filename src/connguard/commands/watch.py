@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import click
@@ -56,6 +57,7 @@ def watch_command(url, interval_s, idle_threshold_s, forecast_alert_s, forecast_
     target = parse_target(url)
     runner = WatchRunner(target, options)
     runner.open()  # fail fast: the same one-line errors and exit codes as `connguard status`
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` leaves as cleanly as Ctrl-C: terminal restored
     keys = None
     try:
         if json_mode:
@@ -73,3 +75,7 @@ def watch_command(url, interval_s, idle_threshold_s, forecast_alert_s, forecast_
             keys.close()
         runner.close()
     sys.exit(code)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

@@ -234,3 +234,29 @@ def _sleep_until(at: float) -> float:
         time.sleep(at - now)
         return at
     return now
+
+
+def demo_watch(url: str, console: Console, *, seconds: float = 21.0, interval_s: float = 0.5,
+               idle_threshold_s: float = 2.0) -> WatchFrame:
+    """`connguard demo`'s look at watch: run it for `seconds` (the forecast needs 20 s of data), live on a
+    terminal (transient, not full-screen), then print the final screen as a still; returns that frame."""
+    from connguard.monitor.watch_view import render_watch_snapshot
+    from connguard.target import parse_target
+
+    settings = WatchSettings(interval_s=interval_s, idle_threshold_s=idle_threshold_s, diagnose_every_s=5.0)
+    runner = WatchRunner(parse_target(url), WatchOptions(settings=settings, connect_timeout_s=15.0))
+    runner.open()
+    try:
+        frame = runner.tick()
+        deadline = time.monotonic() + seconds
+        with Live(render_watch_snapshot(frame), console=console, transient=True, auto_refresh=False) as live:
+            next_at = time.monotonic()
+            while time.monotonic() < deadline:
+                next_at = _sleep_until(next_at + interval_s)
+                frame = runner.tick()
+                if console.is_terminal:
+                    live.update(render_watch_snapshot(frame), refresh=True)
+        console.print(render_watch_snapshot(frame))
+        return frame
+    finally:
+        runner.close()

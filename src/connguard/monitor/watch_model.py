@@ -312,8 +312,8 @@ class WatchModel:
         if self.diagnoser is None:
             return None
         due = self.last_diag_mono is None or obs.monotonic - self.last_diag_mono >= self.settings.diagnose_every_s
-        if not due or snap.clients is None:
-            return None
+        if not due or (snap.clients is None and not obs.client_list_included):
+            return None  # wait for a CLIENT LIST tick; if CLIENT LIST is denied, judge from INFO alone
         causes = self.diagnoser(self.diag_base, snap, obs.wall)
         self.diag_base = snap
         self.last_causes, self.last_diag_mono, self.last_diag_wall = causes, obs.monotonic, obs.wall
