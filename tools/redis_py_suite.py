@@ -42,11 +42,14 @@ from connguard.lab.servers import ServerProcess, default_binary, free_port  # no
 SYNC_FILES = (
     "test_commands.py", "test_pipeline.py", "test_pubsub.py", "test_connection_pool.py", "test_lock.py",
     "test_scripting.py", "test_multiprocessing.py", "test_ssl.py", "test_max_connections_error.py", "test_monitor.py",
+    "test_retry.py", "test_connection.py", "test_connect.py", "test_client.py", "test_encoding.py",
+    "test_keyspace_notifications.py",
 )
 ASYNC_FILES = tuple(
     f"test_asyncio/{name}" for name in (
         "test_commands.py", "test_pipeline.py", "test_pubsub.py", "test_connection_pool.py", "test_lock.py",
-        "test_scripting.py", "test_ssl.py", "test_monitor.py",
+        "test_scripting.py", "test_ssl.py", "test_monitor.py", "test_retry.py", "test_connection.py", "test_connect.py",
+        "test_client.py", "test_encoding.py", "test_cwe_404.py", "test_keyspace_notifications.py",
     )
 )
 MARKERS = "not onlycluster and not redismod"
