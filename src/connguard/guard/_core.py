@@ -9,6 +9,7 @@ here and in EndpointGuard/ConnectionBudget; sync and asyncio differ only in how 
 
 from __future__ import annotations
 
+import functools
 import inspect
 import sys
 import weakref
@@ -26,17 +27,18 @@ class NoRoom(Exception):
 
 
 # -- construction ---------------------------------------------------------------------------------------------------
-def _keywords_of(*callables: Any) -> frozenset[str]:
+@functools.lru_cache(maxsize=64)
+def _keywords_of(connection_class: type, pool_class: type) -> frozenset[str]:
+    """Every keyword the connection class and the redis-py pool classes name in their __init__ signatures."""
     names: set[str] = set()
-    for fn in callables:
-        for cls in getattr(fn, "__mro__", (fn,)):
-            init = cls.__dict__.get("__init__") if isinstance(cls, type) else cls
-            if init is None:
-                continue
-            try:
-                names.update(inspect.signature(init).parameters)
-            except (TypeError, ValueError):
-                continue
+    for cls in (*getattr(connection_class, "__mro__", ()), *pool_class.__mro__[1:]):
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            continue
+        try:
+            names.update(inspect.signature(init).parameters)
+        except (TypeError, ValueError):
+            continue
     return frozenset(names)
 
 
@@ -46,7 +48,7 @@ def setup(
 ) -> dict[str, Any]:
     """Before redis-py's __init__ (which calls reset()): split the guard's settings from redis-py's keywords, opt-in
     retry, endpoint, leak tracker. Returns the keywords for redis-py, nothing added unless `retries=` was asked for."""
-    known = _keywords_of(connection_class, type(pool).__mro__[1:])
+    known = _keywords_of(connection_class, type(pool))
     settings, connection_kwargs = split_settings(settings, connection_kwargs, known.__contains__)
     if settings.retries is not None:
         if connection_kwargs.get("retry") is not None:
