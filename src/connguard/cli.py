@@ -20,6 +20,7 @@ COMMANDS = [
     ("connguard.commands.plan", "plan_command"),
     ("connguard.commands.kill", "kill_command"),
     ("connguard.commands.config", "config_command"),
+    ("connguard.commands.fleet", "fleet_group"),
 ]
 
 
