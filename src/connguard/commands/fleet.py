@@ -127,7 +127,7 @@ def _resolve_entry(entry: FleetEntry, request: FleetRequest) -> tuple[tuple[Memb
     members = tuple(Member(m.target, m.role, name=f"{prefix}/{m.name or m.endpoint}" if prefix else m.name,
                            group=entry.group or m.group, slots=m.slots, node_id=m.node_id, health=m.health,
                            line=entry.line) for m in topo.members)
-    return members, tuple(Problem(f"{entry.where}: {p.where}", p.message) for p in topo.problems)
+    return members, tuple(Problem(f"{entry.where}: {p.where}", p.message, p.status) for p in topo.problems)
 
 
 def _dedupe(members: list[Member]) -> tuple[Member, ...]:

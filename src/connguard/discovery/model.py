@@ -47,12 +47,13 @@ class Problem:
 
     where: str  # "line 4", "node 127.0.0.1:7001", "sentinel 127.0.0.1:26379"
     message: str  # already free of passwords
+    status: str = "unknown"  # what it does to the fleet's status: a bad line is unknown, a dead Sentinel a warning
 
     def line(self) -> str:
         return f"connguard: {self.where}: {self.message}"
 
     def to_dict(self) -> dict[str, str]:
-        return {"where": self.where, "error": self.message}
+        return {"where": self.where, "error": self.message, "status": self.status}
 
 
 @dataclass(frozen=True)

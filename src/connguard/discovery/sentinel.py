@@ -78,6 +78,16 @@ def read_topology(conn: HeldConnection, spec: SentinelSpec, asked: Target) -> tu
     return tuple(members)
 
 
+def refusal(text: str, where: str, master: str) -> tuple[str, Problem]:
+    """A Sentinel's error reply, judged: `idontknow` (it has not heard enough yet: ask another), `unknown`
+    (no such master) or `not_sentinel` (the port is something else)."""
+    if text.upper().startswith("IDONTKNOW"):
+        return "idontknow", Problem(where, f"answered -IDONTKNOW for master {master!r}", "warning")
+    if "no such master" in text.lower():
+        return "unknown", Problem(where, f"does not know a master named {master!r}", "warning")
+    return "not_sentinel", Problem(where, f"is not a Sentinel (SENTINEL answered {_short(text)!r})", "warning")
+
+
 def discover_sentinel(
     spec: SentinelSpec, *, connect_timeout_s: float = 10.0,
     connect: Callable[..., HeldConnection] = open_connection,
@@ -92,23 +102,17 @@ def discover_sentinel(
         try:
             with connect(asked, connect_timeout_s=connect_timeout_s) as conn:
                 members = read_topology(conn, spec, asked)
-        except ConnguardError as err:
-            problems.append(Problem(where, err.message))
+        except ConnguardError as err:  # the others may still answer; one Sentinel fewer is a warning
+            problems.append(Problem(where, err.message, "warning"))
             continue
         except redis.exceptions.ResponseError as exc:
-            text = str(exc)
-            if text.upper().startswith("IDONTKNOW"):
-                dont_know.append(where)
-                problems.append(Problem(where, f"answered -IDONTKNOW for master {spec.master_name!r}"))
-            elif "no such master" in text.lower():
-                unknown.append(where)
-                problems.append(Problem(where, f"does not know a master named {spec.master_name!r}"))
-            else:
-                problems.append(Problem(where, f"is not a Sentinel (SENTINEL answered {_short(text)!r})"))
+            verdict, problem = refusal(str(exc), where, spec.master_name)
+            (dont_know if verdict == "idontknow" else unknown if verdict == "unknown" else []).append(where)
+            problems.append(problem)
             continue
         if members is None:
             unknown.append(where)
-            problems.append(Problem(where, f"does not know a master named {spec.master_name!r}"))
+            problems.append(Problem(where, f"does not know a master named {spec.master_name!r}", "warning"))
             continue
         return Topology("sentinel", spec.redacted, members, tuple(problems))
     if dont_know:
@@ -118,4 +122,4 @@ def discover_sentinel(
     if unknown:
         raise BadTarget(f"{spec.redacted}: no Sentinel knows a master named {spec.master_name!r} "
                         f"(asked {', '.join(w.removeprefix('sentinel ') for w in unknown)}): check the name in the URL")
-    raise Unreachable(f"{spec.redacted}: no Sentinel answered: " + "; ".join(p.message for p in problems))
+    raise Unreachable(f"{spec.redacted}: no Sentinel could name the primary: " + "; ".join(p.message for p in problems))

@@ -133,6 +133,7 @@ class FleetSummary:
     status: str
     nearest: Row | None
     cause: str | None  # client_fanout | imbalance | a doctor cause shared by nodes | None
+    causes: tuple[str, ...]  # every one found, `cause` first
     cause_summary: str
     fanout: FanOut | None
     cluster_bus: int
@@ -146,7 +147,7 @@ class FleetSummary:
             "nearest": None if n is None else {"target": n.member.redacted, "name": n.member.name,
                                                "role": n.member.role, "ratio": n.ratio, "used": n.used,
                                                "maxclients": n.maxclients, "status": n.status},
-            "cause": self.cause, "cause_summary": self.cause_summary,
+            "cause": self.cause, "causes": list(self.causes), "cause_summary": self.cause_summary,
             "fanout": self.fanout.to_dict() if self.fanout else None,
             "cluster_bus_connections": self.cluster_bus, "sentinel_links": self.sentinel_links,
             "problems": self.problems,
@@ -157,39 +158,44 @@ def _pct(ratio: float | None) -> str:
     return "?" if ratio is None else f"{ratio:.0%}"
 
 
-def _cause(kind: str, rows: Sequence[Row], nearest: Row | None) -> tuple[str | None, str, FanOut | None]:
+def _causes(kind: str, rows: Sequence[Row], nearest: Row | None) -> tuple[list[tuple[str, str]], FanOut | None]:
+    """Every fleet-wide cause found, most structural first: fan-out, then imbalance, then a shared doctor cause."""
+    found: list[tuple[str, str]] = []
     fan = find_fanout(rows)
     where = "node" if kind == "cluster" else "server"
     if fan is not None and fan.per_node >= 2:
-        return "client_fanout", (
+        found.append(("client_fanout", (
             f"client fan-out: {fan.host} holds about {fan.per_node} connections on each of {fan.nodes} of "
             f"{fan.of_nodes} {where}s ({fan.total} in all). A client keeps a pool per {where}, so a pool of M "
-            f"holds N×M across N {where}s: size each per-{where} pool as its share, not the whole budget."), fan
+            f"holds N×M across N {where}s: size each per-{where} pool as its share, not the whole budget")))
     ratios = [r.ratio for r in rows if r.ratio is not None]
     if nearest is not None and nearest.ratio is not None and len(ratios) >= 3:
         median = statistics.median(ratios)
         if nearest.ratio >= WARNING_RATIO and nearest.ratio >= IMBALANCE_FACTOR * max(median, 0.01):
-            return "imbalance", (
+            found.append(("imbalance", (
                 f"imbalance: {nearest.member.label} is at {_pct(nearest.ratio)} while the median {where} is at "
-                f"{_pct(median)}: its own clients (or hot slots) pile onto it; look at its top cause"), fan
+                f"{_pct(median)}: clients of its own (or hot slots) pile onto it"
+                + (f"; its top cause: {nearest.top_cause}" if nearest.top_cause else ""))))
     causes = Counter(r.top_cause for r in rows if r.top_cause)
     if causes:
         cause, count = causes.most_common(1)[0]
-        return cause, f"{cause} on {count} of {len(rows)} {where}s", fan
-    return None, "no shared cause", fan
+        found.append((cause, f"{cause} on {count} of {len(rows)} {where}s"))
+    return found, fan
 
 
 def summarize(kind: str, rows: Sequence[Row], problems: Sequence[Problem] = ()) -> FleetSummary:
-    statuses = [r.status for r in rows] + ["unknown"] * len(problems)
+    statuses = [r.status for r in rows] + [p.status for p in problems]
     status = worst_status(statuses)
     by_status = Counter(r.status for r in rows)
     seen = [r for r in rows if r.ratio is not None or r.full]
     nearest = max(seen, key=lambda r: (r.effective_ratio, -risk_key(r)[0])) if seen else None
-    cause, text, fan = _cause(kind, rows, nearest)
+    found, fan = _causes(kind, rows, nearest)
+    cause = found[0][0] if found else None
+    text = "; also ".join(t for _, t in found) if found else "no shared cause"
     links = [r.sentinel_links for r in rows if r.sentinel_links is not None]
     return FleetSummary(
         kind=kind, members=len(rows), by_status={s: by_status.get(s, 0) for s in RISK_ORDER}, status=status,
-        nearest=nearest, cause=cause, cause_summary=text, fanout=fan,
+        nearest=nearest, cause=cause, causes=tuple(c for c, _ in found), cause_summary=text, fanout=fan,
         cluster_bus=sum(r.cluster_bus or 0 for r in rows), sentinel_links=sum(links) if links else None,
         problems=len(problems),
     )
