@@ -225,7 +225,7 @@ def run_fleet(command: str, request: FleetRequest, observe: Observer, *, as_json
     rows = fan_out(resolved.members, _never_raises(observe, command), concurrency=request.concurrency)
     if resolved.kind != "single":
         for row in rows:
-            if row.error:
+            if row.error and row.status == "unknown":  # not observed at all (a full server is diagnosed)
                 where = "node" if resolved.kind == "cluster" else row.member.role if resolved.kind == "sentinel" else "target"
                 click.echo(f"connguard: {where} {row.member.label}: {row.error}", err=True)
     summary = summarize(resolved.kind, rows, resolved.problems)

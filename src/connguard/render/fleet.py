@@ -39,8 +39,13 @@ def _num(value: int | None) -> str:
     return "-" if value is None else str(value)
 
 
+SERVER_ROLES = {"master": "primary", "slave": "replica", "replica": "replica", "sentinel": "sentinel"}
+
+
 def _role(row: Row) -> str:
     role = row.member.role
+    if role == "target" and row.server_role:  # a fleet line: say what INFO says it is
+        role = SERVER_ROLES.get(row.server_role, row.server_role)
     health = row.member.health
     return role if health in (None, "online") else f"{role} ({health})"
 
@@ -97,8 +102,8 @@ def summary_lines(summary: FleetSummary, kind: str) -> list[str]:
     n = summary.nearest
     if n is not None:
         how = "refusing connections (at maxclients)" if n.full and n.ratio is None else (
-            f"{n.ratio:.0%} ({n.used}/{n.maxclients}, headroom {n.headroom})")
-        lines.append(f"Nearest its limit: {n.member.label} ({n.member.role}) at {how}")
+            f"at {n.ratio:.0%} ({n.used}/{n.maxclients}, headroom {n.headroom})")
+        lines.append(f"Nearest its limit: {n.member.label} ({_role(n)}) {how}")
     scope = {"cluster": "Cluster-wide cause", "sentinel": "Across the members", "fleet": "Across the fleet"}
     lines.append(f"{scope.get(kind, 'Cause')}: {summary.cause_summary}")
     if kind == "cluster" and summary.cluster_bus:
@@ -106,7 +111,7 @@ def summary_lines(summary: FleetSummary, kind: str) -> list[str]:
     if summary.sentinel_links:
         lines.append(f"Sentinel links: {summary.sentinel_links} (counted in internal_connections)")
     if summary.problems:
-        lines.append(f"{summary.problems} problem{'s' if summary.problems != 1 else ''} (on stderr): not in the table")
+        lines.append(f"Problems: {summary.problems} (one line each on stderr), not in the table")
     return lines
 
 
