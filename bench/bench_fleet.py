@@ -27,7 +27,6 @@ import time
 from connguard.analysis.diagnosis import DoctorSettings
 from connguard.commands.fleet import FleetRequest, doctor_observer, run_fleet
 from connguard.doctor import run_doctor
-from connguard.lab.crowd import Crowd
 from connguard.lab.servers import ServerProcess, default_binary
 from connguard.target import parse_target
 
@@ -45,6 +44,30 @@ def start_servers(n: int, binary_path: str | None) -> list[ServerProcess]:
             s.stop()
         raise
     return servers
+
+
+CROWD_CHILD = """
+import sys
+from connguard.lab.crowd import Crowd
+crowds = []
+for i, port in enumerate(sys.argv[2:]):
+    crowd = Crowd("127.0.0.1", int(port))
+    crowd.open(int(sys.argv[1]), source=f"127.0.{20 + i % 50}.1")
+    crowds.append(crowd)
+print("ready", flush=True)
+sys.stdin.read()  # hold them until the benchmark closes our stdin
+for crowd in crowds:
+    crowd.close()
+"""
+
+
+def hold_clients(servers: list[ServerProcess], per_server: int) -> subprocess.Popen[str]:
+    """The idle clients live in a child process: 2,000 sockets here would push the doctor's own sockets past
+    fd 1024, where select() cannot go, and change what is being measured."""
+    child = subprocess.Popen([sys.executable, "-c", CROWD_CHILD, str(per_server), *(str(s.port) for s in servers)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+    return child
 
 
 def sequential(urls: list[str], settings: DoctorSettings) -> tuple[float, list[str]]:
@@ -77,14 +100,11 @@ def main() -> None:
 
     t0 = time.perf_counter()
     servers = start_servers(args.servers, args.server_bin)
-    crowds: list[Crowd] = []
+    crowd: subprocess.Popen[str] | None = None
     workdir = tempfile.mkdtemp(prefix="connguard-bench-fleet-")
     path = os.path.join(workdir, "fleet.txt")
     try:
-        for i, s in enumerate(servers):
-            crowd = Crowd("127.0.0.1", s.port)
-            crowd.open(args.clients, source=f"127.0.{20 + i % 50}.1")
-            crowds.append(crowd)
+        crowd = hold_clients(servers, args.clients)
         urls = [s.url for s in servers]
         with open(path, "w") as fh:
             fh.write("\n".join(urls) + "\n")
@@ -122,8 +142,8 @@ def main() -> None:
             print(f"  for url: connguard doctor --once $url : {loop_cli:7.2f} s")
             print(f"  connguard fleet doctor --once --fleet  : {fleet_cli:7.2f} s  -> {loop_cli / fleet_cli:5.1f}x faster")
     finally:
-        for crowd in crowds:
-            crowd.close()
+        if crowd is not None:
+            crowd.communicate("", timeout=60)
         for s in servers:
             s.stop()
         with contextlib.suppress(OSError):
