@@ -94,3 +94,44 @@ def test_a_dead_sentinel_in_the_url_is_a_named_warning_and_the_others_answer(sen
     assert proc.returncode == 1, proc.stderr  # one Sentinel fewer: a warning, and the primary is still observed
     assert f"sentinel 127.0.0.1:{dead}" in proc.stderr and "refused" in proc.stderr
     assert "primary" in proc.stdout and PASSWORD not in proc.stdout + proc.stderr
+
+
+def test_a_sentinel_line_in_a_fleet_file_expands_to_its_primary(sentinels: SentinelSet, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    assert sentinels.primary is not None
+    path = tmp_path / "fleet.toml"
+    path.write_text(f'[[target]]\nurl = "{sentinels.url}"\nname = "orders"\ngroup = "prod"\n')
+    proc = cg("fleet", "status", "--json", "--fleet", str(path))
+    out = json.loads(proc.stdout)
+    assert proc.returncode == 0 and out["kind"] == "fleet", proc.stderr
+    (primary,) = out["targets"]
+    assert primary["member"]["name"] == f"orders/127.0.0.1:{sentinels.primary.port}"
+    assert primary["member"]["role"] == "primary" and primary["member"]["group"] == "prod"
+    assert PASSWORD not in proc.stdout + proc.stderr
+
+
+def test_a_sentinel_url_that_points_at_a_plain_server_is_one_line_exit_3(sentinels: SentinelSet) -> None:
+    assert sentinels.primary is not None
+    replica = sentinels.replica_servers[0].port
+    proc = cg("fleet", "status", f"redis+sentinel://127.0.0.1:{replica}/mymaster")
+    assert proc.returncode == 3 and f"redis://127.0.0.1:{replica} requires a password" in proc.stderr
+    # With the data password (which Sentinels often share), connguard gets in and finds it is no Sentinel.
+    proc = cg("fleet", "status", f"redis+sentinel://:{PASSWORD}@127.0.0.1:{replica}/mymaster")
+    assert proc.returncode == 3 and f"sentinel 127.0.0.1:{replica} is not a Sentinel" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in proc.stderr and PASSWORD not in proc.stderr
+
+
+def test_doctor_on_all_members_sees_the_sentinel_links_on_the_replicas_too(sentinels: SentinelSet) -> None:
+    proc = cg("fleet", "doctor", "--once", "--all-members", "--json", sentinels.url)
+    out = json.loads(proc.stdout)
+    assert proc.returncode == 0, proc.stderr
+    by_role: dict[str, list[dict]] = {}
+    for t in out["targets"]:
+        by_role.setdefault(t["member"]["role"], []).append(t)
+    assert {k: len(v) for k, v in by_role.items()} == {"primary": 1, "replica": 2, "sentinel": 3}
+    assert all(t["reachable"] and t["schema"] == "connguard.doctor/1" for t in out["targets"])
+    for replica in by_role["replica"]:
+        assert replica["server"]["role"] == "slave"
+        assert replica["classes"]["sentinel"] == 6 and replica["classes"]["primary_link"] == 1
+    assert out["summary"]["sentinel_links"] >= 6 * 3  # primary and both replicas, at least
+    assert PASSWORD not in proc.stdout + proc.stderr

@@ -6,13 +6,14 @@ knows the master answers for the topology; the others' mistakes become one-line 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import redis
 
 from connguard.discovery.model import PRIMARY, REPLICA, SENTINEL, Member, Problem, Topology
 from connguard.discovery.sentinel_url import SentinelSpec
-from connguard.errors import BadTarget, ConnguardError, Unreachable
+from connguard.errors import AuthFailed, BadTarget, ConnguardError, Unreachable
 from connguard.target import HeldConnection, Target, open_connection
 
 
@@ -67,7 +68,7 @@ def read_topology(conn: HeldConnection, spec: SentinelSpec, asked: Target) -> tu
                               health=_health(rep.get("flags", ""))))
     sentinels = [(asked, "online")]
     for other in _instances(conn, "SENTINELS", spec.master_name):
-        sentinels.append((spec.sentinel_target(other["ip"], int(other["port"])), _health(other.get("flags", ""))))
+        sentinels.append((spec.sentinel_target(other["ip"], int(other["port"]), asked), _health(other.get("flags", ""))))
     sentinels += [(t, None) for t in spec.sentinels]  # the URL's own, even if the others never heard of them
     seen: set[tuple[object, ...]] = set()
     for target, health in sentinels:
@@ -100,7 +101,15 @@ def discover_sentinel(
     for asked in spec.sentinels:
         where = _where(asked)
         try:
-            with connect(asked, connect_timeout_s=connect_timeout_s) as conn:
+            try:
+                conn = connect(asked, connect_timeout_s=connect_timeout_s)
+            except AuthFailed:
+                if asked.password is not None or spec.password is None:
+                    raise
+                # Sentinels often share the data nodes' password (requirepass on both): try it before giving up.
+                asked = dataclasses.replace(asked, username=spec.username, password=spec.password)
+                conn = connect(asked, connect_timeout_s=connect_timeout_s)
+            with conn:
                 members = read_topology(conn, spec, asked)
         except ConnguardError as err:  # the others may still answer; one Sentinel fewer is a warning
             problems.append(Problem(where, err.message, "warning"))
@@ -122,4 +131,6 @@ def discover_sentinel(
     if unknown:
         raise BadTarget(f"{spec.redacted}: no Sentinel knows a master named {spec.master_name!r} "
                         f"(asked {', '.join(w.removeprefix('sentinel ') for w in unknown)}): check the name in the URL")
-    raise Unreachable(f"{spec.redacted}: no Sentinel could name the primary: " + "; ".join(p.message for p in problems))
+    raise Unreachable(f"{spec.redacted}: no Sentinel could name the primary: "
+                      + "; ".join(p.message if p.message.startswith(("redis", "unix")) else f"{p.where} {p.message}"
+                                  for p in problems))

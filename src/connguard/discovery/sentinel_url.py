@@ -62,9 +62,9 @@ class SentinelSpec:
         target = parse_target(f"{self.data_scheme}://{_host_text(host)}:{port}/{self.db}", env={})
         return dataclasses.replace(target, username=self.username, password=self.password)
 
-    def sentinel_target(self, host: str, port: int) -> Target:
-        """Another Sentinel the Sentinels named, with the same credentials as the ones in the URL."""
-        like = self.sentinels[0]
+    def sentinel_target(self, host: str, port: int, like: Target | None = None) -> Target:
+        """Another Sentinel the Sentinels named, with the credentials that worked (`like`) or the URL's."""
+        like = like or self.sentinels[0]
         target = parse_target(f"{self.data_scheme}://{_host_text(host)}:{port}", env={})
         return dataclasses.replace(target, username=like.username, password=like.password)
 
