@@ -13,12 +13,15 @@ from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
 import click
+import redis
 from rich.console import Console
 
-from connguard.analysis.capacity import Thresholds, capacity
+from connguard.analysis.capacity import CRITICAL_RATIO, WARNING_RATIO, Thresholds, capacity
 from connguard.analysis.diagnosis import DoctorSettings
+from connguard.analysis.window import DEFAULT_SAMPLES
 from connguard.commands._common import (
-    EXIT_BY_STATUS, SECONDS, FiniteNumber, connect_timeout_option, emit_json, handle_errors, json_option,
+    EXIT_BY_STATUS, FiniteNumber, OneLineCommand, connect_timeout_option, denied, emit_json, handle_errors,
+    json_option,
 )
 from connguard.discovery.cluster import discover_cluster, is_cluster
 from connguard.discovery.fanout import DEFAULT_CONCURRENCY, MAX_CONCURRENCY, fan_out
@@ -31,10 +34,11 @@ from connguard.doctor import run_doctor
 from connguard.errors import BadArguments, ConnguardError
 from connguard.probe import take_snapshot
 from connguard.render.fleet import SCHEMA, fleet_json, render_fleet
-from connguard.render.json import error_json
+from connguard.render.json import error_json, error_object
 from connguard.target import Target, open_connection, parse_target
 
 F = TypeVar("F", bound=Callable[..., Any])
+DOCTOR = DoctorSettings()  # the doctor's defaults have one home; these options only show them
 Observer = Callable[[Member], Row]
 
 
@@ -163,27 +167,35 @@ def resolve(request: FleetRequest) -> Resolved:
 
 # -- per-target observers ---------------------------------------------------------------------------------------
 def status_observer(thresholds: Thresholds, connect_timeout_s: float) -> Observer:
-    """`status` for one member: INFO over one held connection, capacity against the thresholds."""
-    from connguard.commands.status import error_payload, status_payload
+    """`status` for one member, as `connguard status` does it: INFO over one held connection (an ACL that denies
+    INFO is one `denied` line), capacity against the thresholds, the same status/1 object or error object."""
+    from connguard.commands.status import SCHEMA as STATUS_SCHEMA, status_payload
 
     def observe(member: Member) -> Row:
         try:
             with open_connection(member.target, connect_timeout_s=connect_timeout_s) as conn:
-                snap = take_snapshot(conn, client_list=False)
+                try:
+                    snap = take_snapshot(conn, client_list=False)
+                except redis.exceptions.ResponseError as exc:
+                    raise denied(exc, f"{member.redacted}: status needs INFO") from None
+                limitations = tuple(getattr(conn, "limitations", ()))
         except ConnguardError as err:
-            return row_from_status(member, error_payload(member.redacted, err))
+            doc = error_object(STATUS_SCHEMA, member.redacted, err, reachable=err.kind == "denied")
+            return row_from_status(member, doc)
         cap = capacity(snap)
-        return row_from_status(member, status_payload(member.target, snap, cap, cap.status(thresholds)))
+        return row_from_status(member, status_payload(member.target, snap, cap, cap.status(thresholds), limitations))
 
     return observe
 
 
-def doctor_observer(settings: DoctorSettings, *, once: bool, connect_timeout_s: float) -> Observer:
+def doctor_observer(settings: DoctorSettings, *, once: bool, connect_timeout_s: float,
+                    samples: int = DEFAULT_SAMPLES) -> Observer:
     """`doctor` for one member, through the public `run_doctor` (a full server is diagnosed, not raised)."""
 
     def observe(member: Member) -> Row:
         try:
-            doc = run_doctor(member.target, settings, once=once, connect_timeout_s=connect_timeout_s).to_dict()
+            doc = run_doctor(member.target, settings, once=once, samples=samples,
+                             connect_timeout_s=connect_timeout_s).to_dict()
         except ConnguardError as err:
             doc = error_json(member.redacted, err)
         return row_from_doctor(member, doc)
@@ -250,15 +262,15 @@ def fleet_group() -> None:
     One risk-sorted table (or --json: connguard.fleet/1) and the worst exit code."""
 
 
-@fleet_group.command("status")
+@fleet_group.command("status", cls=OneLineCommand)
 @_source_argument
 @fleet_options
 @json_option
 @connect_timeout_option
-@click.option("--warning", "warning_ratio", type=FiniteNumber(0, 1, low_open=True), default=0.8, show_default=True,
-              help="Ratio for WARNING.")
-@click.option("--critical", "critical_ratio", type=FiniteNumber(0, 1, low_open=True), default=0.9,
-              show_default=True, help="Ratio for CRITICAL.")
+@click.option("--warning", "warning_ratio", type=FiniteNumber(0, 1, low_open=True), default=WARNING_RATIO,
+              show_default=True, help="Ratio for WARNING, reached at or above it.")
+@click.option("--critical", "critical_ratio", type=FiniteNumber(0, 1, low_open=True), default=CRITICAL_RATIO,
+              show_default=True, help="Ratio for CRITICAL, reached at or above it.")
 @handle_errors
 def fleet_status_command(source: str | None, fleet_file: str | None, cluster: bool, all_members: bool,
                          concurrency: int, as_json: bool, connect_timeout_s: float, warning_ratio: float,
@@ -270,25 +282,28 @@ def fleet_status_command(source: str | None, fleet_file: str | None, cluster: bo
     sys.exit(run_fleet("status", request, status_observer(thresholds, connect_timeout_s), as_json=as_json))
 
 
-@fleet_group.command("doctor")
+@fleet_group.command("doctor", cls=OneLineCommand)
 @_source_argument
 @fleet_options
-@click.option("--interval", "interval_s", type=SECONDS, default=5.0, show_default=True,
-              help="Seconds between each target's two Snapshots (the targets wait in parallel).")
+@click.option("--interval", "interval_s", type=FiniteNumber(0, 3600, low_open=True), default=DOCTOR.interval_s,
+              show_default=True, help="Seconds between each target's Snapshots (the targets wait in parallel).")
+@click.option("--samples", type=FiniteNumber(1, 1000, integer=True), default=DEFAULT_SAMPLES, show_default=True,
+              help="Snapshots per target, --interval apart.")
 @click.option("--once", is_flag=True, help="One Snapshot per target: faster, but no rates or growth.")
-@click.option("--idle-threshold", "idle_threshold_s", type=SECONDS, default=300.0, show_default=True,
+@click.option("--idle-threshold", "idle_threshold_s", type=FiniteNumber(0, 86_400 * 365, low_open=True),
+              default=DOCTOR.idle_threshold_s, show_default=True,
               help="Seconds idle after which a connection counts as idle (leak candidate).")
-@click.option("--top", type=FiniteNumber(1, 1000, integer=True), default=10, show_default=True,
+@click.option("--top", type=FiniteNumber(0, 100_000, integer=True), default=DOCTOR.top, show_default=True,
               help="Sources kept per target.")
 @json_option
 @connect_timeout_option
 @handle_errors
 def fleet_doctor_command(source: str | None, fleet_file: str | None, cluster: bool, all_members: bool,
-                         concurrency: int, interval_s: float, once: bool, idle_threshold_s: float, top: int,
-                         as_json: bool, connect_timeout_s: float) -> None:
+                         concurrency: int, interval_s: float, samples: int, once: bool, idle_threshold_s: float,
+                         top: int, as_json: bool, connect_timeout_s: float) -> None:
     """Diagnose every member; one table ranked by risk, the member nearest its limit and the shared cause.
     Read only."""
     settings = DoctorSettings(interval_s=interval_s, idle_threshold_s=idle_threshold_s, top=top)
     request = FleetRequest(source, fleet_file, cluster, all_members, concurrency, connect_timeout_s)
-    observer = doctor_observer(settings, once=once, connect_timeout_s=connect_timeout_s)
+    observer = doctor_observer(settings, once=once, samples=samples, connect_timeout_s=connect_timeout_s)
     sys.exit(run_fleet("doctor", request, observer, as_json=as_json))
