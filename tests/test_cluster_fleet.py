@@ -89,6 +89,15 @@ def test_cluster_json_is_one_fleet_object_of_doctor_objects(cluster: tuple[Clust
     assert summary["cluster_bus_connections"] == 12
 
 
+def test_a_windowed_doctor_runs_every_node_in_parallel(cluster: tuple[ClusterSet, list[Crowd]]) -> None:
+    cl, _ = cluster
+    proc = cg("fleet", "doctor", "--interval", "0.3", "--samples", "3", "--json", cl.url)
+    out = json.loads(proc.stdout)
+    assert proc.returncode == 1, proc.stderr
+    assert all(t["rates"] is not None and t["rates"]["interval_s"] > 0 for t in out["targets"])
+    assert all("one Snapshot" not in " ".join(t["limitations"]) for t in out["targets"])
+
+
 def test_cluster_flag_on_a_plain_server_is_one_line_exit_3(start_server, default_binary) -> None:  # type: ignore[no-untyped-def]
     server = start_server(default_binary)
     proc = cg("fleet", "status", "--cluster", server.url)
