@@ -98,6 +98,21 @@ def test_a_windowed_doctor_runs_every_node_in_parallel(cluster: tuple[ClusterSet
     assert all("one Snapshot" not in " ".join(t["limitations"]) for t in out["targets"])
 
 
+def test_a_user_without_cluster_commands_gets_one_denied_line(cluster: tuple[ClusterSet, list[Crowd]]) -> None:
+    cl, _ = cluster
+    seed = cl.nodes[0].port
+    with redis.Redis(port=seed) as admin:
+        admin.execute_command("ACL", "SETUSER", "watcher", "on", ">w4tch-pw", "+info", "+client", "+ping",
+                              "+config|get", "+hello", "+auth")
+    try:
+        proc = cg("fleet", "status", "--cluster", f"redis://watcher:w4tch-pw@127.0.0.1:{seed}")
+    finally:
+        with redis.Redis(port=seed) as admin:
+            admin.execute_command("ACL", "DELUSER", "watcher")
+    assert proc.returncode == 3 and "connguard: denied: " in proc.stderr and "CLUSTER NODES" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "w4tch-pw" not in proc.stderr + proc.stdout
+
+
 def test_cluster_flag_on_a_plain_server_is_one_line_exit_3(start_server, default_binary) -> None:  # type: ignore[no-untyped-def]
     server = start_server(default_binary)
     proc = cg("fleet", "status", "--cluster", server.url)

@@ -102,12 +102,16 @@ class Resolved:
     problems: tuple[Problem, ...]
 
 
+AUTO_DETECT_TIMEOUT_S = 1.0  # a full server is not waited out twice: the observer rides it out on its own
+
+
 def _auto_cluster(target: Target, connect_timeout_s: float) -> bool:
-    """INFO cluster says cluster_enabled:1. Unreachable here means no: the observer will report why."""
+    """INFO cluster says cluster_enabled:1. Unreachable, full or INFO denied here means no: the observer
+    will report why."""
     try:
-        with open_connection(target, connect_timeout_s=connect_timeout_s) as conn:
+        with open_connection(target, connect_timeout_s=min(connect_timeout_s, AUTO_DETECT_TIMEOUT_S)) as conn:
             return is_cluster(conn)
-    except ConnguardError:
+    except (ConnguardError, redis.exceptions.ResponseError):
         return False
 
 

@@ -11,7 +11,7 @@ from typing import Any, Callable
 import redis
 
 from connguard.discovery.model import PRIMARY, REPLICA, Member, Topology
-from connguard.errors import BadTarget, NotRedis
+from connguard.errors import BadTarget, Denied, NotRedis
 from connguard.target import HeldConnection, Target, open_connection, parse_target
 
 NODE_ID_SHOWN = 8  # characters of a node id in tables, like redis-cli
@@ -116,7 +116,11 @@ def read_cluster_nodes(conn: HeldConnection) -> list[ClusterNode]:
     try:
         return parse_nodes(conn.execute("CLUSTER", "NODES"))
     except redis.exceptions.ResponseError as exc:
-        raise NotRedis(f"{conn.target.redacted} did not answer CLUSTER NODES: {' '.join(str(exc).split())[:100]}") from None
+        text = " ".join(str(exc).split())[:100]
+        if isinstance(exc, redis.exceptions.NoPermissionError) or "no permissions" in text.lower():
+            raise Denied(f"{conn.target.redacted}: finding the cluster's nodes needs CLUSTER SHARDS or CLUSTER NODES, "
+                         f"which the server refused ({text}); list the nodes in a fleet file instead") from None
+        raise NotRedis(f"{conn.target.redacted} did not answer CLUSTER NODES: {text}") from None
 
 
 def node_target(seed: Target, host: str, port: int) -> Target:
