@@ -18,6 +18,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -146,9 +147,7 @@ def main() -> None:
             crowd.communicate("", timeout=60)
         for s in servers:
             s.stop()
-        with contextlib.suppress(OSError):
-            os.remove(path)
-            os.rmdir(workdir)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
