@@ -44,6 +44,8 @@ COMMANDS: dict[str, Entry] = {
     "kill": Entry("connguard.commands.kill", "kill_command", "Disconnect matching clients by ID."),
     "config": Entry("connguard.commands.config", "config_command",
                     "Set maxclients (checked against the server's fd limit) or timeout (a safety net for leaks)."),
+    "fleet": Entry("connguard.commands.fleet", "fleet_group",
+                   "status or doctor over many servers at once: a fleet file, a redis+sentinel:// URL, or a Cluster."),
 }
 
 

@@ -1,0 +1,136 @@
+"""Ask the Sentinels of a `redis+sentinel://` URL for the primary, its replicas and each other.
+
+Sentinels are asked in the URL's order over one short-lived connection each (the same `open_connection` the
+rest of connguard holds, so a full Sentinel is ridden out and named like any server). The first Sentinel that
+knows the master answers for the topology; the others' mistakes become one-line Problems."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import redis
+
+from connguard.discovery.model import PRIMARY, REPLICA, SENTINEL, Member, Problem, Topology
+from connguard.discovery.sentinel_url import SentinelSpec
+from connguard.errors import AuthFailed, BadTarget, ConnguardError, Unreachable
+from connguard.target import HeldConnection, Target, open_connection
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def pairs(reply: Any) -> dict[str, str]:
+    """A RESP2 flat [k1, v1, k2, v2, ...] reply (SENTINEL MASTER/REPLICAS entries) as a dict of strings."""
+    if isinstance(reply, dict):
+        return {_text(k): _text(v) for k, v in reply.items()}
+    items = list(reply or [])
+    return {_text(items[i]): _text(items[i + 1]) for i in range(0, len(items) - 1, 2)}
+
+
+def _where(t: Target) -> str:
+    return f"sentinel {t.host}:{t.port}"
+
+
+def _short(text: str, limit: int = 100) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _health(flags: str) -> str:
+    """Sentinel's flags for an instance, reduced to what a person needs: online, s_down, o_down, disconnected."""
+    found = [f for f in ("o_down", "s_down", "disconnected") if f in flags.split(",")]
+    return found[0] if found else "online"
+
+
+def _instances(conn: HeldConnection, what: str, master: str) -> list[dict[str, str]]:
+    try:
+        reply = conn.execute("SENTINEL", what, master)
+    except redis.exceptions.ResponseError:
+        if what != "REPLICAS":
+            raise
+        reply = conn.execute("SENTINEL", "SLAVES", master)  # before 5.0
+    return [pairs(entry) for entry in reply or []]
+
+
+def read_topology(conn: HeldConnection, spec: SentinelSpec, asked: Target) -> tuple[Member, ...] | None:
+    """What one Sentinel says: None when it does not know the master. Raises ResponseError (IDONTKNOW ...)."""
+    addr = conn.execute("SENTINEL", "GET-MASTER-ADDR-BY-NAME", spec.master_name)
+    if not addr:
+        return None
+    group = spec.master_name
+    master = pairs(conn.execute("SENTINEL", "MASTER", spec.master_name))
+    members = [Member(spec.node_target(_text(addr[0]), int(addr[1])), PRIMARY, group=group,
+                      health=_health(master.get("flags", "")))]
+    for rep in _instances(conn, "REPLICAS", spec.master_name):
+        members.append(Member(spec.node_target(rep["ip"], int(rep["port"])), REPLICA, group=group,
+                              health=_health(rep.get("flags", ""))))
+    sentinels = [(asked, "online")]
+    for other in _instances(conn, "SENTINELS", spec.master_name):
+        sentinels.append((spec.sentinel_target(other["ip"], int(other["port"]), asked), _health(other.get("flags", ""))))
+    sentinels += [(t, None) for t in spec.sentinels]  # the URL's own, even if the others never heard of them
+    seen: set[tuple[object, ...]] = set()
+    for target, health in sentinels:
+        key = (target.host, target.port)
+        if key not in seen:
+            seen.add(key)
+            members.append(Member(target, SENTINEL, group=group, health=health))
+    return tuple(members)
+
+
+def refusal(text: str, where: str, master: str) -> tuple[str, Problem]:
+    """A Sentinel's error reply, judged: `idontknow` (it has not heard enough yet: ask another), `unknown`
+    (no such master) or `not_sentinel` (the port is something else)."""
+    if text.upper().startswith("IDONTKNOW"):
+        return "idontknow", Problem(where, f"answered -IDONTKNOW for master {master!r}", "warning")
+    if "no such master" in text.lower():
+        return "unknown", Problem(where, f"does not know a master named {master!r}", "warning")
+    return "not_sentinel", Problem(where, f"is not a Sentinel (SENTINEL answered {_short(text)!r})", "warning")
+
+
+def discover_sentinel(
+    spec: SentinelSpec, *, connect_timeout_s: float = 10.0,
+    connect: Callable[..., HeldConnection] = open_connection,
+) -> Topology:
+    """The primary, replicas and Sentinels of `spec.master_name`. Raises a ConnguardError (exit 3) when no
+    Sentinel can say: all unreachable, the master name unknown to all, or `-IDONTKNOW` from all."""
+    problems: list[Problem] = []
+    unknown: list[str] = []
+    dont_know: list[str] = []
+    for asked in spec.sentinels:
+        where = _where(asked)
+        try:
+            try:
+                conn = connect(asked, connect_timeout_s=connect_timeout_s)
+            except AuthFailed:
+                if asked.password is not None or spec.password is None:
+                    raise
+                # Sentinels often share the data nodes' password (requirepass on both): try it before giving up.
+                asked = dataclasses.replace(asked, username=spec.username, password=spec.password)
+                conn = connect(asked, connect_timeout_s=connect_timeout_s)
+            with conn:
+                members = read_topology(conn, spec, asked)
+        except ConnguardError as err:  # the others may still answer; one Sentinel fewer is a warning
+            problems.append(Problem(where, err.message, "warning"))
+            continue
+        except redis.exceptions.ResponseError as exc:
+            verdict, problem = refusal(str(exc), where, spec.master_name)
+            (dont_know if verdict == "idontknow" else unknown if verdict == "unknown" else []).append(where)
+            problems.append(problem)
+            continue
+        if members is None:
+            unknown.append(where)
+            problems.append(Problem(where, f"does not know a master named {spec.master_name!r}", "warning"))
+            continue
+        return Topology("sentinel", spec.redacted, members, tuple(problems))
+    if dont_know:
+        raise Unreachable(
+            f"{spec.redacted}: the Sentinels answered -IDONTKNOW (not enough information about "
+            f"{spec.master_name!r} yet): ask again in a few seconds, or ask another Sentinel")
+    if unknown:
+        raise BadTarget(f"{spec.redacted}: no Sentinel knows a master named {spec.master_name!r} "
+                        f"(asked {', '.join(w.removeprefix('sentinel ') for w in unknown)}): check the name in the URL")
+    raise Unreachable(f"{spec.redacted}: no Sentinel could name the primary: "
+                      + "; ".join(p.message if p.message.startswith(("redis", "unix")) else f"{p.where} {p.message}"
+                                  for p in problems))
