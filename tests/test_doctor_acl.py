@@ -64,3 +64,5 @@ def test_an_info_only_user_is_not_locked_out_by_client_setname(acl_server):
     assert data["reachable"] is True and data["error"] is None, data["error"]
     assert data["capacity"]["maxclients"] == 50 and data["sources"] is None
     assert "blocked_clients" in [f["cause"] for f in data["findings"]] and code == 1
+    # What the handshake could not do is said too, not only what the commands could not.
+    assert any("CLIENT SETNAME denied" in x for x in data["limitations"]), data["limitations"]

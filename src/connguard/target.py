@@ -191,8 +191,11 @@ class _RefusalAware:
         if isinstance(sock, ssl.SSLSocket):
             return sock  # over TLS a full server writes nothing and just closes
         try:
-            readable, _, _ = select.select([raw], [], [], 0.05)
-            if readable:
+            # poll, not select: select() cannot watch a descriptor numbered 1024 or more, which a process
+            # holding many connections (a fleet run, the exporter) reaches.
+            poller = select.poll()
+            poller.register(raw, select.POLLIN)
+            if poller.poll(50):
                 early = raw.recv(256, socket.MSG_PEEK)
                 if MAXCLIENTS_MESSAGE.encode() in early:
                     sock.close()

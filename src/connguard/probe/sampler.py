@@ -17,6 +17,7 @@ through this one class, so they agree on what an observation is:
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ __all__ = ["Observation", "Sampler", "supports_no_evict"]
 RECONNECT_TIMEOUT_S = 2.0  # per tick: long enough to ride out a brief refusal, short enough to keep ticking
 BACKOFF_BASE_S = 0.05
 BACKOFF_CAP_S = 1.0
+HOST_FACTS_EVERY_S = 5.0  # fd limit and open fds change slowly; re-read them at most this often
 
 
 @dataclass(frozen=True)
@@ -257,6 +259,8 @@ class Sampler:
             except redis.exceptions.ResponseError as err:  # INFO itself denied (an ACL): nothing to observe
                 failure = Unreachable(f"{self.target.redacted} denied INFO: {' '.join(str(err).split())[:100]}")
                 break
+            if self._conn.limitations:  # what the handshake could not do (e.g. CLIENT SETNAME denied)
+                raw = dataclasses.replace(raw, limitations=tuple(dict.fromkeys(self._conn.limitations + raw.limitations)))
             self._last_failure, self._last_refused = None, False
             return self._observed(raw, mono, wall)
         self._last_failure, self._last_refused = failure, refused
@@ -268,7 +272,7 @@ class Sampler:
         self._server_version = (info.flavor, info.version)
         host = census = None
         if self._is_local(info.process_id, info.tcp_port):
-            host = read_host_facts(info.process_id)  # type: ignore[arg-type]
+            host = self._host_facts(info.process_id, mono)  # type: ignore[arg-type]
             if self.census and info.tcp_port:
                 census = read_census(info.tcp_port, clock=lambda: mono)
         own = self._conn.client_id
@@ -287,6 +291,15 @@ class Sampler:
         if self._local is None or self._local[0] != (pid, port):
             self._local = ((pid, port), is_local_server(pid, port))
         return self._local[1]
+
+    _host: tuple[int, float, HostFacts | None] | None = None  # (pid, when read, facts)
+
+    def _host_facts(self, pid: int, now: float) -> HostFacts | None:
+        """/proc/<pid>/limits and fd count, at most every HOST_FACTS_EVERY_S: listing /proc/<pid>/fd costs
+        ~30 ms at 10k clients, too much for every tick of a 1 s exporter or watch."""
+        if self._host is None or self._host[0] != pid or now - self._host[1] >= HOST_FACTS_EVERY_S:
+            self._host = (pid, now, read_host_facts(pid))
+        return self._host[2]
 
     def _unobserved(self, failure: ConnguardError | None, refused: bool) -> Observation:
         """No Snapshot this tick. A refusing server on this host is still seen from /proc: who holds its
