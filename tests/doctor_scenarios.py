@@ -215,6 +215,28 @@ def blocked_clients(binary: ServerBinary) -> Iterator[Live]:
         yield live
 
 
+@contextlib.contextmanager
+def output_buffer_bloat(binary: ServerBinary) -> Iterator[Live]:
+    """A subscriber on 127.0.0.88 that never reads while a publisher pushes ~20 MB at it; a quiet subscriber
+    and busy web clients beside it. The server has no pub/sub output-buffer limit (the misconfiguration)."""
+    from connguard.lab.scenario_specs import BLOAT_MESSAGE_BYTES, BLOAT_MESSAGES, SLOW_SUBSCRIBER
+    from connguard.lab.workloads import publish
+
+    with _live("output_buffer_bloat", binary, ("output_buffer_bloat",), (SLOW_SUBSCRIBER,), maxclients=100) as live:
+        import redis
+
+        admin = redis.Redis(port=live.server.port, socket_timeout=5)
+        admin.config_set("client-output-buffer-limit", "pubsub 0 0 0")
+        admin.close()
+        live.crowd.open(5, source="127.0.0.87", kind="active", name="web")
+        live.crowd.open(1, source=SLOW_SUBSCRIBER, kind="pubsub", name="price-feed")
+        live.crowd.open(1, source="127.0.0.89", kind="pubsub", name="audit-feed")
+        assert publish("127.0.0.1", live.server.port, f"connguard:lab:{SLOW_SUBSCRIBER}", count=BLOAT_MESSAGES,
+                       size=BLOAT_MESSAGE_BYTES) == 1
+        time.sleep(0.3)
+        yield live
+
+
 # -- controls ---------------------------------------------------------------------------------------
 
 @contextlib.contextmanager
@@ -249,7 +271,7 @@ SCENARIOS: dict[str, Callable[[ServerBinary], contextlib.AbstractContextManager[
     "connection_leak": leak, "pool_oversize": pool_oversize, "serverless_fanout": serverless_fanout,
     "retry_storm": retry_storm, "maxclients_too_low": maxclients_too_low, "fd_limit": fd_limit,
     "internal_connections": internal_connections, "blocked_clients": blocked_clients,
-    "healthy": healthy, "mixed": mixed,
+    "output_buffer_bloat": output_buffer_bloat, "healthy": healthy, "mixed": mixed,
 }
 
 

@@ -134,3 +134,27 @@ def test_leak_and_blocked_clients_are_both_reported(server_binary):
     leak = diag.finding("connection_leak")
     assert leak.hosts == ("127.0.0.5",), "blocked consumers are not leak candidates"
     assert "127.0.0.40" in diag.finding("blocked_clients").hosts
+
+
+ALL_BINARIES = ds.find_binaries()  # Redis 6.2 too: omem, tot-mem and INFO memory exist there
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("binary", ALL_BINARIES, ids=[b.label for b in ALL_BINARIES])
+def test_a_slow_subscriber_is_named_output_buffer_bloat_with_its_host(binary):
+    live, diag = run("output_buffer_bloat", binary)
+    assert serious_causes(diag) == {"output_buffer_bloat"}, [(f.cause, f.severity, f.summary) for f in diag.findings]
+    f = diag.finding("output_buffer_bloat")
+    assert f.severity == "warning" and f.hosts == ("127.0.0.88",), f.evidence
+    top = f.evidence["top"][0]
+    assert top["kind"] == "pubsub" and top["sub"] == 1 and top["name"] == "price-feed" and top["cmd"] == "subscribe"
+    assert top["omem"] > 8 * 2 ** 20 and 0 < top["share_of_used_memory"] <= 1
+    assert f.evidence["clients"] == 1, "the quiet subscriber and the web clients are not offenders"
+    assert f.evidence["mem_clients_normal"] >= top["omem"] and f.evidence["used_memory"] > top["omem"]
+    commands = [a.command or "" for a in f.actions]
+    assert any('CONFIG SET client-output-buffer-limit "pubsub 32mb 8mb 60"' in c for c in commands)
+    kill = next(c for c in commands if c.startswith("connguard kill "))
+    assert "--output-buffer-over 1048576" in kill
+    assert any(c.startswith("for id in ") and f" {top['id']};" in c for c in commands)
+    if binary.flavor == "valkey":  # Valkey 8.0+ counts clients dropped at the limit
+        assert f.evidence["client_output_buffer_limit_disconnections"] == 0
