@@ -9,10 +9,13 @@ from typing import Any, Iterable, Protocol
 
 import redis
 
-from connguard.analysis.classify import OWN_CONNECTION, kind_of, protection_reason
+from connguard.analysis.classify import OWN_CONNECTION, PROTECTED_KINDS, PUBSUB, kind_of, protection_reason
 from connguard.probe.model import ClientRecord
 
 DEFAULT_MAX_KILLS = 1000
+# The one protected kind a selector may reach: a subscriber whose output buffer grows because it never reads
+# (output_buffer_bloat) is the case where disconnecting a pub/sub client is right. Named in every dry run.
+SLOW_SUBSCRIBER = PROTECTED_KINDS[PUBSUB]
 
 
 def check_source(source: str) -> str:
@@ -38,10 +41,15 @@ class KillFilter:
     include_blocked: bool = False
     max_kills: int = DEFAULT_MAX_KILLS
     force: bool = False
+    output_buffer_min: int | None = None  # bytes of omem; also lets pub/sub subscribers be chosen
 
     def __post_init__(self) -> None:
-        if not (self.sources or self.idle_min_s is not None or self.names or self.ids):
-            raise ValueError("kill needs a selector: --source, --idle, --name or --id (there is no 'kill all')")
+        if not (self.sources or self.idle_min_s is not None or self.names or self.ids
+                or self.output_buffer_min is not None):
+            raise ValueError("kill needs a selector: --source, --idle, --name, --id or --output-buffer-over "
+                             "(there is no 'kill all')")
+        if self.output_buffer_min is not None and self.output_buffer_min < 1:
+            raise ValueError(f"--output-buffer-over must be at least 1 byte, got {self.output_buffer_min}")
         object.__setattr__(self, "sources", tuple(check_source(s) for s in self.sources))
         if self.idle_min_s is not None and self.idle_min_s < 0:
             raise ValueError(f"--idle must be >= 0 seconds, got {self.idle_min_s}")
@@ -58,6 +66,8 @@ class KillFilter:
         if self.names and client.name not in self.names:
             return False
         if self.ids and client.id not in self.ids:
+            return False
+        if self.output_buffer_min is not None and client.output_buffer < self.output_buffer_min:
             return False
         return True
 
@@ -98,6 +108,9 @@ def plan_kill(clients: Iterable[ClientRecord], wanted: KillFilter, own_client_id
         if reason and wanted.force and reason != OWN_CONNECTION:
             forced.append(Skipped(client, reason))
             reason = None
+        elif reason == SLOW_SUBSCRIBER and wanted.output_buffer_min is not None:
+            forced.append(Skipped(client, f"{reason} (chosen by --output-buffer-over)"))
+            reason = None
         if reason:
             skipped.append(Skipped(client, reason))
         elif len(targets) >= wanted.max_kills:
@@ -112,7 +125,7 @@ def plan_kill(clients: Iterable[ClientRecord], wanted: KillFilter, own_client_id
 def describe(client: ClientRecord) -> dict[str, Any]:
     """What the operator needs to recognise a client before it goes: ID, address, name, idle, age, kind."""
     return {"id": client.id, "addr": client.addr, "name": client.name, "idle_s": client.idle_s, "age_s": client.age_s,
-            "kind": kind_of(client), "cmd": client.cmd}
+            "kind": kind_of(client), "cmd": client.cmd, "omem": client.output_buffer}
 
 
 class Executor(Protocol):
