@@ -33,6 +33,7 @@ from connguard.target import HeldConnection, open_connection, parse_target
 
 # Short idle threshold and interval: the tests cannot wait the runbook's 300 s.
 SETTINGS = DoctorSettings(interval_s=1.5, idle_threshold_s=2.0, top=10)
+PRODUCTION_IDLE = DoctorSettings(interval_s=1.5, idle_threshold_s=300.0, top=10)  # the default threshold
 
 
 @dataclass
@@ -237,6 +238,43 @@ def output_buffer_bloat(binary: ServerBinary) -> Iterator[Live]:
         yield live
 
 
+@contextlib.contextmanager
+def burst_leak(binary: ServerBinary) -> Iterator[Live]:
+    """127.0.0.7 runs a named, busy pool of 10; 3 s later the same host opens 30 connections in one burst
+    (no name, no lib-name), sends nothing after the handshake, and stops: no age spread, no growth to see."""
+    with _live("burst_leak", binary, ("connection_leak",), ("127.0.0.7",), maxclients=100) as live:
+        live.crowd.open(10, source="127.0.0.7", kind="active", name="orders-api", lib_name="redis-py")
+        live.crowd.open(5, source="127.0.0.8", kind="active", name="web", lib_name="redis-py")
+        time.sleep(3.0)
+        live.crowd.open(30, source="127.0.0.7")
+        live.settings = PRODUCTION_IDLE  # nothing has been idle 300 s: only the burst's own shape tells
+        time.sleep(2.2)  # the burst is older than the 2 s a connection needs to count as used-once
+        yield live
+
+
+@contextlib.contextmanager
+def burst_leak_named(binary: ServerBinary) -> Iterator[Live]:
+    """As burst_leak, but the burst carries the pool's own name and lib-name: only its idle time and the
+    moment it was opened set it apart."""
+    with _live("burst_leak", binary, ("connection_leak",), ("127.0.0.7",), maxclients=100) as live:
+        live.crowd.open(10, source="127.0.0.7", kind="active", name="orders-api", lib_name="redis-py")
+        time.sleep(3.0)
+        live.crowd.open(30, source="127.0.0.7", name="orders-api", lib_name="redis-py")
+        live.settings = PRODUCTION_IDLE
+        time.sleep(2.2)
+        yield live
+
+
+@contextlib.contextmanager
+def abandoned_pile(binary: ServerBinary) -> Iterator[Live]:
+    """One host holds 60 of 100 slots, named, opened together, idle ever since, not growing; another works."""
+    with _live("abandoned_pile", binary, ("connection_leak",), ("127.0.0.9",), maxclients=100) as live:
+        live.crowd.open(60, source="127.0.0.9", name="report-pool", lib_name="redis-py")
+        live.crowd.open(5, source="127.0.0.8", kind="active", name="web", lib_name="redis-py")
+        time.sleep(2.2)
+        yield live
+
+
 # -- controls ---------------------------------------------------------------------------------------
 
 @contextlib.contextmanager
@@ -271,7 +309,8 @@ SCENARIOS: dict[str, Callable[[ServerBinary], contextlib.AbstractContextManager[
     "connection_leak": leak, "pool_oversize": pool_oversize, "serverless_fanout": serverless_fanout,
     "retry_storm": retry_storm, "maxclients_too_low": maxclients_too_low, "fd_limit": fd_limit,
     "internal_connections": internal_connections, "blocked_clients": blocked_clients,
-    "output_buffer_bloat": output_buffer_bloat, "healthy": healthy, "mixed": mixed,
+    "output_buffer_bloat": output_buffer_bloat, "burst_leak": burst_leak, "burst_leak_named": burst_leak_named,
+    "abandoned_pile": abandoned_pile, "healthy": healthy, "mixed": mixed,
 }
 
 

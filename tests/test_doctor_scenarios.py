@@ -158,3 +158,35 @@ def test_a_slow_subscriber_is_named_output_buffer_bloat_with_its_host(binary):
     assert any(c.startswith("for id in ") and f" {top['id']};" in c for c in commands)
     if binary.flavor == "valkey":  # Valkey 8.0+ counts clients dropped at the limit
         assert f.evidence["client_output_buffer_limit_disconnections"] == 0
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("name", ["burst_leak", "burst_leak_named"])
+def test_a_burst_leak_that_stopped_growing_is_named_a_leak_with_its_host(name, server_binary):
+    live, diag = run(name, server_binary)
+    assert serious_causes(diag) == {"connection_leak"}, [(f.cause, f.severity, f.summary) for f in diag.findings]
+    leak = diag.finding("connection_leak")
+    assert leak.hosts == ("127.0.0.7",) and leak.severity == "warning"
+    assert leak.evidence["used_delta"] == 0, "the burst was over before the doctor looked"
+    signals = " ".join(leak.evidence["burst"]["127.0.0.7"])
+    assert ("no client name" in signals) == (name == "burst_leak")
+    if name == "burst_leak_named":
+        assert "opened" in signals and "apart" in signals
+    commands = [a.command or "" for a in leak.actions]
+    kill = next(c for c in commands if c.startswith("connguard kill "))
+    assert "--source 127.0.0.7 --idle" in kill
+    idle = int(kill.split("--idle ")[1].split()[0])
+    assert idle >= 2, "the kill reaches the burst, not the busy pool beside it (a PING every 0.5 s)"
+    ids = [int(x) for x in next(c for c in commands if "CLIENT KILL ID" in c).split(";")[0].split()[3:]]
+    assert len(ids) == 30
+
+
+@pytest.mark.timeout(60)
+def test_a_static_pile_over_half_the_limit_is_a_leak_or_an_abandoned_pool(server_binary):
+    _live, diag = run("abandoned_pile", server_binary)
+    assert serious_causes(diag) == {"connection_leak"}, [(f.cause, f.severity, f.summary) for f in diag.findings]
+    leak = diag.finding("connection_leak")
+    assert leak.hosts == ("127.0.0.9",) and leak.evidence["abandoned_pile"] == ["127.0.0.9"]
+    assert "abandoned pool" in leak.summary
+    assert any((a.command or "").startswith("connguard kill ") and "--source 127.0.0.9" in (a.command or "")
+               for a in leak.actions)
