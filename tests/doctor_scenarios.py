@@ -275,6 +275,24 @@ def abandoned_pile(binary: ServerBinary) -> Iterator[Live]:
         yield live
 
 
+@contextlib.contextmanager
+def fanout_growing(binary: ServerBinary) -> Iterator[Live]:
+    """58 function instances with one connection each (60% of 100), and a new one every 0.15 s while the
+    doctor watches (bounded: 16 more, so usage stays under the 0.8 line)."""
+    with _live("serverless_fanout", binary, ("serverless_fanout",), maxclients=100) as live:
+        for i in range(1, 59):
+            live.crowd.open(1, source=f"127.0.3.{i}", name="lambda-handler")
+
+        def arrive() -> None:
+            for i in range(59, 75):
+                if live.stop.wait(0.15):
+                    return
+                live.crowd.open(1, source=f"127.0.3.{i}", name="lambda-handler")
+
+        live.background(arrive)
+        yield live
+
+
 # -- controls ---------------------------------------------------------------------------------------
 
 @contextlib.contextmanager
@@ -310,7 +328,7 @@ SCENARIOS: dict[str, Callable[[ServerBinary], contextlib.AbstractContextManager[
     "retry_storm": retry_storm, "maxclients_too_low": maxclients_too_low, "fd_limit": fd_limit,
     "internal_connections": internal_connections, "blocked_clients": blocked_clients,
     "output_buffer_bloat": output_buffer_bloat, "burst_leak": burst_leak, "burst_leak_named": burst_leak_named,
-    "abandoned_pile": abandoned_pile, "healthy": healthy, "mixed": mixed,
+    "abandoned_pile": abandoned_pile, "fanout_growing": fanout_growing, "healthy": healthy, "mixed": mixed,
 }
 
 

@@ -190,3 +190,15 @@ def test_a_static_pile_over_half_the_limit_is_a_leak_or_an_abandoned_pool(server
     assert "abandoned pool" in leak.summary
     assert any((a.command or "").startswith("connguard kill ") and "--source 127.0.0.9" in (a.command or "")
                for a in leak.actions)
+
+
+@pytest.mark.timeout(60)
+def test_a_growing_fanout_warns_below_the_line_with_its_forecast(server_binary):
+    _live, diag = run("fanout_growing", server_binary)
+    fan = diag.finding("serverless_fanout")
+    assert diag.capacity.ratio < 0.8, "the point is a warning before the 0.8 line"
+    assert fan.severity == "warning" and serious_causes(diag) == {"serverless_fanout"}
+    grow = fan.evidence["growing"]
+    assert grow["used_delta"] >= 2 and grow["per_min"] > 0 and grow["seconds_to_full"] > 0
+    assert "growing" in fan.summary and "full in about" in fan.summary
+    assert any("maxclients" in (a.command or "") for a in fan.actions)
