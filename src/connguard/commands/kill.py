@@ -81,7 +81,8 @@ def kill_command(url, sources, idle_min_s, names, ids, output_buffer_min, includ
 def _kill_clients(target: Target, sources, idle_min_s, names, ids, include_blocked, force, max_kills, yes,
                   connect_timeout_s, output_buffer_min=None) -> dict[str, Any]:
     from connguard.probe.client_list import parse_client_list
-    from connguard.remedy.kill import KillFilter, describe, execute_kills, plan_kill
+    from connguard.probe.info import parse_info
+    from connguard.remedy.kill import ServerFeatures, KillFilter, client_list_args, describe, execute_kills, plan_kill
 
     try:
         wanted = KillFilter(tuple(sources), idle_min_s, tuple(names), tuple(ids), include_blocked, max_kills, force,
@@ -94,7 +95,20 @@ def _kill_clients(target: Target, sources, idle_min_s, names, ids, include_block
         raise ServerFull(err.message + _sockets_hint(target)) from None
     with conn:
         try:
-            clients = parse_client_list(conn.execute("CLIENT", "LIST")).records()
+            info = parse_info(_text(conn.execute("INFO", "server")))
+            features = ServerFeatures.of(info.flavor, info.version)
+        except (redis.exceptions.ResponseError, ValueError):
+            features = ServerFeatures()  # INFO denied: the plain path works on every version
+        listing = client_list_args(wanted, features)
+        try:
+            try:
+                reply = conn.execute(*listing)
+            except redis.exceptions.ResponseError:
+                if len(listing) == 2:
+                    raise
+                listing = ("CLIENT", "LIST")  # a filter this build lacks: fetch every client instead
+                reply = conn.execute(*listing)
+            clients = parse_client_list(reply).records()
         except redis.exceptions.ResponseError as exc:
             raise Denied(f"{target.redacted} refused CLIENT LIST ({' '.join(str(exc).split())[:100]}): kill chooses "
                          "clients by ID from it, so this user cannot kill; use a user allowed CLIENT LIST and "
@@ -103,7 +117,7 @@ def _kill_clients(target: Target, sources, idle_min_s, names, ids, include_block
         result = None
         if yes and plan.ids:
             try:
-                result = execute_kills(conn, plan)
+                result = execute_kills(conn, plan, batched=features.multi_id_kill)
             except redis.exceptions.ResponseError as exc:
                 raise Denied(f"{target.redacted} refused CLIENT KILL ({' '.join(str(exc).split())[:100]})") from None
     by_host = Counter(c.host for c in plan.targets)
@@ -115,7 +129,15 @@ def _kill_clients(target: Target, sources, idle_min_s, names, ids, include_block
         "skipped": [{**describe(s.client), "reason": s.reason} for s in plan.skipped],
         "missing_ids": list(plan.missing_ids), "over_limit": plan.over_limit,
         "killed": result.killed if result else 0, "already_gone": list(result.already_gone) if result else [],
+        # How the server was asked: the CLIENT LIST filters it applied itself, and whether the kill went in
+        # batches of IDs (re-checked by address and age first) or one CLIENT KILL ID per client.
+        "server_side": {"client_list": " ".join(listing), "batched_kill": features.multi_id_kill,
+                        "round_trips": result.round_trips if result else 0},
     }
+
+
+def _text(reply: object) -> str:
+    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
 
 
 def _sockets_hint(target: Target) -> str:
