@@ -76,7 +76,7 @@ def check(f: Facts) -> Finding | None:
     }
     if heavy:
         worst = heavy[0]
-        who = (f"{len(heavy)} client{'s' if len(heavy) != 1 else ''} hold {_mb(held)} in output buffers"
+        who = (f"{len(heavy)} client{'s hold' if len(heavy) != 1 else ' holds'} {_mb(held)} in output buffers"
                f"{f' ({share:.0%} of used_memory)' if share is not None else ''}; the worst, id {worst.id} from "
                f"{worst.host}{f' ({worst.name})' if worst.name else ''}, is a {kind_of(worst)} client "
                f"(cmd {worst.cmd or '-'}) with {_mb(worst.output_buffer)} queued")
@@ -126,7 +126,8 @@ def _actions(f: Facts, heavy: list[ClientRecord], subscribers: list[ClientRecord
         over = kill_threshold(killable)
         chosen = [r for r in killable if r.output_buffer >= over]
         actions.append(Action(
-            f"Disconnect the {len(chosen)} worst offender(s) holding over {_mb(over)} of output buffer each, by ID "
+            f"Disconnect the {'worst ' + str(len(chosen)) + ' offenders' if len(chosen) > 1 else 'offender'} "
+            f"holding over {_mb(over)} of output buffer{' each' if len(chosen) > 1 else ''}, by ID "
             "(pub/sub subscribers included: this one selector may kill them; replicas never; dry run until --yes, "
             "which lists every one)",
             cmd.connguard("kill", "--output-buffer-over", over), True))
