@@ -33,6 +33,7 @@ from connguard.target import HeldConnection, open_connection, parse_target
 
 # Short idle threshold and interval: the tests cannot wait the runbook's 300 s.
 SETTINGS = DoctorSettings(interval_s=1.5, idle_threshold_s=2.0, top=10)
+PRODUCTION_IDLE = DoctorSettings(interval_s=1.5, idle_threshold_s=300.0, top=10)  # the default threshold
 
 
 @dataclass
@@ -215,6 +216,83 @@ def blocked_clients(binary: ServerBinary) -> Iterator[Live]:
         yield live
 
 
+@contextlib.contextmanager
+def output_buffer_bloat(binary: ServerBinary) -> Iterator[Live]:
+    """A subscriber on 127.0.0.88 that never reads while a publisher pushes ~20 MB at it; a quiet subscriber
+    and busy web clients beside it. The server has no pub/sub output-buffer limit (the misconfiguration)."""
+    from connguard.lab.scenario_specs import BLOAT_MESSAGE_BYTES, BLOAT_MESSAGES, SLOW_SUBSCRIBER
+    from connguard.lab.workloads import publish
+
+    with _live("output_buffer_bloat", binary, ("output_buffer_bloat",), (SLOW_SUBSCRIBER,), maxclients=100) as live:
+        import redis
+
+        admin = redis.Redis(port=live.server.port, socket_timeout=5)
+        admin.config_set("client-output-buffer-limit", "pubsub 0 0 0")
+        admin.close()
+        live.crowd.open(5, source="127.0.0.87", kind="active", name="web")
+        live.crowd.open(1, source=SLOW_SUBSCRIBER, kind="pubsub", name="price-feed")
+        live.crowd.open(1, source="127.0.0.89", kind="pubsub", name="audit-feed")
+        assert publish("127.0.0.1", live.server.port, f"connguard:lab:{SLOW_SUBSCRIBER}", count=BLOAT_MESSAGES,
+                       size=BLOAT_MESSAGE_BYTES) == 1
+        time.sleep(0.3)
+        yield live
+
+
+@contextlib.contextmanager
+def burst_leak(binary: ServerBinary) -> Iterator[Live]:
+    """127.0.0.7 runs a named, busy pool of 10; 3 s later the same host opens 30 connections in one burst
+    (no name, no lib-name), sends nothing after the handshake, and stops: no age spread, no growth to see."""
+    with _live("burst_leak", binary, ("connection_leak",), ("127.0.0.7",), maxclients=100) as live:
+        live.crowd.open(10, source="127.0.0.7", kind="active", name="orders-api", lib_name="redis-py")
+        live.crowd.open(5, source="127.0.0.8", kind="active", name="web", lib_name="redis-py")
+        time.sleep(3.0)
+        live.crowd.open(30, source="127.0.0.7")
+        live.settings = PRODUCTION_IDLE  # nothing has been idle 300 s: only the burst's own shape tells
+        time.sleep(2.2)  # the burst is older than the 2 s a connection needs to count as used-once
+        yield live
+
+
+@contextlib.contextmanager
+def burst_leak_named(binary: ServerBinary) -> Iterator[Live]:
+    """As burst_leak, but the burst carries the pool's own name and lib-name: only its idle time and the
+    moment it was opened set it apart."""
+    with _live("burst_leak", binary, ("connection_leak",), ("127.0.0.7",), maxclients=100) as live:
+        live.crowd.open(10, source="127.0.0.7", kind="active", name="orders-api", lib_name="redis-py")
+        time.sleep(3.0)
+        live.crowd.open(30, source="127.0.0.7", name="orders-api", lib_name="redis-py")
+        live.settings = PRODUCTION_IDLE
+        time.sleep(2.2)
+        yield live
+
+
+@contextlib.contextmanager
+def abandoned_pile(binary: ServerBinary) -> Iterator[Live]:
+    """One host holds 60 of 100 slots, named, opened together, idle ever since, not growing; another works."""
+    with _live("abandoned_pile", binary, ("connection_leak",), ("127.0.0.9",), maxclients=100) as live:
+        live.crowd.open(60, source="127.0.0.9", name="report-pool", lib_name="redis-py")
+        live.crowd.open(5, source="127.0.0.8", kind="active", name="web", lib_name="redis-py")
+        time.sleep(2.2)
+        yield live
+
+
+@contextlib.contextmanager
+def fanout_growing(binary: ServerBinary) -> Iterator[Live]:
+    """58 function instances with one connection each (60% of 100), and a new one every 0.15 s while the
+    doctor watches (bounded: 16 more, so usage stays under the 0.8 line)."""
+    with _live("serverless_fanout", binary, ("serverless_fanout",), maxclients=100) as live:
+        for i in range(1, 59):
+            live.crowd.open(1, source=f"127.0.3.{i}", name="lambda-handler")
+
+        def arrive() -> None:
+            for i in range(59, 75):
+                if live.stop.wait(0.15):
+                    return
+                live.crowd.open(1, source=f"127.0.3.{i}", name="lambda-handler")
+
+        live.background(arrive)
+        yield live
+
+
 # -- controls ---------------------------------------------------------------------------------------
 
 @contextlib.contextmanager
@@ -249,7 +327,8 @@ SCENARIOS: dict[str, Callable[[ServerBinary], contextlib.AbstractContextManager[
     "connection_leak": leak, "pool_oversize": pool_oversize, "serverless_fanout": serverless_fanout,
     "retry_storm": retry_storm, "maxclients_too_low": maxclients_too_low, "fd_limit": fd_limit,
     "internal_connections": internal_connections, "blocked_clients": blocked_clients,
-    "healthy": healthy, "mixed": mixed,
+    "output_buffer_bloat": output_buffer_bloat, "burst_leak": burst_leak, "burst_leak_named": burst_leak_named,
+    "abandoned_pile": abandoned_pile, "fanout_growing": fanout_growing, "healthy": healthy, "mixed": mixed,
 }
 
 
@@ -287,6 +366,10 @@ def binaries_for_tests() -> list[ServerBinary]:
     found = find_binaries()
     chosen = [b for b in found if (b.flavor, b.version[:3]) in {("redis", "7.0"), ("valkey", "9.1")}]
     return chosen or found[:1]
+
+
+# Scenarios whose golden capture also runs on every other server found (Redis 6.2); the live tests run on all.
+ALL_SERVERS = frozenset({"output_buffer_bloat", "burst_leak", "abandoned_pile"})
 
 
 # -- golden capture ---------------------------------------------------------------------------------
@@ -372,8 +455,11 @@ def main(argv: list[str]) -> int:
     root = Path(argv[1])
     names = argv[2:] or list(SCENARIOS)
     random.seed(0)
-    for binary in binaries_for_tests():
+    chosen = binaries_for_tests()
+    for binary in find_binaries():
         for name in names:
+            if binary not in chosen and name not in ALL_SERVERS:
+                continue
             folder = root / binary.label / name
             folder.mkdir(parents=True, exist_ok=True)
             with SCENARIOS[name](binary) as live:

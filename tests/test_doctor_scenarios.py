@@ -1,4 +1,4 @@
-"""The doctor names the right cause on real servers (Redis 7.0, Valkey 9.1), one live scenario per cause."""
+"""The doctor names the right cause on real servers (Redis 6.2, 7.0, Valkey 9.1), one live scenario per cause."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import pytest
 import doctor_scenarios as ds
 from connguard.analysis.diagnosis import Diagnosis
 
-BINARIES = ds.binaries_for_tests()
+# Every server found: Redis 7.0 and Valkey 9.1 (the issue's minimum) and Redis 6.2, where every cause exists
+# too (6.2 has no lib-name: CLIENT SETINFO is refused there and the rules go by names and idle times).
+BINARIES = ds.find_binaries()
 pytestmark = pytest.mark.skipif(not BINARIES, reason="no server binary found")
 SERIOUS = ("warning", "critical")
 
@@ -134,3 +136,68 @@ def test_leak_and_blocked_clients_are_both_reported(server_binary):
     leak = diag.finding("connection_leak")
     assert leak.hosts == ("127.0.0.5",), "blocked consumers are not leak candidates"
     assert "127.0.0.40" in diag.finding("blocked_clients").hosts
+
+
+@pytest.mark.timeout(60)
+def test_a_slow_subscriber_is_named_output_buffer_bloat_with_its_host(server_binary):
+    binary = server_binary  # Redis 6.2 too: omem, tot-mem and INFO memory exist there
+    live, diag = run("output_buffer_bloat", binary)
+    assert serious_causes(diag) == {"output_buffer_bloat"}, [(f.cause, f.severity, f.summary) for f in diag.findings]
+    f = diag.finding("output_buffer_bloat")
+    assert f.severity == "warning" and f.hosts == ("127.0.0.88",), f.evidence
+    top = f.evidence["top"][0]
+    assert top["kind"] == "pubsub" and top["sub"] == 1 and top["name"] == "price-feed" and top["cmd"] == "subscribe"
+    assert top["omem"] > 8 * 2 ** 20 and 0 < top["share_of_used_memory"] <= 1
+    assert f.evidence["clients"] == 1, "the quiet subscriber and the web clients are not offenders"
+    assert f.evidence["mem_clients_normal"] >= top["omem"] and f.evidence["used_memory"] > top["omem"]
+    commands = [a.command or "" for a in f.actions]
+    assert any('CONFIG SET client-output-buffer-limit "pubsub 32mb 8mb 60"' in c for c in commands)
+    kill = next(c for c in commands if c.startswith("connguard kill "))
+    assert "--output-buffer-over 1048576" in kill
+    assert any(c.startswith("for id in ") and f" {top['id']};" in c for c in commands)
+    if binary.flavor == "valkey":  # Valkey 8.0+ counts clients dropped at the limit
+        assert f.evidence["client_output_buffer_limit_disconnections"] == 0
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("name", ["burst_leak", "burst_leak_named"])
+def test_a_burst_leak_that_stopped_growing_is_named_a_leak_with_its_host(name, server_binary):
+    live, diag = run(name, server_binary)
+    assert serious_causes(diag) == {"connection_leak"}, [(f.cause, f.severity, f.summary) for f in diag.findings]
+    leak = diag.finding("connection_leak")
+    assert leak.hosts == ("127.0.0.7",) and leak.severity == "warning"
+    assert leak.evidence["used_delta"] == 0, "the burst was over before the doctor looked"
+    signals = " ".join(leak.evidence["burst"]["127.0.0.7"])
+    assert ("no client name" in signals) == (name == "burst_leak")
+    if name == "burst_leak_named":
+        assert "opened" in signals and "apart" in signals
+    commands = [a.command or "" for a in leak.actions]
+    kill = next(c for c in commands if c.startswith("connguard kill "))
+    assert "--source 127.0.0.7 --idle" in kill
+    idle = int(kill.split("--idle ")[1].split()[0])
+    assert idle >= 2, "the kill reaches the burst, not the busy pool beside it (a PING every 0.5 s)"
+    ids = [int(x) for x in next(c for c in commands if "CLIENT KILL ID" in c).split(";")[0].split()[3:]]
+    assert len(ids) == 30
+
+
+@pytest.mark.timeout(60)
+def test_a_static_pile_over_half_the_limit_is_a_leak_or_an_abandoned_pool(server_binary):
+    _live, diag = run("abandoned_pile", server_binary)
+    assert serious_causes(diag) == {"connection_leak"}, [(f.cause, f.severity, f.summary) for f in diag.findings]
+    leak = diag.finding("connection_leak")
+    assert leak.hosts == ("127.0.0.9",) and leak.evidence["abandoned_pile"] == ["127.0.0.9"]
+    assert "abandoned pool" in leak.summary
+    assert any((a.command or "").startswith("connguard kill ") and "--source 127.0.0.9" in (a.command or "")
+               for a in leak.actions)
+
+
+@pytest.mark.timeout(60)
+def test_a_growing_fanout_warns_below_the_line_with_its_forecast(server_binary):
+    _live, diag = run("fanout_growing", server_binary)
+    fan = diag.finding("serverless_fanout")
+    assert diag.capacity.ratio < 0.8, "the point is a warning before the 0.8 line"
+    assert fan.severity == "warning" and serious_causes(diag) == {"serverless_fanout"}
+    grow = fan.evidence["growing"]
+    assert grow["used_delta"] >= 2 and grow["per_min"] > 0 and grow["seconds_to_full"] > 0
+    assert "growing" in fan.summary and "full in about" in fan.summary
+    assert any("maxclients" in (a.command or "") for a in fan.actions)

@@ -153,3 +153,39 @@ def test_sockets_is_refused_for_a_server_on_another_host_and_with_other_selector
     assert "only on the server's own host" in line
     line = one_line(cli("kill", "redis://127.0.0.1:6379", "--sockets", "--source", "10.0.0.1", "--idle", "5"))
     assert "--source only" in line
+
+
+def test_output_buffer_over_reaches_only_the_slow_subscriber_and_names_it(default_binary, start_server, crowd_for):
+    """The one selector that may kill a pub/sub client: the one whose output buffer grows because it never
+    reads. The quiet subscriber and a plain client with an empty buffer stay; a dry run names the subscriber."""
+    from connguard.lab.workloads import publish
+
+    server = start_server(default_binary, maxclients=50)
+    admin = redis.Redis(port=server.port)
+    admin.config_set("client-output-buffer-limit", "pubsub 0 0 0")
+    crowd = crowd_for(server)
+    crowd.open(1, source="127.0.0.36", kind="pubsub", name="slow-feed")
+    crowd.open(1, source="127.0.0.37", kind="pubsub", name="quiet-feed")
+    crowd.open(2, source="127.0.0.38", name="plain")
+    assert publish("127.0.0.1", server.port, "connguard:lab:127.0.0.36", count=2500, size=8192) == 1
+    slow = next(int(c["id"]) for c in admin.client_list() if c["addr"].startswith("127.0.0.36:"))
+    dry = cli("kill", server.url, "--output-buffer-over", "1048576")
+    assert dry.returncode == 0 and "Would kill 1 client(s)" in dry.stdout
+    assert "pub/sub subscriber (chosen by --output-buffer-over)" in dry.stdout and f"id {slow} " in dry.stdout
+    # --source plain hosts alone still never reach a subscriber: protection holds without the new selector.
+    plain = json.loads(cli("kill", server.url, "--source", "127.0.0.36", "--json").stdout)
+    assert plain["would_kill"] == 0 and plain["skipped"][0]["reason"] == "pub/sub subscriber"
+    data = json.loads(cli("kill", server.url, "--output-buffer-over", "1048576", "--json", "--yes").stdout)
+    assert data["killed"] == 1 and data["ids"] == [slow] and data["targets"][0]["omem"] >= 1048576
+    left = {c["addr"].rpartition(":")[0] for c in admin.client_list()}
+    assert "127.0.0.36" not in left and {"127.0.0.37", "127.0.0.38"} <= left
+    admin.close()
+
+
+@pytest.mark.parametrize("args, words", [
+    (("--output-buffer-over", "0"), "out of range"),
+    (("--output-buffer-over", "1e999"), "not a finite number"),
+    (("--output-buffer-over", "100", "--sockets"), "cannot see output buffers"),
+])
+def test_bad_output_buffer_selectors_are_one_line(args, words):
+    assert words in one_line(cli("kill", f"redis://127.0.0.1:{free_port()}", *args))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Iterable
 
 from connguard.probe.model import ClientRecord, Snapshot
@@ -35,12 +36,20 @@ OWN_CONNECTION = "our own connection"
 OTHER_CONNGUARD = "another connguard tool"
 
 
+@lru_cache(maxsize=1024)
+def _blocking_command(cmd: str) -> bool:
+    return cmd.partition("|")[0].lower() in BLOCKING_COMMANDS
+
+
 def is_blocked(rec: ClientRecord) -> bool:
     """The `b` flag, or a blocking command as the last one (CLIENT LIST shows it while parked)."""
-    return rec.is_blocked or rec.cmd.partition("|")[0].lower() in BLOCKING_COMMANDS
+    return rec.is_blocked or _blocking_command(rec.cmd)
 
 
 def kind_of(rec: ClientRecord) -> str:
+    # The common case first, without a property call each: at 50,000 clients this runs 100,000+ times.
+    if rec.flags == "N" and not rec.sub and not rec.psub and not rec.ssub and not rec.name.startswith("sentinel-"):
+        return BLOCKED if _blocking_command(rec.cmd) else NORMAL
     if rec.is_replica:
         return REPLICA
     if rec.is_primary_link:

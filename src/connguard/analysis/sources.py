@@ -66,6 +66,13 @@ class Source:
     stale_min_idle_s: int = 0  # the shortest idle among them, for a kill that reaches them all
     stale_ids: tuple[int, ...] = field(default=(), repr=False)
     hosts: int = 1  # >1 only for the aggregated "rest" row
+    # A burst leak opened within a second or two has no age spread to go by; what else sets the stale pile
+    # apart from the host's other connections (those not stale: its working pool, its named clients):
+    anonymous_stale: int = 0  # stale connections with neither a client name nor a lib-name
+    named_others: int = 0  # the host's other connections that do carry a name or lib-name
+    others: int = 0  # the host's connections that are not stale
+    others_max_idle_s: int | None = None  # the longest idle among them
+    stale_age_gap_s: int | None = None  # seconds between the stale pile's ages and the others' ages
 
     @property
     def churning(self) -> bool:
@@ -127,6 +134,13 @@ def summarize(host: str, recs: Sequence[ClientRecord], idle_threshold_s: float, 
     plain_ages = sorted(r.age_s for r in plain)
     stale = sorted((r for r in plain if r.age_s >= 2 and r.idle_s >= 0.8 * r.age_s), key=lambda r: -r.idle_s)
     all_ages = sorted(r.age_s for r in recs)
+    stale_ids = {r.id for r in stale}
+    others = [r for r in recs if r.id not in stale_ids] if stale else list(recs)
+    gap = None
+    if stale and others:
+        s_lo, s_hi = min(r.age_s for r in stale), max(r.age_s for r in stale)
+        o_lo, o_hi = min(r.age_s for r in others), max(r.age_s for r in others)
+        gap = max(0, s_lo - o_hi, o_lo - s_hi)
     return Source(
         host=host,
         connections=len(recs),
@@ -152,6 +166,11 @@ def summarize(host: str, recs: Sequence[ClientRecord], idle_threshold_s: float, 
         stale=len(stale),
         stale_min_idle_s=stale[-1].idle_s if stale else 0,
         stale_ids=tuple(r.id for r in stale),
+        anonymous_stale=sum(1 for r in stale if not r.name and not r.lib_name),
+        named_others=sum(1 for r in others if r.name or r.lib_name),
+        others=len(others),
+        others_max_idle_s=max((r.idle_s for r in others), default=None),
+        stale_age_gap_s=gap,
     )
 
 

@@ -30,6 +30,9 @@ SHOWN_IN_TEXT = 200  # clients listed one by one in text; --json lists them all
 @click.option("--name", "names", multiple=True, help="Only clients with this CLIENT SETNAME. Repeatable.")
 @click.option("--id", "ids", multiple=True, type=FiniteNumber(1, 2 ** 63, integer=True),
               help="Only these client IDs. Repeatable.")
+@click.option("--output-buffer-over", "output_buffer_min", type=FiniteNumber(1, 2 ** 63, integer=True),
+              help="Only clients whose output buffer (omem) holds at least this many bytes: slow consumers. The one "
+                   "selector that may reach pub/sub subscribers; each is named. Replicas are never touched.")
 @click.option("--include-blocked", is_flag=True, help="Also kill clients blocked in BLPOP/XREAD/WAIT...")
 @click.option("--force", is_flag=True,
               help="With --id: kill the listed clients even if protected (replica, pub/sub, MONITOR...); each is named.")
@@ -42,8 +45,8 @@ SHOWN_IN_TEXT = 200  # clients listed one by one in text; --json lists them all
 @json_option
 @connect_timeout_option
 @handle_errors
-def kill_command(url, sources, idle_min_s, names, ids, include_blocked, force, max_kills, sockets, yes, as_json,
-                 connect_timeout_s) -> None:
+def kill_command(url, sources, idle_min_s, names, ids, output_buffer_min, include_blocked, force, max_kills, sockets,
+                 yes, as_json, connect_timeout_s) -> None:
     """Disconnect matching clients by ID. Replicas, the primary link, Sentinel, pub/sub, MONITOR and
     connguard's own connection are never touched (explicit --id with --force excepted). Dry run unless --yes.
     When the server is full, it waits for a free slot for --connect-timeout, like `doctor`."""
@@ -51,11 +54,13 @@ def kill_command(url, sources, idle_min_s, names, ids, include_blocked, force, m
     try:
         target = parse_target(url)
         target_text = target.redacted
+        if sockets and output_buffer_min is not None:
+            raise BadArguments("--sockets cannot see output buffers: choose by --output-buffer-over without --sockets")
         if sockets:
             payload = _kill_sockets(target, sources, idle_min_s, names, ids, force, yes)
         else:
             payload = _kill_clients(target, sources, idle_min_s, names, ids, include_blocked, force, max_kills, yes,
-                                    connect_timeout_s)
+                                    connect_timeout_s, output_buffer_min)
     except ConnguardError as err:
         if as_json:
             emit_json(error_object(SCHEMA, target_text, err, reachable=isinstance(err, Denied)))
@@ -74,12 +79,14 @@ def kill_command(url, sources, idle_min_s, names, ids, include_blocked, force, m
 # -- by client ID, over one held connection ---------------------------------------------------------
 
 def _kill_clients(target: Target, sources, idle_min_s, names, ids, include_blocked, force, max_kills, yes,
-                  connect_timeout_s) -> dict[str, Any]:
+                  connect_timeout_s, output_buffer_min=None) -> dict[str, Any]:
     from connguard.probe.client_list import parse_client_list
-    from connguard.remedy.kill import KillFilter, describe, execute_kills, plan_kill
+    from connguard.probe.info import parse_info
+    from connguard.remedy.kill import ServerFeatures, KillFilter, client_list_args, describe, execute_kills, plan_kill
 
     try:
-        wanted = KillFilter(tuple(sources), idle_min_s, tuple(names), tuple(ids), include_blocked, max_kills, force)
+        wanted = KillFilter(tuple(sources), idle_min_s, tuple(names), tuple(ids), include_blocked, max_kills, force,
+                            output_buffer_min)
     except ValueError as exc:
         raise BadArguments(str(exc)) from None
     try:
@@ -88,7 +95,20 @@ def _kill_clients(target: Target, sources, idle_min_s, names, ids, include_block
         raise ServerFull(err.message + _sockets_hint(target)) from None
     with conn:
         try:
-            clients = parse_client_list(conn.execute("CLIENT", "LIST")).records()
+            info = parse_info(_text(conn.execute("INFO", "server")))
+            features = ServerFeatures.of(info.flavor, info.version)
+        except (redis.exceptions.ResponseError, ValueError):
+            features = ServerFeatures()  # INFO denied: the plain path works on every version
+        listing = client_list_args(wanted, features)
+        try:
+            try:
+                reply = conn.execute(*listing)
+            except redis.exceptions.ResponseError:
+                if len(listing) == 2:
+                    raise
+                listing = ("CLIENT", "LIST")  # a filter this build lacks: fetch every client instead
+                reply = conn.execute(*listing)
+            clients = parse_client_list(reply).records()
         except redis.exceptions.ResponseError as exc:
             raise Denied(f"{target.redacted} refused CLIENT LIST ({' '.join(str(exc).split())[:100]}): kill chooses "
                          "clients by ID from it, so this user cannot kill; use a user allowed CLIENT LIST and "
@@ -97,7 +117,7 @@ def _kill_clients(target: Target, sources, idle_min_s, names, ids, include_block
         result = None
         if yes and plan.ids:
             try:
-                result = execute_kills(conn, plan)
+                result = execute_kills(conn, plan, batched=features.multi_id_kill)
             except redis.exceptions.ResponseError as exc:
                 raise Denied(f"{target.redacted} refused CLIENT KILL ({' '.join(str(exc).split())[:100]})") from None
     by_host = Counter(c.host for c in plan.targets)
@@ -109,7 +129,15 @@ def _kill_clients(target: Target, sources, idle_min_s, names, ids, include_block
         "skipped": [{**describe(s.client), "reason": s.reason} for s in plan.skipped],
         "missing_ids": list(plan.missing_ids), "over_limit": plan.over_limit,
         "killed": result.killed if result else 0, "already_gone": list(result.already_gone) if result else [],
+        # How the server was asked: the CLIENT LIST filters it applied itself, and whether the kill went in
+        # batches of IDs (re-checked by address and age first) or one CLIENT KILL ID per client.
+        "server_side": {"client_list": " ".join(listing), "batched_kill": features.multi_id_kill,
+                        "round_trips": result.round_trips if result else 0},
     }
+
+
+def _text(reply: object) -> str:
+    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
 
 
 def _sockets_hint(target: Target) -> str:
@@ -147,7 +175,9 @@ def _print_clients(p: dict[str, Any], max_kills: int) -> None:
             console.print(f"... and {len(p['targets']) - SHOWN_IN_TEXT} more (--json lists every one)")
         console.print("By source: " + ", ".join(f"{h} {n}" for h, n in p["by_source"].items()))
     for c in p["forced"]:
-        console.print(f"Forced (--force): id {c['id']} {c['addr']} {escape(c['name'] or '-')} is a {c['protected_as']}")
+        how = "" if "--output-buffer-over" in c["protected_as"] else " (--force)"
+        console.print(f"{'Would kill' if dry else 'Killed'} a protected kind{how}: id {c['id']} {c['addr']} "
+                      f"{escape(c['name'] or '-')} is a {escape(c['protected_as'])}, output buffer {c['omem']} bytes")
     if p["already_gone"]:
         console.print(f"Already gone: {', '.join(map(str, p['already_gone']))}")
     if p["missing_ids"]:

@@ -12,7 +12,7 @@ import redis
 from connguard.errors import LabError
 from connguard.lab.crowd import Crowd
 from connguard.lab.servers import ServerProcess
-from connguard.lab.workloads import Leaker, Pressure, Rotator, Worker
+from connguard.lab.workloads import Leaker, Pressure, Rotator, Worker, publish
 
 # The idle threshold suggested to the doctor for scenarios whose point is idle time: lab connections are
 # seconds old, not the hours of a production leak.
@@ -199,6 +199,32 @@ def blocked_clients(s: Setup) -> Built:
     return Built(f"{blocked} clients blocked in BLPOP", (offender,))
 
 
+SLOW_SUBSCRIBER = "127.0.0.88"
+# Bounded: 2,500 messages of 8 KB (about 20 MB). Under the default pub/sub hard limit (32 MB), so a server
+# with its defaults keeps the subscriber for the soft limit's 60 s; the lab's own server has no limit at all.
+BLOAT_MESSAGES, BLOAT_MESSAGE_BYTES = 2500, 8 * 1024
+
+
+def output_buffer_bloat(s: Setup) -> Built:
+    """A subscriber that never reads while a publisher pushes large messages: its output buffer grows."""
+    if s.server is not None:  # the misconfiguration that lets it grow without bound; never done to --url
+        client = redis.Redis(host=s.host, port=s.port, socket_timeout=5)
+        try:
+            client.config_set("client-output-buffer-limit", "pubsub 0 0 0")
+        finally:
+            client.close()
+    _active_workers(s, 4)
+    channel = f"connguard:lab:{SLOW_SUBSCRIBER}"  # what Crowd's pub/sub clients subscribe to
+    s.crowd.open(1, source=SLOW_SUBSCRIBER, kind="pubsub", name="price-feed")
+    s.crowd.open(1, source="127.0.0.89", kind="pubsub", name="audit-feed")  # a quiet channel: no bloat
+    reached = publish(s.host, s.port, channel, password=s.password, count=BLOAT_MESSAGES, size=BLOAT_MESSAGE_BYTES)
+    s.log(f"{SLOW_SUBSCRIBER} ('price-feed') subscribed to {channel} and never reads; {BLOAT_MESSAGES} messages of "
+          f"{BLOAT_MESSAGE_BYTES // 1024} KB were published to it ({reached} subscriber reached), so about "
+          f"{BLOAT_MESSAGES * BLOAT_MESSAGE_BYTES // 2 ** 20} MB wait in its output buffer")
+    return Built(f"a slow subscriber on {SLOW_SUBSCRIBER} holding its messages in an output buffer",
+                 (SLOW_SUBSCRIBER,))
+
+
 SPECS: dict[str, Spec] = {
     "connection_leak": Spec(connection_leak, maxclients=100),
     "pool_oversize": Spec(pool_oversize, maxclients=100),
@@ -210,4 +236,5 @@ SPECS: dict[str, Spec] = {
     "internal_connections": Spec(internal_connections, maxclients=16, own_server="with real replicas", scales=False,
                                  extra_args=("--repl-diskless-sync-delay", "0")),
     "blocked_clients": Spec(blocked_clients, maxclients=100),
+    "output_buffer_bloat": Spec(output_buffer_bloat, maxclients=100),
 }

@@ -186,3 +186,28 @@ class Pressure(Worker):
 def first_error(workers: list[Worker]) -> BaseException | None:
     return next((w.error for w in workers if w.error is not None), None)
 
+
+
+def publish(host: str, port: int, channel: str, *, password: str | None = None, count: int, size: int,
+            timeout_s: float = 10.0) -> int:
+    """PUBLISH `count` messages of `size` bytes on `channel` from one short-lived connection (bounded in count
+    and time); returns how many subscribers the last message reached. A subscriber that never reads keeps
+    every one of them in its output buffer."""
+    import redis
+
+    client = redis.Redis(host=host, port=port, password=password, socket_timeout=timeout_s,
+                         socket_connect_timeout=timeout_s)
+    payload = b"x" * size
+    deadline = time.monotonic() + timeout_s
+    reached = 0
+    try:
+        pipe = client.pipeline(transaction=False)
+        for i in range(count):
+            pipe.publish(channel, payload)
+            if (i + 1) % 16 == 0 or i == count - 1:
+                reached = int(pipe.execute()[-1])
+                if time.monotonic() > deadline:
+                    break
+    finally:
+        client.close()
+    return reached

@@ -51,6 +51,13 @@ def used_of(info: Mapping[str, object]) -> int:
                         ("connected_clients", "connected_slaves", "cluster_connections")))
 
 
+def _int_field(extra: Mapping[str, str], key: str) -> int:
+    try:
+        return max(0, int(extra.get(key) or 0))
+    except ValueError:
+        return 0
+
+
 class ClientRecord(NamedTuple):
     """One line of CLIENT LIST, typed. Fields a server version lacks are None; unknown ones go to `extra`.
 
@@ -120,6 +127,16 @@ class ClientRecord(NamedTuple):
     @property
     def flag_names(self) -> tuple[str, ...]:
         return decode_flags(self.flags)
+
+    @property
+    def output_buffer(self) -> int:
+        """`omem`: bytes queued in the reply list for this client (0 where the server does not say)."""
+        return _int_field(self.extra, "omem")
+
+    @property
+    def total_memory(self) -> int:
+        """`tot-mem`: everything the client costs the server (buffers, query buffer, struct)."""
+        return _int_field(self.extra, "tot-mem")
 
     @property
     def lib(self) -> str | None:

@@ -9,10 +9,13 @@ from typing import Any, Iterable, Protocol
 
 import redis
 
-from connguard.analysis.classify import OWN_CONNECTION, kind_of, protection_reason
+from connguard.analysis.classify import OWN_CONNECTION, PROTECTED_KINDS, PUBSUB, kind_of, protection_reason
 from connguard.probe.model import ClientRecord
 
 DEFAULT_MAX_KILLS = 1000
+# The one protected kind a selector may reach: a subscriber whose output buffer grows because it never reads
+# (output_buffer_bloat) is the case where disconnecting a pub/sub client is right. Named in every dry run.
+SLOW_SUBSCRIBER = PROTECTED_KINDS[PUBSUB]
 
 
 def check_source(source: str) -> str:
@@ -38,10 +41,15 @@ class KillFilter:
     include_blocked: bool = False
     max_kills: int = DEFAULT_MAX_KILLS
     force: bool = False
+    output_buffer_min: int | None = None  # bytes of omem; also lets pub/sub subscribers be chosen
 
     def __post_init__(self) -> None:
-        if not (self.sources or self.idle_min_s is not None or self.names or self.ids):
-            raise ValueError("kill needs a selector: --source, --idle, --name or --id (there is no 'kill all')")
+        if not (self.sources or self.idle_min_s is not None or self.names or self.ids
+                or self.output_buffer_min is not None):
+            raise ValueError("kill needs a selector: --source, --idle, --name, --id or --output-buffer-over "
+                             "(there is no 'kill all')")
+        if self.output_buffer_min is not None and self.output_buffer_min < 1:
+            raise ValueError(f"--output-buffer-over must be at least 1 byte, got {self.output_buffer_min}")
         object.__setattr__(self, "sources", tuple(check_source(s) for s in self.sources))
         if self.idle_min_s is not None and self.idle_min_s < 0:
             raise ValueError(f"--idle must be >= 0 seconds, got {self.idle_min_s}")
@@ -58,6 +66,8 @@ class KillFilter:
         if self.names and client.name not in self.names:
             return False
         if self.ids and client.id not in self.ids:
+            return False
+        if self.output_buffer_min is not None and client.output_buffer < self.output_buffer_min:
             return False
         return True
 
@@ -98,6 +108,9 @@ def plan_kill(clients: Iterable[ClientRecord], wanted: KillFilter, own_client_id
         if reason and wanted.force and reason != OWN_CONNECTION:
             forced.append(Skipped(client, reason))
             reason = None
+        elif reason == SLOW_SUBSCRIBER and wanted.output_buffer_min is not None:
+            forced.append(Skipped(client, f"{reason} (chosen by --output-buffer-over)"))
+            reason = None
         if reason:
             skipped.append(Skipped(client, reason))
         elif len(targets) >= wanted.max_kills:
@@ -112,7 +125,7 @@ def plan_kill(clients: Iterable[ClientRecord], wanted: KillFilter, own_client_id
 def describe(client: ClientRecord) -> dict[str, Any]:
     """What the operator needs to recognise a client before it goes: ID, address, name, idle, age, kind."""
     return {"id": client.id, "addr": client.addr, "name": client.name, "idle_s": client.idle_s, "age_s": client.age_s,
-            "kind": kind_of(client), "cmd": client.cmd}
+            "kind": kind_of(client), "cmd": client.cmd, "omem": client.output_buffer}
 
 
 class Executor(Protocol):
@@ -123,11 +136,64 @@ class Executor(Protocol):
 class KillResult:
     killed: int
     already_gone: tuple[int, ...]
+    round_trips: int = 0  # commands sent to kill (and re-check): what the batched path saves
 
 
-def execute_kills(conn: Executor, plan: KillPlan) -> KillResult:
+# Server-side filters, by version. Valkey 8.1 takes many IDs in one CLIENT KILL ID; Valkey 9.0 filters
+# CLIENT LIST by IDLE, IP, NAME (and ID) itself, so a narrow selection need not fetch every client.
+MULTI_ID_KILL = (8, 1)
+LIST_FILTERS = (9, 0)
+KILL_BATCH = 1000  # IDs per CLIENT KILL ID / CLIENT LIST ID: bounds one command's size and the server's pause
+
+
+def _version(version: str) -> tuple[int, ...]:
+    parts = []
+    for piece in version.split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+@dataclass(frozen=True)
+class ServerFeatures:
+    """What this server can do on its own side for a kill."""
+
+    multi_id_kill: bool = False
+    list_filters: bool = False
+
+    @classmethod
+    def of(cls, flavor: str, version: str) -> "ServerFeatures":
+        v = _version(version)
+        valkey = flavor == "valkey"
+        return cls(multi_id_kill=valkey and v >= MULTI_ID_KILL, list_filters=valkey and v >= LIST_FILTERS)
+
+
+def client_list_args(wanted: KillFilter, features: ServerFeatures) -> tuple[str, ...]:
+    """The CLIENT LIST that fetches the candidates: every client, or (Valkey 9.0+) only those the server's
+    own IDLE / IP / NAME / ID filters let through. The filters are a narrowing only: plan_kill still checks
+    every record against the whole KillFilter and the protected kinds."""
+    args: list[str] = ["CLIENT", "LIST"]
+    if not features.list_filters:
+        return tuple(args)
+    if wanted.idle_min_s is not None and wanted.idle_min_s > 0:
+        args += ["IDLE", str(wanted.idle_min_s)]
+    if len(wanted.sources) == 1 and wanted.sources[0] != "unix":
+        args += ["IP", wanted.sources[0]]
+    if len(wanted.names) == 1 and wanted.names[0]:
+        args += ["NAME", wanted.names[0]]
+    if wanted.ids:
+        args += ["ID", *map(str, wanted.ids)]
+    return tuple(args)
+
+
+def execute_kills(conn: Executor, plan: KillPlan, *, batched: bool = False) -> KillResult:
     """CLIENT KILL ID one by one: an ID is never reused, so a client that reconnected is not hit.
-    SKIPME yes keeps our own connection even if an ID list went wrong."""
+    SKIPME yes keeps our own connection even if an ID list went wrong.
+
+    `batched` (Valkey 8.1+, see ServerFeatures): per KILL_BATCH IDs, one CLIENT LIST ID re-reads them and
+    only those still the same client (same address, no younger) go into one CLIENT KILL ID id1 id2 ..."""
+    if batched:
+        return _execute_batched(conn, plan)
     killed = 0
     gone: list[int] = []
     for client_id in plan.ids:
@@ -137,4 +203,23 @@ def execute_kills(conn: Executor, plan: KillPlan) -> KillResult:
             if "no such client" not in str(exc).lower():
                 raise
             gone.append(client_id)  # it left on its own
-    return KillResult(killed, tuple(gone))
+    return KillResult(killed, tuple(gone), len(plan.ids))
+
+
+def _execute_batched(conn: Executor, plan: KillPlan) -> KillResult:
+    from connguard.probe.client_list import parse_client_list
+
+    killed = trips = 0
+    gone: list[int] = []
+    targets = plan.targets
+    for start in range(0, len(targets), KILL_BATCH):
+        chunk = targets[start:start + KILL_BATCH]
+        ids = [str(c.id) for c in chunk]
+        now = {r.id: r for r in parse_client_list(conn.execute("CLIENT", "LIST", "ID", *ids)).records()}
+        trips += 1
+        same = [c.id for c in chunk if c.id in now and now[c.id].addr == c.addr and now[c.id].age_s >= c.age_s]
+        gone += [c.id for c in chunk if c.id not in set(same)]
+        if same:
+            killed += int(conn.execute("CLIENT", "KILL", "ID", *map(str, same), "SKIPME", "yes"))
+            trips += 1
+    return KillResult(killed, tuple(gone), trips)

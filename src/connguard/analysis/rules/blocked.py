@@ -12,6 +12,8 @@ LARGE_SHARE = 0.1  # of maxclients
 
 
 def check(f: Facts) -> Finding | None:
+    if not f.classes.blocked and not f.now.info.blocked_clients:
+        return None  # nothing blocked by either count: no need to walk every client again
     recs = [r for r in client_records(f.now) if kind_of(r) == BLOCKED] if f.now.clients is not None else []
     blocked = max(len(recs), f.now.info.blocked_clients)
     if blocked == 0:

@@ -11,6 +11,34 @@ SMALL = 2  # connections per source that look like one function instance
 MIN_SOURCES = 20
 MIN_SHARE = 0.5  # of application connections
 MAX_HOSTS = 200  # named in the evidence; the count says how many there are
+# Below the warning line, a fan-out still warns when the window shows it growing: each new function instance
+# brings its own connection, so the next burst of invocations fills the rest faster than anyone can react.
+EARLY_RATIO = 0.6
+YOUNG_S = 900  # sources whose median age is under this are transient instances, not long-lived app servers
+MIN_RISE = 2  # connections over the window, and at least 1% of maxclients
+
+
+def growth_outlook(f: Facts, small_total_now: int) -> dict[str, object] | None:
+    """The window's trend of usage while the fan-out grows: the forecast where the window is long enough,
+    else the straight line through its ends (rough). None when usage did not rise."""
+    from connguard.analysis.forecast import forecast
+
+    if f.rates is None or not f.maxclients:
+        return None
+    rise = f.rates.used_delta
+    if rise < max(MIN_RISE, 0.01 * f.maxclients) or f.rates.interval_s <= 0:
+        return None
+    points = [(snap.clock, float(snap.used)) for snap in f.window]
+    fc = forecast(points, f.maxclients)
+    slope = rise / f.rates.interval_s
+    rough = max(0.0, (f.maxclients - f.used) / slope) if slope > 0 else None
+    return {
+        "used_delta": rise, "interval_s": f.rates.interval_s, "per_min": round(slope * 60, 1),
+        "seconds_to_full": round(fc.seconds_to_full, 1) if fc.seconds_to_full is not None else (
+            round(rough, 1) if rough is not None else None),
+        "confidence": fc.confidence if fc.confidence != "none" else "rough",
+        "method": "forecast" if fc.confidence != "none" else f"two ends of the window ({fc.reason})",
+    }
 
 
 def check(f: Facts) -> Finding | None:
@@ -55,4 +83,25 @@ def check(f: Facts) -> Finding | None:
     # Half the limit held by one-connection sources is a warning even below the 0.8 line: fan-out
     # grows with concurrency, and the next burst of invocations fills the rest.
     floor = "warning" if f.maxclients and small_total >= 0.5 * f.maxclients else "info"
+    outlook = growth_outlook(f, small_total) if median_age <= YOUNG_S else None
+    evidence["growing"] = outlook
+    if outlook is not None:
+        if f.ratio >= EARLY_RATIO:
+            floor = "warning"
+        eta = outlook["seconds_to_full"]
+        when = f"full in about {_duration(eta)} at this pace ({outlook['confidence']})" if eta is not None else ""
+        summary += (f" It is growing: {outlook['used_delta']:+d} connections in {outlook['interval_s']:g}s "
+                    f"({outlook['per_min']:+g}/min){', ' + when if when else ''}.")
+        if f.ratio < f.settings.warning_ratio and "Meanwhile" not in " ".join(a.title for a in actions):
+            wanted = round_up(len(small) * SMALL * 1.5 + (f.used - small_total) + 200)
+            actions += raise_maxclients(f, max(wanted, f.maxclients + 200),
+                                        "Before it fills, size maxclients to concurrency x per-instance + reserve")
     return Finding("serverless_fanout", f.ratio_severity(floor), min(confidence, 0.95), summary, evidence, tuple(actions))
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -44,9 +44,45 @@ def is_young_leak(s: Source) -> bool:
     return is_growing(s) and is_spread(s) and s.stale >= MIN_PILE and s.stale >= 0.8 * unused(s)
 
 
+FAR_IDLE = 3  # the pile idles this many times longer than the host's other connections (and 2 s more)
+SEPARATE_BURST_S = 2  # the pile's ages lie this far from the others': opened at another moment
+
+
+def burst_signals(s: Source) -> tuple[str, ...]:
+    """Why a pile opened in one burst (no age spread, maybe no growth left to see) is a leak rather than
+    the idle part of a pool: what the window gives besides ages. Each signal compares the pile with the
+    host's own other connections, so one host's working pool and its leak are told apart."""
+    if s.stale < MIN_PILE or s.stale < 0.8 * unused(s) or s.churning:
+        return ()
+    found = []
+    if s.anonymous_stale >= 0.8 * s.stale and s.named_others:
+        found.append("no client name or lib-name, where the host's other connections have one")
+    if (s.others_max_idle_s is not None and s.stale_age_gap_s is not None
+            and s.stale_age_gap_s >= SEPARATE_BURST_S
+            and s.stale_min_idle_s >= max(FAR_IDLE * s.others_max_idle_s, s.others_max_idle_s + 2)):
+        found.append(f"idle {s.stale_min_idle_s}s or more against at most {s.others_max_idle_s}s for the host's "
+                     f"other connections, opened {s.stale_age_gap_s}s apart from them")
+    return tuple(found)
+
+
+def is_burst_leak(s: Source) -> bool:
+    """Opened within a second or two, never used after the first command, and set apart from the host's
+    other connections by name or by idle time: a leak, whether or not it still grows."""
+    return bool(burst_signals(s))
+
+
+def is_abandoned_pile(f: Facts, s: Source) -> bool:
+    """More than half the limit from one host, all idle past the threshold since they were opened and no
+    longer growing: a leak or an abandoned pool, and either way the slots can be taken back."""
+    return (bool(f.maxclients) and s.idle_over_threshold > 0.5 * (f.maxclients or 0)
+            and s.abandoned >= 0.9 * s.idle_over_threshold and s.idle_over_threshold >= 0.9 * unused(s)
+            and not is_growing(s) and not s.churning)
+
+
 def leaking_hosts(f: Facts) -> list[Source]:
     # A leak keeps what it opens; a host whose connections are being replaced (a storm's fillers) is not one.
-    out = [s for s in f.app_sources if not s.churning and (is_idle_pile(s) or is_young_leak(s))]
+    out = [s for s in f.app_sources if not s.churning and (is_idle_pile(s) or is_young_leak(s) or is_burst_leak(s)
+                                                           or is_abandoned_pile(f, s))]
     return sorted(out, key=lambda s: (-s.idle_over_threshold, -s.stale))
 
 
@@ -54,7 +90,9 @@ def check(f: Facts) -> Finding | None:
     hosts = leaking_hosts(f)
     if not hosts:
         return None
-    young = not any(is_idle_pile(s) for s in hosts)
+    young = not any(is_idle_pile(s) or is_abandoned_pile(f, s) for s in hosts)
+    burst = [s for s in hosts if is_burst_leak(s)]
+    abandoned_pile = [s for s in hosts if is_abandoned_pile(f, s) and not is_idle_pile(s)]
     pile = sum(s.stale if young else s.idle_over_threshold for s in hosts)
     abandoned = sum(s.abandoned for s in hosts)
     growing = any(is_growing(s) for s in hosts)
@@ -63,7 +101,8 @@ def check(f: Facts) -> Finding | None:
     confidence += 0.05 * (f.rates is not None and f.rates.used_delta > 0)
     if young:
         confidence -= 0.15  # nothing has crossed the idle threshold yet
-    floor = "warning" if growing or (f.maxclients and pile >= 0.05 * f.maxclients) else "info"
+    confidence += 0.1 * bool(burst)
+    floor = "warning" if growing or burst or (f.maxclients and pile >= 0.05 * f.maxclients) else "info"
     top = hosts[0]
     names = ", ".join(top.names) or "no client name"
     summary = (
@@ -71,6 +110,15 @@ def check(f: Facts) -> Finding | None:
         f"{', '.join(s.host for s in hosts[:3])}{' and more' if len(hosts) > 3 else ''} "
         f"({names}){', still growing' if growing else ''}; disconnect them by ID and fix the code that never closes them."
     )
+    if burst:
+        b = burst[0]
+        summary += (f" {b.host}'s {b.stale} connections never used after their first command stand apart from "
+                    f"its others ({'; '.join(burst_signals(b))}): a leak even if it opened them at once and "
+                    "stopped.")
+    if abandoned_pile:
+        a = abandoned_pile[0]
+        summary += (f" {a.host} alone holds {a.idle_over_threshold} of {f.maxclients} slots, all idle since they "
+                    "were opened and no longer growing: a leak or an abandoned pool, either way safe to take back.")
     evidence = {
         "hosts": [s.host for s in hosts],
         "idle_over_threshold": sum(s.idle_over_threshold for s in hosts),
@@ -79,6 +127,8 @@ def check(f: Facts) -> Finding | None:
         "abandoned": abandoned,
         "used": f.used, "maxclients": f.maxclients,
         "used_delta": f.rates.used_delta if f.rates else None,
+        "burst": {s.host: list(burst_signals(s)) for s in burst},
+        "abandoned_pile": [s.host for s in abandoned_pile],
         "per_host": [
             {"host": s.host, "connections": s.connections, "idle_over_threshold": s.idle_over_threshold,
              "max_idle_s": s.max_idle_s, "median_age_s": s.median_age_s, "age_spread_s": s.age_spread_s,

@@ -13,13 +13,15 @@ from connguard.analysis.sources import active_idle_limit
 from connguard.remedy.plan import least_maxclients_for
 
 NAMED_HOSTS = 5
+NOT_ABOUT_SLOTS = frozenset({"output_buffer_bloat"})
 
 
 def explain(f: Facts, findings: Sequence[Finding]) -> Finding | None:
     """A finding for pressure nothing else explained; None when below the line or already explained."""
     if not f.maxclients or not (f.full or f.ratio >= f.settings.warning_ratio):
         return None
-    if any(x.severity != "info" for x in findings):
+    # Output buffers are memory, not slots: a warning about them leaves the slot pressure unexplained.
+    if any(x.severity != "info" and x.cause not in NOT_ABOUT_SLOTS for x in findings):
         return None
     hosts = sorted(f.app_sources, key=lambda s: (-s.connections, s.host))
     plain = sum(s.normal for s in hosts)
