@@ -66,8 +66,9 @@ def cg(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "connguard", *args], capture_output=True, text=True, timeout=90)
 
 
-def test_doctor_over_a_fleet_file_is_one_risk_sorted_table_with_the_worst_exit(fleet: Fleet, tmp_path: Path) -> None:
-    proc = cg("fleet", "doctor", "--once", "--connect-timeout", "1", "--fleet", str(fleet.plain_file(tmp_path)))
+@pytest.mark.parametrize("cmd", [("fleet", "doctor"), ("doctor",)], ids=["fleet-doctor", "doctor"])
+def test_doctor_over_a_fleet_file_is_one_risk_sorted_table_with_the_worst_exit(cmd: tuple[str, ...], fleet: Fleet, tmp_path: Path) -> None:
+    proc = cg(*cmd, "--once", "--connect-timeout", "1", "--fleet", str(fleet.plain_file(tmp_path)))
     assert proc.returncode == 2, proc.stdout + proc.stderr  # the full server is CRITICAL
     rows = [line for line in proc.stdout.splitlines() if line.lstrip()[:1].isdigit()]
     order = [next(p for p in (fleet.full.port, fleet.dead_port, fleet.busy.port, fleet.idle.port) if f":{p}" in row)
