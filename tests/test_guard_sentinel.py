@@ -1,0 +1,80 @@
+"""The guard on a real Sentinel set: the primary the Sentinels name is reached through a guarded pool."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytest
+import redis
+
+from connguard.guard import BudgetExceeded, CircuitOpenError, GuardedSentinelConnectionPool, MaxClientsError
+from connguard.guard import guarded_sentinel_client
+from connguard.lab.crowd import Crowd
+from connguard.lab.topology import SentinelSet
+
+from conftest import BINARIES
+
+REDIS7 = [b for b in BINARIES if b.flavor == "redis" and b.version.startswith("7.")] or BINARIES
+PASSWORD = "guard-s3nt"
+MAXCLIENTS = 30
+
+
+@pytest.fixture(scope="module")
+def sentinels() -> Iterator[SentinelSet]:
+    if not REDIS7:
+        pytest.skip("no server binary found")
+    with SentinelSet(REDIS7[0], replicas=1, sentinels=1, maxclients=MAXCLIENTS, password=PASSWORD) as s:
+        yield s
+
+
+@pytest.fixture(autouse=True)
+def _fresh(fresh_guard_registry: None) -> None:
+    """Each test sees only its own client's guard state."""
+
+
+def client_for(s: SentinelSet, **kwargs):  # type: ignore[no-untyped-def]
+    return guarded_sentinel_client([("127.0.0.1", x.port) for x in s.sentinel_servers], s.master_name,
+                                   password=PASSWORD, leak_threshold_s=None, **kwargs)
+
+
+def test_the_primary_is_reached_through_a_guarded_pool_with_its_budget(sentinels: SentinelSet) -> None:
+    client = client_for(sentinels, budget=3, budget_wait_s=0.2)
+    try:
+        client.set("cg:sentinel", "yes")
+        assert client.get("cg:sentinel") == b"yes"
+        pool = client.connection_pool
+        assert isinstance(pool, GuardedSentinelConnectionPool)
+        assert pool.endpoint.label == f"sentinel:{sentinels.master_name} (primary)"
+        assert pool.endpoint.connects_total == 1
+        held = [pool.get_connection() for _ in range(3)]
+        assert {(c.host, c.port) for c in held} == {("127.0.0.1", sentinels.primary.port)}
+        with pytest.raises(BudgetExceeded):
+            pool.get_connection()  # the fourth: the budget of 3 for this service's primary
+        for c in held:
+            pool.release(c)
+        assert PASSWORD not in repr(pool) and PASSWORD not in pool.endpoint.label
+    finally:
+        client.close()
+
+
+def test_a_full_primary_opens_the_primary_breaker_and_the_replicas_still_answer(sentinels: SentinelSet) -> None:
+    primary = sentinels.primary
+    client, replica = client_for(sentinels, reset_timeout_s=5), client_for(sentinels, replica=True)
+    crowd = Crowd("127.0.0.1", primary.port, password=PASSWORD)
+    try:
+        admin = redis.Redis(port=primary.port, password=PASSWORD)
+        free = MAXCLIENTS - admin.info("clients")["connected_clients"]
+        admin.close()
+        crowd.open(free + 1, source="127.0.0.12")
+        with pytest.raises(MaxClientsError):
+            client.get("cg:sentinel")
+        with pytest.raises(CircuitOpenError):
+            client.get("cg:sentinel")  # fail fast: no second socket to the full primary
+        guard = client.connection_pool.endpoint
+        assert guard.attempts_total == 1 and guard.refusals_total == 1 and guard.breaker.state == "open"
+        replica.ping()  # the replicas are another endpoint with their own breaker
+        assert replica.connection_pool.endpoint.breaker.state == "closed"
+    finally:
+        crowd.close()
+        client.close()
+        replica.close()
