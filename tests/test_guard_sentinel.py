@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Iterator
 
 import pytest
@@ -78,3 +79,35 @@ def test_a_full_primary_opens_the_primary_breaker_and_the_replicas_still_answer(
         crowd.close()
         client.close()
         replica.close()
+
+
+def test_after_a_failover_the_guarded_pool_follows_the_new_primary(sentinels: SentinelSet) -> None:
+    """Last in the module: it moves the primary. The endpoint is the service, so its state carries over."""
+    old, new = sentinels.primary.port, sentinels.replica_servers[0].port
+    client = client_for(sentinels)
+    sentinel = redis.Redis(port=sentinels.sentinel_servers[0].port, decode_responses=True)
+    try:
+        client.set("cg:failover", "before")
+        guard = client.connection_pool.endpoint
+        sentinel.execute_command("SENTINEL", "FAILOVER", sentinels.master_name)
+        deadline = time.monotonic() + 20
+        while int(sentinel.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", sentinels.master_name)[1]) != new:
+            assert time.monotonic() < deadline, "the Sentinel never promoted the replica"
+            time.sleep(0.1)
+        newc = redis.Redis(port=new, password=PASSWORD)
+        while newc.get("cg:failover") != b"after":  # until the old primary is demoted and redis-py notices (READONLY)
+            assert time.monotonic() < deadline, "the writes never reached the new primary"
+            try:
+                client.set("cg:failover", "after")
+            except redis.RedisError:
+                time.sleep(0.1)
+        newc.close()
+        assert client.connection_pool.endpoint is guard and guard.connects_total >= 2
+        conn = client.connection_pool.get_connection()
+        try:
+            assert conn.port == new != old
+        finally:
+            client.connection_pool.release(conn)
+    finally:
+        sentinel.close()
+        client.close()
