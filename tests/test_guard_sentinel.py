@@ -81,33 +81,45 @@ def test_a_full_primary_opens_the_primary_breaker_and_the_replicas_still_answer(
         replica.close()
 
 
-def test_after_a_failover_the_guarded_pool_follows_the_new_primary(sentinels: SentinelSet) -> None:
-    """Last in the module: it moves the primary. The endpoint is the service, so its state carries over."""
+def test_a_failover_away_from_a_full_primary_closes_the_breaker_and_the_pool_follows(sentinels: SentinelSet) -> None:
+    """Last in the module: it moves the primary. The old primary is full and the breaker open for 30 s; once the
+    Sentinels name the replica, the next connect goes there at once."""
     old, new = sentinels.primary.port, sentinels.replica_servers[0].port
-    client = client_for(sentinels)
+    client = client_for(sentinels, reset_timeout_s=30)
     sentinel = redis.Redis(port=sentinels.sentinel_servers[0].port, decode_responses=True)
+    crowd = Crowd("127.0.0.1", old, password=PASSWORD)
     try:
-        client.set("cg:failover", "before")
+        admin = redis.Redis(port=old, password=PASSWORD)
+        free = MAXCLIENTS - admin.info("clients")["connected_clients"]
+        admin.close()
+        crowd.open(free + 1, source="127.0.0.12")
+        with pytest.raises(MaxClientsError):
+            client.set("cg:failover", "before")
         guard = client.connection_pool.endpoint
+        assert guard.breaker.state == "open"
         sentinel.execute_command("SENTINEL", "FAILOVER", sentinels.master_name)
         deadline = time.monotonic() + 20
         while int(sentinel.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", sentinels.master_name)[1]) != new:
             assert time.monotonic() < deadline, "the Sentinel never promoted the replica"
             time.sleep(0.1)
-        newc = redis.Redis(port=new, password=PASSWORD)
-        while newc.get("cg:failover") != b"after":  # until the old primary is demoted and redis-py notices (READONLY)
-            assert time.monotonic() < deadline, "the writes never reached the new primary"
+        while True:  # the promoted replica may refuse writes for a moment; the breaker no longer stands in the way
             try:
                 client.set("cg:failover", "after")
-            except redis.RedisError:
+                break
+            except redis.ResponseError:
+                assert time.monotonic() < deadline, "the new primary never took a write"
                 time.sleep(0.1)
-        newc.close()
-        assert client.connection_pool.endpoint is guard and guard.connects_total >= 2
+        assert guard.breaker.state == "closed" and client.connection_pool.endpoint is guard
+        assert guard.attempts_total - guard.refusals_total >= 1  # the connect to the new primary passed the gate
         conn = client.connection_pool.get_connection()
         try:
             assert conn.port == new != old
         finally:
             client.connection_pool.release(conn)
+        newc = redis.Redis(port=new, password=PASSWORD)
+        assert newc.get("cg:failover") == b"after"
+        newc.close()
     finally:
+        crowd.close()
         sentinel.close()
         client.close()

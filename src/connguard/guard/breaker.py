@@ -172,6 +172,15 @@ class CircuitBreaker:
                 change = self._open(f"{what}: {error}")
         self._emit(change)
 
+    def reset(self, reason: str) -> None:
+        """Close: the endpoint now means another server (a Sentinel named a new primary), so what the old one
+        refused says nothing about it."""
+        with self._lock:
+            self._failures = self._refusals = self._trips = 0
+            self._probe_started = None
+            change = self._move(CLOSED, reason)
+        self._emit(change)
+
     def abandon_probe(self) -> None:
         """The probe never reached the server (e.g. rate limited): let the next caller probe instead."""
         with self._lock:

@@ -64,7 +64,8 @@ def sentinel_endpoint(service_name: str, is_master: bool, sentinels: Iterable[tu
 
 class GuardedSentinelConnectionPool(_SyncGuard, SentinelConnectionPool):
     """redis-py's SentinelConnectionPool plus the guard: connects to the primary the Sentinels name pass one breaker
-    and rate limit, and the connections hold slots of one budget, all per service and role.
+    and rate limit, and the connections hold slots of one budget, all per service and role. When the Sentinels
+    name a new primary the breaker closes: the new server is not the one that refused.
 
     `Sentinel.master_for(name, connection_pool_class=GuardedSentinelConnectionPool, budget=20)`, or
     `guarded_sentinel_client(...)`."""
@@ -91,6 +92,8 @@ class GuardedSentinelConnectionPool(_SyncGuard, SentinelConnectionPool):
                              endpoint=endpoint)
         super().__init__(service_name, sentinel_manager, **kwargs)
         _core.register(self, on_state_change)
+        if self.is_master:
+            self.proxy.get_master_address = _closing_on_new_primary(self.proxy, self.endpoint)
 
     # The same views as GuardedConnectionPool: SentinelConnectionPool is a redis.ConnectionPool.
     _cg_unmake = GuardedConnectionPool._cg_unmake
@@ -98,6 +101,21 @@ class GuardedSentinelConnectionPool(_SyncGuard, SentinelConnectionPool):
     _cg_in_use = GuardedConnectionPool._cg_in_use
     _cg_has_idle = GuardedConnectionPool._cg_has_idle
     _cg_shed_one = GuardedConnectionPool._cg_shed_one
+
+
+def _closing_on_new_primary(proxy: Any, endpoint: Any) -> Callable[[], Any]:
+    """redis-py asks the Sentinels for the primary before each connect; when they name another server, the
+    breaker closes (the new primary is not the one that refused) before the connect passes it."""
+    ask = proxy.get_master_address
+
+    def get_master_address() -> Any:
+        before = proxy.master_address
+        address = ask()
+        if before is not None and address != before:
+            endpoint.breaker.reset(f"the Sentinels named a new primary {address[0]}:{address[1]} (was {before[0]}:{before[1]})")
+        return address
+
+    return get_master_address
 
 
 def guarded_sentinel_client(
