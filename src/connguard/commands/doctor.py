@@ -59,7 +59,7 @@ def doctor_command(ctx: click.Context, url: str | None, fleet_file: str | None, 
     Many servers at once: --fleet FILE, a redis+sentinel:// URL, or a Cluster (--cluster, or a node whose INFO
     says cluster_enabled:1): one risk-sorted table (--json: connguard.fleet/1) and the worst exit code."""
     given = {name for name in ctx.params if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
-    if replay is None and (wants_fleet(url, fleet_file, cluster, all_members) or _is_cluster_node(url)):
+    if replay is None and wants_fleet(url, fleet_file, cluster, all_members):
         _fleet(url, fleet_file, cluster, all_members, concurrency, given, ctx.params)
     target_text = "(invalid URL)" if url else "(default)"  # never echo a raw URL: it may hold a password
     try:
@@ -78,6 +78,10 @@ def doctor_command(ctx: click.Context, url: str | None, fleet_file: str | None, 
             target_text = target.redacted
             diag = _live(target, settings, once=once, samples=samples, record=record,
                          connect_timeout_s=connect_timeout_s)
+            if record is None and diag.server is not None and diag.server.cluster_enabled:
+                # A Cluster node (its own INFO says so): report every node instead. Detected from what the
+                # single-target run saw, so a plain server's run opens no extra connection and is unchanged.
+                _fleet(url, None, True, all_members, concurrency, given, ctx.params)
     except ConnguardError as err:
         if as_json:
             from connguard.render.json import error_json
@@ -95,19 +99,6 @@ def doctor_command(ctx: click.Context, url: str | None, fleet_file: str | None, 
 
         render_text(diag, console_for())  # piped output (logs, CI, checks) is never wrapped mid-sentence
     sys.exit(int(EXIT_BY_STATUS[diag.status]))
-
-
-def _is_cluster_node(url: str | None) -> bool:
-    """A plain URL whose INFO says cluster_enabled:1 (one short look, one attempt: a full server is not waited
-    out twice, the single-target run diagnoses it)."""
-    from connguard.commands.fleet import detect_cluster
-    from connguard.target import parse_target
-
-    try:
-        target = parse_target(url)
-    except ConnguardError:
-        return False  # the single-target path reports the bad URL as it always did
-    return detect_cluster(target, connect_timeout_s=0.0)
 
 
 FLEET_UNSUPPORTED = {"record": "--record", "replay": "--replay"}
