@@ -78,7 +78,7 @@ def crowd_for() -> Iterator[Callable[[ServerProcess], Crowd]]:
 @pytest.fixture
 def fresh_guard_registry() -> Iterator[None]:
     """The guard keeps process-wide state per endpoint; each guard test starts and ends with none."""
-    from connguard.guard import REGISTRY
+    from connguard.guard.registry import REGISTRY
 
     REGISTRY.reset()
     yield

@@ -51,12 +51,13 @@ def test_lab_cluster_ports_leave_room_for_the_bus(cluster: tuple[ClusterSet, lis
     assert all(n.port <= MAX_CLUSTER_PORT and n.port + CLUSTER_BUS_OFFSET <= 65535 for n in cl.nodes)
 
 
-def test_a_cluster_url_is_detected_and_every_node_ranked_with_the_hot_node_first(
+@pytest.mark.parametrize("cmd", [("fleet", "doctor"), ("doctor",)], ids=["fleet-doctor", "doctor"])
+def test_a_cluster_url_is_detected_and_every_node_ranked_with_the_hot_node_first(cmd: tuple[str, ...], 
     cluster: tuple[ClusterSet, list[Crowd]],
 ) -> None:
     cl, _ = cluster
     hot = cl.nodes[1].port
-    proc = cg("fleet", "doctor", "--once", cl.url)  # no --cluster: INFO says cluster_enabled:1
+    proc = cg(*cmd, "--once", cl.url)  # no --cluster: INFO says cluster_enabled:1
     assert proc.returncode == 1, proc.stdout + proc.stderr  # the hot node is past the warning line
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("WARNING: cluster ") and "3 nodes" in lines[0]
@@ -67,6 +68,19 @@ def test_a_cluster_url_is_detected_and_every_node_ranked_with_the_hot_node_first
     assert (f"client fan-out: 127.0.0.9 holds about {FANOUT_PER_NODE} connections on each of 3 of 3 nodes "
             f"({3 * FANOUT_PER_NODE} in all)") in " ".join(proc.stdout.split())
     assert "imbalance: 127.0.0.1:%d" % hot in proc.stdout
+
+
+def test_plain_status_on_a_cluster_node_reports_every_node_and_the_status_json_stays_per_node(
+    cluster: tuple[ClusterSet, list[Crowd]],
+) -> None:
+    cl, _ = cluster
+    hot = cl.nodes[1].port
+    proc = cg("status", "--json", f"redis://127.0.0.1:{cl.nodes[2].port}")  # any node: INFO says cluster_enabled:1
+    out = json.loads(proc.stdout)
+    assert out["schema"] == "connguard.fleet/1" and out["kind"] == "cluster" and out["command"] == "status"
+    assert [t["schema"] for t in out["targets"]] == ["connguard.status/1"] * 3
+    assert out["targets"][0]["target"] == f"redis://127.0.0.1:{hot}"
+    assert out["targets"][0]["used"] == FANOUT_PER_NODE + HOT + 4 and out["exit_code"] == proc.returncode == 1
 
 
 def test_cluster_json_is_one_fleet_object_of_doctor_objects(cluster: tuple[ClusterSet, list[Crowd]]) -> None:

@@ -123,3 +123,16 @@ def test_a_port_that_is_not_redis_exits_unknown():
     finally:
         listener.close()
     assert out.returncode == 3 and len(out.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["--once", "--record", "x.jsonl"], "--record"),
+    (["--replay", "x.jsonl"], "--fleet"),
+])
+def test_record_and_replay_do_not_go_with_a_fleet(tmp_path, args, flag):  # type: ignore[no-untyped-def]
+    fleet = tmp_path / "fleet.txt"
+    fleet.write_text(f"redis://127.0.0.1:{free_port()}\n")
+    out = doctor("--fleet", str(fleet), *[str(tmp_path / a) if a.endswith(".jsonl") else a for a in args])
+    assert out.returncode == 3 and out.stdout == ""
+    assert len(out.stderr.strip().splitlines()) == 1 and flag in out.stderr
+    assert not (tmp_path / "x.jsonl").exists()  # nothing recorded, nothing observed

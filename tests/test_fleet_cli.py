@@ -66,8 +66,9 @@ def cg(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "connguard", *args], capture_output=True, text=True, timeout=90)
 
 
-def test_doctor_over_a_fleet_file_is_one_risk_sorted_table_with_the_worst_exit(fleet: Fleet, tmp_path: Path) -> None:
-    proc = cg("fleet", "doctor", "--once", "--connect-timeout", "1", "--fleet", str(fleet.plain_file(tmp_path)))
+@pytest.mark.parametrize("cmd", [("fleet", "doctor"), ("doctor",)], ids=["fleet-doctor", "doctor"])
+def test_doctor_over_a_fleet_file_is_one_risk_sorted_table_with_the_worst_exit(cmd: tuple[str, ...], fleet: Fleet, tmp_path: Path) -> None:
+    proc = cg(*cmd, "--once", "--connect-timeout", "1", "--fleet", str(fleet.plain_file(tmp_path)))
     assert proc.returncode == 2, proc.stdout + proc.stderr  # the full server is CRITICAL
     rows = [line for line in proc.stdout.splitlines() if line.lstrip()[:1].isdigit()]
     order = [next(p for p in (fleet.full.port, fleet.dead_port, fleet.busy.port, fleet.idle.port) if f":{p}" in row)
@@ -96,14 +97,15 @@ def test_fleet_json_has_every_target_and_the_bad_line_and_never_the_password(fle
     assert SECRET not in proc.stdout and SECRET not in proc.stderr
 
 
-def test_status_over_a_toml_fleet_shows_names_and_groups(fleet: Fleet, tmp_path: Path) -> None:
+@pytest.mark.parametrize("cmd", [("fleet", "status"), ("status",)], ids=["fleet-status", "status"])
+def test_status_over_a_toml_fleet_shows_names_and_groups(cmd: tuple[str, ...], fleet: Fleet, tmp_path: Path) -> None:
     path = tmp_path / "fleet.toml"
     path.write_text(
         f'[[target]]\nurl = "{fleet.idle.url}"\nname = "sessions"\ngroup = "prod"\n\n'
         f'[[target]]\nurl = "redis://:{SECRET}@127.0.0.1:{fleet.busy.port}"\nname = "orders"\ngroup = "prod"\n\n'
         f'[[target]]\nname = "typo"\nurl = "redis://:{SECRET}@127.0.0.1:{fleet.idle.port}/x"\n'
     )
-    proc = cg("fleet", "status", "--fleet", str(path), "--concurrency", "2")
+    proc = cg(*cmd, "--fleet", str(path), "--concurrency", "2")
     assert proc.returncode == 3, proc.stdout + proc.stderr  # a bad entry is UNKNOWN, which outranks the warning
     rows = [line for line in proc.stdout.splitlines() if line.lstrip()[:1].isdigit()]
     assert "orders" in rows[0] and "prod" in rows[0] and "WARNING" in rows[0]

@@ -7,9 +7,9 @@ import connguard.guard as guard
 PUBLIC = {
     # pools
     "AsyncGuardedBlockingConnectionPool", "AsyncGuardedConnectionPool", "GuardedBlockingConnectionPool",
-    "GuardedConnectionPool",
-    # client helpers
-    "guarded_async_client", "guarded_client",
+    "GuardedConnectionPool", "GuardedSentinelConnectionPool",  # Sentinel: per service and role
+    # client helpers (cluster: a RedisCluster whose node pools are guarded, per node endpoint)
+    "guarded_async_client", "guarded_client", "guarded_cluster_client", "guarded_sentinel_client",
     # settings
     "BackoffPolicy", "GuardSettings",
     # errors
@@ -37,7 +37,7 @@ def test_internals_are_not_exported():
                  "HALF_OPEN", "GuardRetry", "ConnectRateLimiter", "BreakerSettings", "NoRoom"):
         assert name not in guard.__all__
     exported = {name for name in vars(guard) if not name.startswith("_")}
-    submodules = {"aio", "backoff", "breaker", "budget", "errors", "leaks", "pool", "ratelimit", "registry", "settings", "snapshot", "metrics"}
+    submodules = {"aio", "backoff", "breaker", "budget", "errors", "leaks", "pool", "ratelimit", "registry", "settings", "snapshot", "metrics", "topology"}
     assert exported - submodules - {"Any"} == PUBLIC
 
 

@@ -107,7 +107,7 @@ def test_half_open_admits_exactly_one_probe_among_concurrent_callers(full_server
 def test_open_breaker_answers_without_waiting_for_the_probe():
     """No lock is held across the connect: while a probe is out, other callers fail fast instead of queueing."""
     now = [0.0]
-    breaker = CircuitBreaker("redis://x:1/0", BreakerSettings(reset_timeout_s=1.0, reset_jitter=0.0), clock=lambda: now[0])
+    breaker = CircuitBreaker("redis://x:1/0", BreakerSettings(reset_timeout_s=1.0, max_reset_timeout_s=4.0, reset_jitter=0.0), clock=lambda: now[0])
     breaker.failure(probe=False, refusal=True, error="max number of clients reached")
     assert breaker.state == "open"
     with pytest.raises(CircuitOpenError):

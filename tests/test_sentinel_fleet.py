@@ -46,8 +46,9 @@ def test_discovery_finds_the_primary_both_replicas_and_all_sentinels(sentinels: 
     assert topo.selected(all_members=False) == tuple(m for m in topo.members if m.role == "primary")
 
 
-def test_doctor_on_the_primary_counts_the_sentinel_links_as_internal(sentinels: SentinelSet) -> None:
-    proc = cg("fleet", "doctor", "--once", "--json", sentinels.url)
+@pytest.mark.parametrize("cmd", [("fleet", "doctor"), ("doctor",)], ids=["fleet-doctor", "doctor"])
+def test_doctor_on_the_primary_counts_the_sentinel_links_as_internal(cmd: tuple[str, ...], sentinels: SentinelSet) -> None:
+    proc = cg(*cmd, "--once", "--json", sentinels.url)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["schema"] == "connguard.fleet/1" and out["kind"] == "sentinel" and out["exit_code"] == 0
@@ -62,8 +63,9 @@ def test_doctor_on_the_primary_counts_the_sentinel_links_as_internal(sentinels: 
     assert PASSWORD not in proc.stdout + proc.stderr
 
 
-def test_all_members_observes_replicas_and_sentinels_in_one_table(sentinels: SentinelSet) -> None:
-    proc = cg("fleet", "status", "--all-members", sentinels.url)
+@pytest.mark.parametrize("cmd", [("fleet", "status"), ("status",)], ids=["fleet-status", "status"])
+def test_all_members_observes_replicas_and_sentinels_in_one_table(cmd: tuple[str, ...], sentinels: SentinelSet) -> None:
+    proc = cg(*cmd, "--all-members", sentinels.url)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("OK: sentinel redis+sentinel://:***@") and "6 members" in lines[0]

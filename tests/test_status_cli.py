@@ -106,3 +106,15 @@ def test_thresholds_that_make_no_sense_are_refused_in_one_line(args, words):
     proc = run_status("redis://127.0.0.1:1", *args)
     assert proc.returncode == 3 and proc.stdout == ""
     assert len(proc.stderr.strip().splitlines()) == 1 and words in proc.stderr
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--concurrency", "0", "redis://127.0.0.1:1"], "--concurrency"),
+    (["--fleet", "/nonexistent/fleet.txt"], "cannot read fleet file"),
+    (["redis+sentinel://127.0.0.1:1"], "has no master name"),
+    (["--cluster", "redis+sentinel://127.0.0.1:1/orders"], "do not go together"),
+])
+def test_fleet_options_on_status_are_one_line_usage_errors(args: list[str], words: str) -> None:
+    out = run_status(*args)
+    assert out.returncode == 3 and out.stdout == ""
+    assert len(out.stderr.strip().splitlines()) == 1 and words in out.stderr and "Traceback" not in out.stderr

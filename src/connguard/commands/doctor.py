@@ -10,6 +10,7 @@ import click
 
 from connguard.analysis.diagnosis import Diagnosis, DoctorSettings
 from connguard.analysis.window import DEFAULT_SAMPLES
+from connguard.commands.fleet import fleet_options, wants_fleet
 from connguard.commands._common import (
     EXIT_BY_STATUS, FiniteNumber, connect_timeout_option, emit_json, handle_errors, json_option, url_argument,
 )
@@ -21,12 +22,15 @@ if TYPE_CHECKING:
 
 DEFAULTS = DoctorSettings()  # the one home of the doctor's defaults; the options below only show them
 # Options that shape a live look, meaningless for a replay (the recording already holds what was seen).
-LIVE_ONLY = {"once": "--once", "samples": "--samples", "connect_timeout_s": "--connect-timeout", "record": "--record"}
+LIVE_ONLY = {"once": "--once", "samples": "--samples", "connect_timeout_s": "--connect-timeout", "record": "--record",
+             "fleet_file": "--fleet", "cluster": "--cluster", "all_members": "--all-members",
+             "concurrency": "--concurrency"}
 RECORDED = ("interval_s", "idle_threshold_s", "top")  # taken from the recording unless given
 
 
 @click.command("doctor")
 @url_argument
+@fleet_options
 @click.option("--interval", "interval_s", type=FiniteNumber(0, 3600, low_open=True), default=DEFAULTS.interval_s,
               show_default=True, help="Seconds between Snapshots (rates, growth, churn).")
 @click.option("--samples", type=FiniteNumber(1, 1000, integer=True), default=DEFAULT_SAMPLES, show_default=True,
@@ -46,12 +50,17 @@ RECORDED = ("interval_s", "idle_threshold_s", "top")  # taken from the recording
 @connect_timeout_option
 @click.pass_context
 @handle_errors
-def doctor_command(ctx: click.Context, url: str | None, interval_s: float, samples: int, once: bool,
-                   idle_threshold_s: float, top: int, record: str | None, replay: str | None, as_json: bool,
-                   connect_timeout_s: float) -> None:
+def doctor_command(ctx: click.Context, url: str | None, fleet_file: str | None, cluster: bool, all_members: bool,
+                   concurrency: int, interval_s: float, samples: int, once: bool, idle_threshold_s: float, top: int,
+                   record: str | None, replay: str | None, as_json: bool, connect_timeout_s: float) -> None:
     """Diagnose connection exhaustion: verdict, numbered findings with evidence and commands, top sources.
-    Read only. Exit 0 ok, 1 warning, 2 critical (including a full server), 3 unknown."""
+    Read only. Exit 0 ok, 1 warning, 2 critical (including a full server), 3 unknown.
+
+    Many servers at once: --fleet FILE, a redis+sentinel:// URL, or a Cluster (--cluster, or a node whose INFO
+    says cluster_enabled:1): one risk-sorted table (--json: connguard.fleet/1) and the worst exit code."""
     given = {name for name in ctx.params if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
+    if replay is None and wants_fleet(url, fleet_file, cluster, all_members):
+        _fleet(url, fleet_file, cluster, all_members, concurrency, given, ctx.params)
     target_text = "(invalid URL)" if url else "(default)"  # never echo a raw URL: it may hold a password
     try:
         if replay is not None:
@@ -69,6 +78,10 @@ def doctor_command(ctx: click.Context, url: str | None, interval_s: float, sampl
             target_text = target.redacted
             diag = _live(target, settings, once=once, samples=samples, record=record,
                          connect_timeout_s=connect_timeout_s)
+            if record is None and diag.server is not None and diag.server.cluster_enabled:
+                # A Cluster node (its own INFO says so): report every node instead. Detected from what the
+                # single-target run saw, so a plain server's run opens no extra connection and is unchanged.
+                _fleet(url, None, True, all_members, concurrency, given, ctx.params)
     except ConnguardError as err:
         if as_json:
             from connguard.render.json import error_json
@@ -81,13 +94,30 @@ def doctor_command(ctx: click.Context, url: str | None, interval_s: float, sampl
 
         emit_json(diagnosis_json(diag))
     else:
-        from rich.console import Console
-
+        from connguard.render.console import console_for
         from connguard.render.text import render_text
 
-        # Piped output (logs, CI, checks) gets a fixed, wide layout instead of 80 columns.
-        render_text(diag, Console(highlight=False, width=None if sys.stdout.isatty() else 140))
+        render_text(diag, console_for())  # piped output (logs, CI, checks) is never wrapped mid-sentence
     sys.exit(int(EXIT_BY_STATUS[diag.status]))
+
+
+FLEET_UNSUPPORTED = {"record": "--record", "replay": "--replay"}
+
+
+def _fleet(url: str | None, fleet_file: str | None, cluster: bool, all_members: bool, concurrency: int,
+           given: set[str], params: dict[str, Any]) -> None:
+    from connguard.commands.fleet import FleetRequest, doctor_observer, run_fleet
+
+    misplaced = [flag for name, flag in FLEET_UNSUPPORTED.items() if name in given]
+    if misplaced:
+        raise BadArguments(f"{', '.join(misplaced)} records one server: it does not go with a fleet, Sentinel or Cluster run")
+    if params["once"] and "samples" in given:
+        raise BadArguments("--once takes one Snapshot; --samples asks for several: give one of them")
+    settings = DoctorSettings(interval_s=params["interval_s"], idle_threshold_s=params["idle_threshold_s"], top=params["top"])
+    connect_timeout_s = params["connect_timeout_s"]
+    request = FleetRequest(url, fleet_file, cluster, all_members, concurrency, connect_timeout_s)
+    observer = doctor_observer(settings, once=params["once"], samples=params["samples"], connect_timeout_s=connect_timeout_s)
+    sys.exit(run_fleet("doctor", request, observer, as_json=params["as_json"]))
 
 
 def _live(target: Target, settings: DoctorSettings, *, once: bool, samples: int, record: str | None,

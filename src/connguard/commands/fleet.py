@@ -105,13 +105,14 @@ class Resolved:
 AUTO_DETECT_TIMEOUT_S = 1.0  # a full server is not waited out twice: the observer rides it out on its own
 
 
-def _auto_cluster(target: Target, connect_timeout_s: float) -> bool:
-    """INFO cluster says cluster_enabled:1. Unreachable, full or INFO denied here means no: the observer
-    will report why."""
+def detect_cluster(target: Target, connect_timeout_s: float = AUTO_DETECT_TIMEOUT_S) -> bool:
+    """INFO cluster says cluster_enabled:1, asked over a short-lived connection with a short socket timeout.
+    Unreachable, full or INFO denied here means no: the single-target run that follows reports why."""
     try:
-        with open_connection(target, connect_timeout_s=min(connect_timeout_s, AUTO_DETECT_TIMEOUT_S)) as conn:
+        with open_connection(target, connect_timeout_s=min(connect_timeout_s, AUTO_DETECT_TIMEOUT_S),
+                             socket_timeout_s=AUTO_DETECT_TIMEOUT_S) as conn:
             return is_cluster(conn)
-    except (ConnguardError, redis.exceptions.ResponseError):
+    except (ConnguardError, redis.exceptions.RedisError):
         return False
 
 
@@ -163,7 +164,7 @@ def resolve(request: FleetRequest) -> Resolved:
         topo = _sentinel_members(spec, request)
         return Resolved("sentinel", spec.redacted, topo.members, topo.problems)
     target = parse_target(request.source)
-    if request.cluster or _auto_cluster(target, request.connect_timeout_s):
+    if request.cluster or detect_cluster(target, request.connect_timeout_s):
         topo = discover_cluster(target, connect_timeout_s=request.connect_timeout_s)
         return Resolved("cluster", target.redacted, topo.members, topo.problems)
     return Resolved("single", target.redacted, (Member(target),), ())

@@ -12,6 +12,7 @@ from connguard.commands._common import (
     EXIT_BY_STATUS, FiniteNumber, OneLineCommand, connect_timeout_option, denied, emit_json, handle_errors,
     json_option, url_argument,
 )
+from connguard.commands.fleet import FleetRequest, fleet_options, run_fleet, status_observer, wants_fleet
 from connguard.errors import ConnguardError
 from connguard.probe import take_snapshot
 from connguard.probe.model import Snapshot
@@ -63,6 +64,7 @@ RATIO = FiniteNumber(0, 1, low_open=True)
 
 @click.command("status", cls=OneLineCommand)
 @url_argument
+@fleet_options
 @json_option
 @connect_timeout_option
 @click.option("--warning", "warning_ratio", type=RATIO, default=WARNING_RATIO, show_default=True,
@@ -70,9 +72,19 @@ RATIO = FiniteNumber(0, 1, low_open=True)
 @click.option("--critical", "critical_ratio", type=RATIO, default=CRITICAL_RATIO, show_default=True,
               help="Ratio for CRITICAL (exit 2), reached at or above it.")
 @handle_errors
-def status_command(url: str | None, as_json: bool, connect_timeout_s: float, warning_ratio: float, critical_ratio: float) -> None:
-    """How close the server is to maxclients: used (clients + replicas + cluster bus), ratio, headroom."""
+def status_command(url: str | None, fleet_file: str | None, cluster: bool, all_members: bool, concurrency: int,
+                   as_json: bool, connect_timeout_s: float, warning_ratio: float, critical_ratio: float) -> None:
+    """How close the server is to maxclients: used (clients + replicas + cluster bus), ratio, headroom.
+    Many servers at once: --fleet FILE, a redis+sentinel:// URL, or a Cluster (--cluster, or any node whose INFO
+    says cluster_enabled:1): one risk-sorted table (--json: connguard.fleet/1) and the worst exit code."""
     thresholds = Thresholds(warning_ratio, critical_ratio)
+
+    def fleet(cluster: bool) -> None:
+        request = FleetRequest(url, fleet_file, cluster, all_members, concurrency, connect_timeout_s)
+        sys.exit(run_fleet("status", request, status_observer(thresholds, connect_timeout_s), as_json=as_json))
+
+    if wants_fleet(url, fleet_file, cluster, all_members):
+        fleet(cluster)
     target_text = "(invalid URL)" if url else "(default)"  # never echo a raw URL: it may hold a password
     try:
         target = parse_target(url)
@@ -88,6 +100,8 @@ def status_command(url: str | None, as_json: bool, connect_timeout_s: float, war
             emit_json(error_object(SCHEMA, target_text, err, reachable=err.kind == "denied"))
             sys.exit(int(err.exit_code))
         raise
+    if snap.info.cluster_enabled:  # a Cluster node: every node, each over its own connection (no extra look here)
+        fleet(True)
     cap = capacity(snap)
     status = cap.status(thresholds)
     if as_json:

@@ -11,8 +11,6 @@ Connections held longer than leak_threshold_s are logged with the stack that che
 The Prometheus collector lives in `connguard.guard.metrics` (it needs prometheus-client, the `exporter` extra).
 """
 
-from typing import Any
-
 from connguard.guard.aio import AsyncGuardedBlockingConnectionPool, AsyncGuardedConnectionPool, guarded_async_client
 from connguard.guard.backoff import BackoffPolicy
 from connguard.guard.breaker import StateChange
@@ -20,13 +18,14 @@ from connguard.guard.errors import BudgetExceeded, CircuitOpenError, ConnectRate
 from connguard.guard.pool import GuardedBlockingConnectionPool, GuardedConnectionPool, guarded_client
 from connguard.guard.settings import GuardSettings
 from connguard.guard.snapshot import GuardMetrics, collect_all
+from connguard.guard.topology import GuardedSentinelConnectionPool, guarded_cluster_client, guarded_sentinel_client
 
 __all__ = [
     # pools
     "AsyncGuardedBlockingConnectionPool", "AsyncGuardedConnectionPool", "GuardedBlockingConnectionPool",
-    "GuardedConnectionPool",
+    "GuardedConnectionPool", "GuardedSentinelConnectionPool",
     # client helpers
-    "guarded_async_client", "guarded_client",
+    "guarded_async_client", "guarded_client", "guarded_cluster_client", "guarded_sentinel_client",
     # settings
     "BackoffPolicy", "GuardSettings",
     # errors
@@ -37,11 +36,3 @@ __all__ = [
     "GuardMetrics", "collect_all",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    """The process registry stays reachable for the lab and the tests' fixtures, outside the public surface."""
-    if name == "REGISTRY":
-        from connguard.guard.registry import REGISTRY
-
-        return REGISTRY
-    raise AttributeError(f"module 'connguard.guard' has no attribute {name!r}")

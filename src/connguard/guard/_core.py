@@ -44,10 +44,11 @@ def _keywords_of(connection_class: type, pool_class: type) -> frozenset[str]:
 
 def setup(
     pool: Any, connection_class: type, connection_kwargs: dict[str, Any], settings: GuardSettings | None,
-    name: str | None, default_name: str, retry_class: type,
+    name: str | None, default_name: str, retry_class: type, endpoint: tuple[Any, str] | None = None,
 ) -> dict[str, Any]:
     """Before redis-py's __init__ (which calls reset()): split the guard's settings from redis-py's keywords, opt-in
-    retry, endpoint, leak tracker. Returns the keywords for redis-py, nothing added unless `retries=` was asked for."""
+    retry, endpoint, leak tracker. Returns the keywords for redis-py, nothing added unless `retries=` was asked for.
+    `endpoint` (key, label) names the endpoint when the keywords do not (a Sentinel pool's primary is found later)."""
     known = _keywords_of(connection_class, type(pool))
     settings, connection_kwargs = split_settings(settings, connection_kwargs, known.__contains__)
     if settings.retries is not None:
@@ -56,9 +57,9 @@ def setup(
         connection_kwargs["retry"] = guard_retry(settings.backoff, settings.retries, retry_class)
     pool.settings = settings
     pool.name = name or f"{default_name}@{creation_site()}"
-    key, label = endpoint_of(connection_class, connection_kwargs)
-    pool.endpoint = endpoint = REGISTRY.endpoint(key, label, settings)
-    pool._budget = endpoint.budget
+    key, label = endpoint or endpoint_of(connection_class, connection_kwargs)
+    pool.endpoint = endpoint_guard = REGISTRY.endpoint(key, label, settings)
+    pool._budget = endpoint_guard.budget
     pool.leaks = LeakTracker(label, pool.name, settings.leak_threshold_s, settings.leak_include_pubsub, _in_use_of(weakref.ref(pool)))
     pool._track = settings.leak_threshold_s is not None
     pool._reported = pool.leaks.reported

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import MaxConnectionsError
+from redis.exceptions import MaxConnectionsError, ResponseError
 
 from connguard.wire import MAXCLIENTS_MESSAGE as MAXCLIENTS_MARKER
 
@@ -66,5 +66,7 @@ NOT_RETRIED: tuple[type[BaseException], ...] = (GuardRefusal, MaxConnectionsErro
 
 
 def is_maxclients_refusal(exc: BaseException) -> bool:
-    """True for redis-py's ConnectionError carrying the server's `max number of clients reached` line."""
-    return isinstance(exc, RedisConnectionError) and MAXCLIENTS_MARKER in str(exc)
+    """True for the server's `max number of clients reached` line: redis-py's ConnectionError for it, or the
+    ResponseError it raises for a cluster node's `max number of clients + cluster connections reached` (redis-py
+    maps only the exact first wording to ConnectionError)."""
+    return isinstance(exc, (RedisConnectionError, ResponseError)) and MAXCLIENTS_MARKER in str(exc)

@@ -20,11 +20,6 @@ from connguard.guard.budget import DEADLINE
 from connguard.guard.settings import GuardSettings
 from connguard.guard.snapshot import GuardMetrics, collect
 
-# Kept for connguard.lab.storm, which names the connection class when it computes the guard's endpoint key: the
-# guard no longer substitutes a class, so the guarded connection is redis-py's own.
-GuardedConnection = Connection
-
-
 class _SyncGuard:
     """The hooks, shared by both sync pools. It sits before the redis-py class in the MRO."""
 

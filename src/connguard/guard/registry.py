@@ -84,8 +84,8 @@ class EndpointGuard:
         if isinstance(exc, AuthenticationError):
             self.breaker.success(probe)  # admitted, then refused the password: not a capacity problem
             return exc
-        if isinstance(exc, (ConnectionError, TimeoutError, OSError)):
-            refusal = is_maxclients_refusal(exc)
+        refusal = is_maxclients_refusal(exc)
+        if refusal or isinstance(exc, (ConnectionError, TimeoutError, OSError)):
             with self._lock:
                 if refusal:
                     self.refusals_total += 1
