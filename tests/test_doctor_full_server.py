@@ -175,7 +175,8 @@ def test_a_server_full_of_idle_connections_is_exhausted_by_a_still_pile_with_its
     assert [f["cause"] for f in data["findings"]] == ["exhausted"], "no storm: nothing changed hands"
     exhausted = data["findings"][0]
     assert exhausted["evidence"]["verdict"] == "static" and exhausted["evidence"]["hosts"][0] == "127.0.6.1"
-    assert exhausted["evidence"]["maxclients_estimate"] == 20 and exhausted["evidence"]["turnover"]["new"] == 0
+    ev = exhausted["evidence"]
+    assert ev["maxclients_estimate"] == 20 and ev["turnover"]["new"] == 0, (ev["by_host"], ev["turnover"])
     assert "long-lived connections" in exhausted["summary"]
     assert data["sources"][0] == {**data["sources"][0], "host": "127.0.6.1", "connections": 14, "new_connections": 0}
     human = subprocess.run([sys.executable, "-m", "connguard", "doctor", server.url, "--interval", "2",

@@ -114,6 +114,9 @@ class CensusTurnover:
     hosts: tuple[HostTurnover, ...]  # most active first (new + closed)
     time_wait_before: int
     time_wait_after: int
+    # The fewest accepted connections in any census of the window: the slots held throughout. A refused
+    # connection is accepted, answered and closed, so one caught in flight adds a transient extra socket.
+    accepted_min: int | None = None
 
     @property
     def new(self) -> int:
@@ -176,4 +179,4 @@ def census_turnover(censuses: Sequence[SocketCensus], window_s: float | None = N
     hosts.sort(key=lambda h: (-h.activity, -h.connections, h.host))
     return CensusTurnover(port=after.port, window_s=max(0.0, window_s), before=before.total, after=after.total,
                           accepted=after.accepted, hosts=tuple(hosts), time_wait_before=before.time_wait,
-                          time_wait_after=after.time_wait)
+                          time_wait_after=after.time_wait, accepted_min=min(c.accepted for c in censuses))

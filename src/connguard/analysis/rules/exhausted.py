@@ -106,6 +106,8 @@ def from_census(
     top = sorted((census.by_host if census else {}).items(), key=lambda kv: (-kv[1], kv[0]))
     busiest = top[0][0] if top else "<host>"
     held = census.accepted if census else 0
+    if census and turnover is not None and turnover.accepted_min is not None:
+        held = min(held, turnover.accepted_min)  # a refused connection caught in flight holds no slot
     fd = host.fd_limit_soft if host else None
     pid = host.pid if host else None
     signals = storm_signals(turnover, held) if turnover is not None else []
