@@ -17,7 +17,7 @@ class GuardRefusal(RedisConnectionError):
 class MaxClientsError(GuardRefusal):
     """The server refused a new connection because it is at maxclients (server-side, unlike MaxConnectionsError)."""
 
-    def __init__(self, endpoint: str, detail: str = "max number of clients reached") -> None:
+    def __init__(self, endpoint: str, detail: str = f"{MAXCLIENTS_MARKER} reached") -> None:
         super().__init__(f"{endpoint} refused a new connection: {detail} (the server is at maxclients)")
         self.endpoint = endpoint
 
