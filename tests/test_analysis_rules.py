@@ -94,7 +94,9 @@ def test_a_modest_rejection_rate_with_busy_connections_is_maxclients_too_low():
     diag = diagnose(first, second, PROD, TARGET)
     assert serious(diag) == {"exhausted", "maxclients_too_low"}
     raise_ = diag.finding("maxclients_too_low").actions[0]
-    assert raise_.command.endswith("CONFIG SET maxclients 1500") and raise_.changes_server
+    # Full (999 + this doctor = 1000): redis-cli would be refused; connguard config waits for a slot.
+    assert raise_.command.endswith("config redis://127.0.0.1:6379 --maxclients 1500 --connect-timeout 30")
+    assert raise_.changes_server and "dry run until --yes" in raise_.title
 
 
 def test_raising_maxclients_never_goes_past_the_fd_limit():
@@ -102,7 +104,7 @@ def test_raising_maxclients_never_goes_past_the_fd_limit():
     first = snapshot(_busy(999), maxclients=1000, rejected=400, host=host)
     second = snapshot(_busy(999), maxclients=1000, taken_at=1005, rejected=430, host=host)
     actions = diagnose(first, second, PROD, TARGET).finding("maxclients_too_low").actions
-    assert actions[0].command.endswith("CONFIG SET maxclients 1068")  # 1100 - 32
+    assert "--maxclients 1068 " in actions[0].command  # 1100 - 32
 
 
 def test_fd_limit_signature_is_a_suspicion_for_a_remote_server():
@@ -204,3 +206,55 @@ def test_a_pool_grown_at_past_peaks_and_now_idle_is_not_called_a_leak():
     first = snapshot(lines, maxclients=1000)
     diag = diagnose(first, snapshot(lines, maxclients=1000, taken_at=1005), PROD, TARGET)
     assert diag.finding("connection_leak") is None and diag.status == "ok"
+
+
+def test_the_headline_names_findings_by_the_numbers_they_are_printed_with():
+    from io import StringIO
+
+    from rich.console import Console
+
+    from connguard.render.text import render_text, verdict
+
+    lines = [client(i, f"10.5.0.{i % 8}", i % 20, 0, name="app") for i in range(999)]
+    first = snapshot(lines, maxclients=1000, received=500_000, rejected=1_000_000)
+    second = snapshot(lines, maxclients=1000, taken_at=1005, received=502_000, rejected=1_060_000)
+    diag = diagnose(first, second, PROD, TARGET)
+    assert [f.cause for f in diag.findings][:2] == ["exhausted", "retry_storm"]
+    assert verdict(diag) == "2 problems found; the server is full (1. exhausted), main cause: 2. retry_storm."
+    out = StringIO()
+    render_text(diag, Console(file=out, width=10_000))
+    text = out.getvalue()
+    assert "1. CRITICAL exhausted" in text and "2. CRITICAL retry_storm" in text
+
+
+def test_below_the_warning_line_reserve_advice_is_a_check_never_a_raise():
+    lines = _busy(3) + [client(5000 + i, f"10.6.1.{i}", 1000, 0, flags="S", cmd="replconf") for i in range(2)]
+    diag = diagnose(snapshot(lines, maxclients=100, slaves=2), None, PROD, TARGET)
+    f = diag.finding("internal_connections")
+    assert f is not None and f.severity == "info" and diag.capacity.ratio < 0.8
+    words = (f.summary + " ".join(a.title + (a.command or "") for a in f.actions)).lower()
+    assert "check" in words and "raise" not in words and "config set" not in words
+
+
+def test_pool_sizes_use_the_warning_line_from_capacity():
+    from connguard.analysis.capacity import WARNING_RATIO
+
+    rng = random.Random(2)
+    lines = [client(h * 1000 + j, f"10.0.2.{h}", 86_400 + rng.randint(0, 3), rng.randint(3_000, 80_000), name="api")
+             for h in range(4) for j in range(230)]
+    pool = diagnose(snapshot(lines, maxclients=1000), None, PROD, TARGET).finding("pool_oversize")
+    per_host = int(pool.actions[0].command.split("max_connections=")[1].split(",")[0])
+    other = pool.evidence["other_used"]
+    assert 4 * per_host + other < WARNING_RATIO * 1000 <= 4 * (per_host + 1) + other
+    assert "80%" in pool.actions[0].title and "70%" not in pool.actions[0].title
+
+
+def test_kill_and_the_doctor_share_one_definition_of_protected_clients():
+    from connguard.analysis.classify import protection_reason
+    from connguard.remedy import kill
+
+    assert not hasattr(kill, "protection_reason") or kill.protection_reason is protection_reason
+    snap = snapshot([client(1, "10.0.0.1", 10, 10, flags="N", cmd="xread")], maxclients=100)
+    rec = next(r for r in snap.clients if r.id == 1)
+    assert protection_reason(rec, None) == "blocked in a command (use --include-blocked)"
+    assert protection_reason(rec, None, include_blocked=True) is None

@@ -93,9 +93,12 @@ def test_storm_and_too_low_are_told_apart_by_the_rejection_rate(server_binary):
     assert storm.rates.rejected_per_s > 10 * max(low.rates.rejected_per_s, 1)
     s = storm.finding("retry_storm")
     assert any("guard" in (a.command or "") or "backoff" in a.title for a in s.actions)
-    raise_ = [a for a in low.finding("maxclients_too_low").actions if "CONFIG SET maxclients" in (a.command or "")]
+    # A full server refuses redis-cli; then the raise is `connguard config --maxclients N`, which waits for a slot.
+    raise_ = [a for a in low.finding("maxclients_too_low").actions
+              if "CONFIG SET maxclients" in (a.command or "") or "--maxclients" in (a.command or "")]
     assert raise_ and raise_[0].changes_server
-    value = int(raise_[0].command.split()[-1])
+    words = raise_[0].command.split()
+    value = int(words[words.index("--maxclients") + 1] if "--maxclients" in words else words[-1])
     assert 40 < value <= low.capacity.fd_limit - 32
 
 

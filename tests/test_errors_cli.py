@@ -158,3 +158,78 @@ def test_errors_in_json_mode_are_one_object_with_status_unknown():
     out = json.loads(proc.stdout)
     assert proc.returncode == 3 and (out["status"], out["reachable"]) == ("unknown", False)
     assert "refused" in out["error"]
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=30)
+    return key, cert
+
+
+def test_tls_client_certificates_are_sent_and_their_absence_is_named(default_binary, start_server, tmp_path: Path):
+    if not shutil.which("openssl") or default_binary.origin != "path":
+        pytest.skip("needs openssl and a TLS-capable redis-server")
+    key, cert = _self_signed(tmp_path)
+    tls_port = free_port()
+    start_server(default_binary, maxclients=20, extra_args=(
+        "--tls-port", str(tls_port), "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+        "--tls-auth-clients", "yes", "--tls-ca-cert-file", str(cert)))
+    base = f"rediss://127.0.0.1:{tls_port}?ssl_ca_certs={cert}"
+    line = one_line_error(run_status(base, "--connect-timeout", "1"))
+    assert "requires a client certificate" in line and "ssl_certfile" in line
+    ok = run_status(f"{base}&ssl_certfile={cert}&ssl_keyfile={key}")
+    assert ok.returncode == 0 and ok.stdout.startswith("OK: rediss://"), ok.stderr
+
+
+@pytest.mark.parametrize("query, words", [
+    ("ssl_cert_reqs=bogus", "ssl_cert_reqs='bogus' must be one of"),
+    ("ssl_ca_certs=/nonexistent.pem", "ssl_ca_certs=/nonexistent.pem: no such file"),
+    ("ssl_certfile=/nonexistent.pem", "ssl_certfile=/nonexistent.pem: no such file"),
+])
+def test_bad_tls_options_are_one_line_not_a_traceback_or_a_unix_socket(query, words):
+    line = one_line_error(run_status(f"rediss://:{SECRET}@127.0.0.1:{free_port()}?{query}"))
+    assert "bad target" in line and words in line and "unix socket" not in line
+
+
+def test_an_unencoded_at_in_the_password_reaches_the_server_and_is_never_echoed(default_binary, start_server):
+    server = start_server(default_binary, password=f"{SECRET}@t:/pw")
+    ok = run_status(f"redis://:{SECRET}@t:/pw@127.0.0.1:{server.port}")
+    assert ok.returncode == 0 and ok.stdout.startswith("OK: redis://:***@127.0.0.1:")
+    line = one_line_error(run_status(f"redis://:{SECRET}@t:/pw@127.0.0.1:{server.port}/x"))
+    assert "database" in line and "pw@" not in line and "t:/" not in line
+
+
+def test_port_zero_and_the_password_query_form(locked: ServerProcess):
+    assert "port 0" in one_line_error(run_status("redis://127.0.0.1:0"))
+    ok = run_status(f"redis://127.0.0.1:{locked.port}?password={SECRET}")
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_an_info_only_user_continues_unnamed_and_says_so(default_binary, start_server):
+    import redis
+
+    server = start_server(default_binary, maxclients=50)
+    with redis.Redis(port=server.port) as admin:
+        admin.execute_command("ACL", "SETUSER", "infoonly", "on", ">i-pass", "-@all", "+info", "+ping")
+    proc = run_status(f"redis://infoonly:i-pass@127.0.0.1:{server.port}", "--json")
+    out = json.loads(proc.stdout)
+    assert proc.returncode == 0 and out["reachable"] is True and out["maxclients"] == 50
+    assert any("CLIENT SETNAME denied" in x and "unnamed" in x for x in out["limitations"])
+
+
+def test_a_user_without_info_gets_one_line_denied_not_a_traceback(default_binary, start_server):
+    import redis
+
+    server = start_server(default_binary, maxclients=50)
+    with redis.Redis(port=server.port) as admin:
+        admin.execute_command("ACL", "SETUSER", "pingonly", "on", ">p-pass", "-@all", "+ping")
+    url = f"redis://pingonly:p-pass@127.0.0.1:{server.port}"
+    line = one_line_error(run_status(url))
+    assert "denied" in line and "status needs INFO" in line
+    out = json.loads(run_status(url, "--json").stdout)
+    assert (out["status"], out["reachable"], out["error_kind"]) == ("unknown", True, "denied")
+    proc = subprocess.run([sys.executable, "-m", "connguard", "config", url, "--timeout", "300"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr and "denied" in proc.stderr

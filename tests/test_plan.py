@@ -89,3 +89,31 @@ def test_json_is_one_object_with_the_plan():
     assert payload["schema"] == "connguard.plan/1"
     assert payload["total"] == 211 and payload["status"] == "ok" and payload["fits"] is True
     assert payload["recommended_fd_limit"] == payload["recommended_maxclients"] + 32 + 64
+
+
+def test_exactly_at_the_warning_line_is_a_warning_as_in_status():
+    """status and doctor reach WARNING at >= 0.8; the plan used > and called exactly 80% OK."""
+    at = plan(PlanInput(instances=4, pool_size=50, reserve=0, maxclients=250))  # 200 / 250 = 0.8
+    assert at.ratio == 0.8 and at.status == "warning"
+    assert at.largest_safe_pool_size == 49  # 4 x 50 would sit on the line, not under it
+    assert at.recommended_maxclients == 251
+    assert plan(PlanInput(instances=4, pool_size=49, reserve=0, maxclients=250)).status == "ok"
+    danger = plan(PlanInput(instances=9, pool_size=10, reserve=0, maxclients=100))  # 0.9: the danger line
+    assert danger.status == "critical"
+
+
+@pytest.mark.parametrize("args", [
+    ["--instances", "999999999999"], ["--pool-size", "1e40"], ["--maxclients", "99999999999"],
+    ["--concurrency", "inf"], ["--fd-limit", "nan"], ["--reserve", "-1"],
+])
+def test_huge_or_non_finite_inputs_are_refused_in_one_line(args):
+    result = CliRunner().invoke(main, ["plan", *args])
+    assert result.exit_code == 3
+    assert len(result.output.strip().splitlines()) == 1 and "connguard: usage" in result.output
+
+
+def test_the_largest_inputs_allowed_print_readable_numbers():
+    result = CliRunner().invoke(main, ["plan", "--instances", "1000000", "--processes", "1000000", "--pool-size",
+                                       "1000000", "--maxclients", "10000000", "--json"])
+    payload = json.loads(result.output)
+    assert result.exit_code == 2 and payload["total"] == 10 ** 18 + 10 and payload["largest_safe_pool_size"] == 0

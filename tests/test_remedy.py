@@ -133,3 +133,41 @@ def test_config_maxclients_checks_the_servers_fd_limit(default_binary, start_ser
     assert timeout.returncode == 0, timeout.stderr
     assert r.config_get("timeout")["timeout"] == "300"
     r.close()
+
+
+def test_config_dry_run_without_config_says_it_cannot_read_and_that_yes_will_fail(default_binary, start_server):
+    server = start_server(default_binary, maxclients=50)
+    admin = redis.Redis(port=server.port)
+    admin.execute_command("ACL", "SETUSER", "noconfig", "on", ">pw1", "~*", "+@all", "-config")
+    url = f"redis://noconfig:pw1@127.0.0.1:{server.port}"
+    dry = cli("config", url, "--timeout", "300")
+    assert dry.returncode == 3 and "None" not in dry.stdout
+    assert "cannot read the current timeout" in dry.stdout and "--yes will fail" in dry.stdout
+    data = json.loads(cli("config", url, "--timeout", "300", "--json").stdout)
+    assert (data["current"], data["current_readable"], data["applied"]) == (None, False, False)
+    real = cli("config", url, "--timeout", "300", "--yes")
+    assert real.returncode == 3 and "refused CONFIG SET timeout 300" in real.stderr and "Traceback" not in real.stderr
+    assert admin.config_get("timeout")["timeout"] == "0"
+    admin.close()
+
+
+def test_config_refuses_a_maxclients_that_would_lock_everyone_out_unless_forced(default_binary, start_server, crowd_for):
+    server = start_server(default_binary, maxclients=50)
+    crowd_for(server).open(6, source="127.0.0.50")
+    refused = cli("config", server.url, "--maxclients", "3", "--yes")
+    assert refused.returncode == 3 and "6 connections are in use" in refused.stderr and "--force" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    r = redis.Redis(port=server.port)
+    assert r.config_get("maxclients")["maxclients"] == "50"
+    assert cli("config", server.url, "--maxclients", "15", "--yes").returncode == 3  # 6 + 10 reserve > 15
+    forced = cli("config", server.url, "--maxclients", "3", "--yes", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert r.config_get("maxclients")["maxclients"] == "3"
+    r.close()
+
+
+@pytest.mark.parametrize("args", [("--timeout", "nan"), ("--maxclients", "inf"), ("--maxclients", "0"),
+                                  ("--timeout", "-5"), ("--maxclients", "1e30")])
+def test_config_numbers_are_checked_at_the_edge(args):
+    proc = cli("config", "redis://127.0.0.1:1", *args)
+    assert proc.returncode == 3 and len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr

@@ -96,8 +96,13 @@ def test_password_from_rediscli_auth_and_never_printed(default_binary, start_ser
     assert "pa55-from-env" not in proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("args", [("--warning", "0.95", "--critical", "0.5"), ("--warning", "-1"), ("--critical", "2")])
-def test_thresholds_that_make_no_sense_are_refused_in_one_line(args):
+@pytest.mark.parametrize("args, words", [
+    (("--warning", "0.95", "--critical", "0.5"), "thresholds"), (("--warning", "-1"), "--warning"),
+    (("--critical", "2"), "--critical"), (("--warning", "nan"), "not a finite number"),
+    (("--connect-timeout", "nan"), "not a finite number"), (("--connect-timeout", "-1"), "out of range"),
+    (("--connect-timeout", "inf"), "not a finite number"),
+])
+def test_thresholds_that_make_no_sense_are_refused_in_one_line(args, words):
     proc = run_status("redis://127.0.0.1:1", *args)
     assert proc.returncode == 3 and proc.stdout == ""
-    assert len(proc.stderr.strip().splitlines()) == 1 and "thresholds" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and words in proc.stderr

@@ -49,7 +49,54 @@ def test_passwords_never_show(url, shown):
 def test_a_bad_url_names_the_problem_without_the_password():
     with pytest.raises(BadTarget) as err:
         parse_target("redis://u:topsecret@h:port", env={})
-    assert "topsecret" not in err.value.line() and "u:***@" in err.value.line()
+    assert "topsecret" not in err.value.line() and "://***@h:port" in err.value.line()
+
+
+@pytest.mark.parametrize("url, secret", [
+    ("redis://:s3cr@t:/pw@127.0.0.1:6390", "s3cr@t:/pw"),  # an unencoded @ (and / and :) in the password
+    ("redis://app:p@ss@10.0.0.5:7000/2", "p@ss"),
+])
+def test_an_unencoded_at_in_the_password_parses_and_never_shows(url, secret):
+    t = parse_target(url, env={})
+    assert t.password == secret and t.port in (6390, 7000) and secret not in t.redacted
+
+
+@pytest.mark.parametrize("url, words", [
+    ("redis://:s3cr@t:/pw@127.0.0.1:notaport", "cannot parse URL"),
+    ("redis://us3r:s3cr@t:/pw@127.0.0.1:6379/notadb", "database"),
+    ("redis://us3r:s3cr@t@127.0.0.1:6379?bogus=1", "unknown option bogus"),
+])
+def test_errors_never_echo_any_part_of_the_userinfo(url, words):
+    with pytest.raises(BadTarget) as err:
+        parse_target(url, env={})
+    line = err.value.line()
+    assert words in line and "s3cr" not in line and "us3r" not in line and "pw" not in line.replace("password", "")
+
+
+def test_port_zero_is_refused_not_silently_6379():
+    with pytest.raises(BadTarget, match="port 0"):
+        parse_target("redis://127.0.0.1:0", env={})
+
+
+def test_redis_py_password_query_form_is_honoured_and_hidden():
+    t = parse_target("redis://127.0.0.1:6390?password=q-s3cret", env={"REDISCLI_AUTH": "envpw"})
+    assert t.password == "q-s3cret" and "q-s3cret" not in t.redacted + repr(t) and "password" not in t.query
+    assert parse_target("redis://:urlpw@h?password=other", env={}).password == "urlpw"
+
+
+def test_tls_options_are_checked_when_parsed(tmp_path):
+    with pytest.raises(BadTarget, match="ssl_cert_reqs='bogus' must be one of none, optional, required"):
+        parse_target("rediss://h:1?ssl_cert_reqs=bogus", env={})
+    with pytest.raises(BadTarget, match="ssl_ca_certs=/nonexistent.pem: no such file"):
+        parse_target("rediss://h:1?ssl_ca_certs=/nonexistent.pem", env={})
+    with pytest.raises(BadTarget, match="need a TLS URL"):
+        parse_target("redis://h:1?ssl_cert_reqs=none", env={})
+    with pytest.raises(BadTarget, match="ssl_keyfile needs ssl_certfile"):
+        (tmp_path / "k.pem").write_text("x")
+        parse_target(f"rediss://h:1?ssl_keyfile={tmp_path}/k.pem", env={})
+    (tmp_path / "c.pem").write_text("x")
+    t = parse_target(f"rediss://h:1?ssl_certfile={tmp_path}/c.pem&ssl_keyfile={tmp_path}/k.pem&ssl_cert_reqs=NONE", env={})
+    assert t.query["ssl_certfile"].endswith("c.pem") and t.query["ssl_cert_reqs"] == "NONE"
 
 
 def test_endpoint_key_ignores_the_password():

@@ -58,6 +58,12 @@ class NotRedis(ConnguardError):
     kind = "not redis"
 
 
+class Denied(ConnguardError):
+    """The server (an ACL) refused a command connguard needs for what was asked; says which, and what works."""
+
+    kind = "denied"
+
+
 class ServerFull(ConnguardError):
     """The server refused us with `max number of clients reached` until --connect-timeout ran out."""
 

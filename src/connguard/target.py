@@ -19,7 +19,7 @@ from redis.retry import Retry
 
 from connguard import __version__
 from connguard.wire import CLIENT_NAME, MAXCLIENTS_MESSAGE
-from connguard.errors import AuthFailed, BadTarget, ConnguardError, NotRedis, ServerFull, Unreachable
+from connguard.errors import AuthFailed, BadTarget, ConnguardError, Denied, NotRedis, ServerFull, Unreachable
 
 DEFAULT_URL = "redis://127.0.0.1:6379"
 SCHEMES = ("redis", "rediss", "unix")
@@ -64,37 +64,79 @@ class Target:
         return (self.path or self.host, self.port, self.db, self.username, self.tls)
 
 
+# Query options a URL may carry (docs/contract.md). Anything else is refused: a misspelt TLS option
+# silently ignored would connect without the certificate the operator meant to give.
+CERT_REQS = ("none", "optional", "required")
+TLS_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+QUERY_OPTIONS = ("db", "password", "ssl_cert_reqs", "ssl_ca_path", *TLS_FILES)
+
+
+def _split_userinfo(scheme: str, rest: str) -> tuple[str | None, str]:
+    """(userinfo, the rest) of what follows `scheme://`. The host part never holds an `@`, so userinfo
+    ends at the last `@` before the query: a password with an unencoded `@` (or `/`) still parses."""
+    if scheme == "unix":
+        at = -1 if rest.startswith("/") else rest.find("@/")
+    else:
+        q = rest.find("?")
+        at = rest.rfind("@", 0, q if q >= 0 else len(rest))
+    if at < 0:
+        return None, rest
+    return rest[:at], rest[at + 1:]
+
+
 def parse_target(url: str | None = None, env: Mapping[str, str] | None = None) -> Target:
-    """Parse `url`, else $REDIS_URL, else redis://127.0.0.1:6379. $REDISCLI_AUTH supplies a missing password."""
+    """Parse `url`, else $REDIS_URL, else redis://127.0.0.1:6379. $REDISCLI_AUTH supplies a missing password.
+    No error message ever repeats any part of the URL's userinfo."""
     env = os.environ if env is None else env
     raw = url or env.get("REDIS_URL") or DEFAULT_URL
+    scheme_text, sep, rest = raw.partition("://")
+    scheme = scheme_text.lower()
+    userinfo, rest = _split_userinfo(scheme, rest) if sep else (None, rest)
+    shown = f"{scheme_text}://{'***@' if userinfo is not None else ''}{rest}" if sep else _redact_raw(raw)
+    if not sep or scheme not in SCHEMES:
+        raise BadTarget(
+            f"unsupported URL {shown!r}: use redis://host:port, rediss://host:port or unix:///path.sock"
+        )
     try:
-        parts = urlsplit(raw)
+        parts = urlsplit(f"{scheme}://{rest}")
         port = parts.port
     except ValueError as exc:
-        raise BadTarget(f"cannot parse URL {_redact_raw(raw)!r}: {exc}") from None
-    scheme = parts.scheme.lower()
-    if scheme not in SCHEMES:
-        raise BadTarget(
-            f"unsupported URL {_redact_raw(raw)!r}: use redis://host:port, rediss://host:port or unix:///path.sock"
-        )
-    username = unquote(parts.username) if parts.username else None
-    password = unquote(parts.password) if parts.password is not None else None
+        raise BadTarget(f"cannot parse URL {shown!r}: {exc}") from None
+    username = password = None
+    if userinfo is not None:
+        user_text, colon, pass_text = userinfo.partition(":")
+        username = unquote(user_text) or None
+        password = unquote(pass_text) if colon else None
+    try:
+        pairs = parse_qs(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    except ValueError:
+        raise BadTarget(f"URL {shown!r}: cannot parse the query (use ?name=value&name=value)") from None
+    query = {k: v[-1] for k, v in pairs.items()}
+    unknown = sorted(set(query) - set(QUERY_OPTIONS))
+    if unknown:
+        raise BadTarget(f"URL {shown!r}: unknown option {', '.join(unknown)}; connguard understands "
+                        f"{', '.join(QUERY_OPTIONS)} (see docs/contract.md)")
+    if password is None and "password" in query:
+        password = query["password"]  # redis-py's ?password= form
+    query.pop("password", None)
+    shown = f"{scheme}://{'***@' if userinfo is not None or password else ''}{parts.netloc}{parts.path}"
     if password is None and env.get("REDISCLI_AUTH"):
         password = env["REDISCLI_AUTH"]
-    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    _check_tls_options(scheme, query, shown)
     db = 0
     if scheme == "unix":
         path = unquote(parts.path)
         if not path:
-            raise BadTarget(f"unix URL {_redact_raw(raw)!r} has no socket path: use unix:///path/to/redis.sock")
+            raise BadTarget(f"unix URL {shown!r} has no socket path: use unix:///path/to/redis.sock")
         db_text = query.get("db", "0")
         host = None
     else:
         path = None
         host = parts.hostname
         if not host:
-            raise BadTarget(f"URL {_redact_raw(raw)!r} has no host: use redis://host:port")
+            raise BadTarget(f"URL {shown!r} has no host: use redis://host:port")
+        if port == 0:
+            raise BadTarget(f"URL {shown!r}: port 0 is not a port a server listens on (leave it out for 6379)")
         port = port or 6379
         db_text = parts.path.lstrip("/") or query.get("db", "0")
     try:
@@ -102,20 +144,38 @@ def parse_target(url: str | None = None, env: Mapping[str, str] | None = None) -
         if db < 0:
             raise ValueError
     except ValueError:
-        raise BadTarget(f"URL {_redact_raw(raw)!r}: database {db_text!r} is not a number >= 0") from None
+        raise BadTarget(f"URL {shown!r}: database {db_text!r} is not a number >= 0") from None
     return Target(scheme, host, port if scheme != "unix" else None, path, db, username, password, query)
 
 
+def _check_tls_options(scheme: str, query: Mapping[str, str], shown: str) -> None:
+    tls = {k: v for k, v in query.items() if k.startswith("ssl_")}
+    if tls and scheme != "rediss":
+        raise BadTarget(f"URL {shown!r}: {', '.join(sorted(tls))} need a TLS URL (rediss://)")
+    reqs = query.get("ssl_cert_reqs")
+    if reqs is not None and reqs.lower() not in CERT_REQS:
+        raise BadTarget(f"URL {shown!r}: ssl_cert_reqs={reqs!r} must be one of {', '.join(CERT_REQS)}")
+    for name in TLS_FILES:
+        value = query.get(name)
+        if value is not None and not os.path.isfile(value):
+            what = "no such file" if not os.path.exists(value) else "not a file"
+            raise BadTarget(f"URL {shown!r}: {name}={value}: {what}")
+    if "ssl_keyfile" in query and "ssl_certfile" not in query:
+        raise BadTarget(f"URL {shown!r}: ssl_keyfile needs ssl_certfile (the client certificate it belongs to)")
+    ca_path = query.get("ssl_ca_path")
+    if ca_path is not None and not os.path.isdir(ca_path):
+        raise BadTarget(f"URL {shown!r}: ssl_ca_path={ca_path}: no such directory")
+
+
 def _redact_raw(raw: str) -> str:
-    """Hide a password in a URL we could not parse, without trusting the parser."""
+    """Hide every part of the userinfo in a URL we could not parse, without trusting the parser."""
     scheme, sep, rest = raw.partition("://")
     if not sep:
-        return raw
+        return "(not a URL)" if "@" in raw else raw
     creds, at, hostpart = rest.rpartition("@")
     if not at:
         return raw
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}{':***' if ':' in creds else ''}@{hostpart}"
+    return f"{scheme}://***@{hostpart}"
 
 
 class MaxClientsRefused(redis.exceptions.ConnectionError):
@@ -209,25 +269,29 @@ def _lib_info() -> dict[str, Any]:
     return {"driver_info": DriverInfo(name=CLIENT_NAME, lib_version=__version__)}
 
 
-def _connection_for(target: Target, socket_timeout_s: float) -> redis.connection.AbstractConnection:
+def _connection_for(target: Target, socket_timeout_s: float, *, named: bool = True) -> redis.connection.AbstractConnection:
+    # Unnamed: an ACL that allows INFO but not CLIENT SETNAME must not lock connguard out (SETINFO
+    # is skipped too, since redis-py only sends it to a connection it could name).
+    naming: dict[str, Any] = dict(client_name=CLIENT_NAME, **_lib_info()) if named else (
+        {"driver_info": None} if "driver_info" in _lib_info() else {"lib_name": None, "lib_version": None})
     common: dict[str, Any] = dict(
         db=target.db,
         username=target.username,
         password=target.password,
         socket_timeout=socket_timeout_s,
         socket_connect_timeout=min(socket_timeout_s, 5.0),
-        client_name=CLIENT_NAME,
-        **_lib_info(),
+        **naming,
         protocol=2,
         retry=Retry(NoBackoff(), 0),  # connguard does its own, slower, jittered retry
     )
     if target.scheme == "unix":
         return _UnixConn(path=target.path, **common)
     if target.tls:
-        cert_reqs = target.query.get("ssl_cert_reqs", "required")
+        q = target.query
         return _SSLConn(
-            host=target.host, port=target.port, ssl_cert_reqs=cert_reqs,
-            ssl_ca_certs=target.query.get("ssl_ca_certs"), **common,
+            host=target.host, port=target.port, ssl_cert_reqs=q.get("ssl_cert_reqs", "required").lower(),
+            ssl_ca_certs=q.get("ssl_ca_certs"), ssl_ca_path=q.get("ssl_ca_path"), ssl_certfile=q.get("ssl_certfile"),
+            ssl_keyfile=q.get("ssl_keyfile"), **common,
         )
     return _Conn(host=target.host, port=target.port, **common)
 
@@ -258,6 +322,13 @@ def classify_error(exc: BaseException, target: Target) -> ConnguardError:
             f"the TLS certificate of {where} is not trusted ({_short(text.rpartition('] ')[2], 60)}): "
             "add ?ssl_ca_certs=/path/to/ca.pem to the URL, or ?ssl_cert_reqs=none to skip the check"
         )
+    if target.tls and any(w in low for w in ("certificate required", "certificate_required")):
+        return Unreachable(f"{where} requires a client certificate: add ?ssl_certfile=/path/client.crt"
+                           "&ssl_keyfile=/path/client.key to the URL")
+    if target.tls and any(w in low for w in ("alert bad certificate", "alert unknown ca", "certificate unknown",
+                                              "alert_bad_certificate", "alert_unknown_ca")):
+        return Unreachable(f"{where} rejected the client certificate (ssl_certfile): is it signed by a CA the "
+                           "server trusts (tls-ca-cert-file)?")
     if isinstance(exc, ssl.SSLError) or "ssl" in low or "wrong version number" in low:
         return Unreachable(f"TLS handshake with {where} failed ({_short(text)}): is the server really TLS (rediss://)?")
     if isinstance(exc, (redis.exceptions.TimeoutError, socket.timeout, TimeoutError)) or "timed out" in low:
@@ -274,6 +345,8 @@ def classify_error(exc: BaseException, target: Target) -> ConnguardError:
     if "closed by server" in low or "connection reset" in low or "broken pipe" in low:
         hint = "" if target.tls else " (is it a TLS-only server? then use rediss://)"
         return Unreachable(f"{where} closed the connection during the handshake{hint}")
+    if isinstance(exc, redis.exceptions.NoPermissionError) or "noperm" in low or "no permissions" in low:
+        return Denied(f"{where}: this user may not run a command the connection needs ({_short(text)})")
     if isinstance(exc, redis.exceptions.ResponseError):
         return NotRedis(f"{where} rejected the handshake: {_short(text)}")
     return Unreachable(f"cannot connect to {where}: {_short(text)}")
@@ -322,10 +395,12 @@ def _is_refusal(exc: BaseException, target: Target) -> bool:
 class HeldConnection:
     """The single connection a connguard tool opens once and holds. Commands return raw replies."""
 
-    def __init__(self, target: Target, conn: redis.connection.AbstractConnection, attempts: int) -> None:
+    def __init__(self, target: Target, conn: redis.connection.AbstractConnection, attempts: int,
+                 limitations: tuple[str, ...] = ()) -> None:
         self.target = target
         self._conn = conn
         self.attempts = attempts
+        self.limitations = limitations  # what the handshake could not do (e.g. name the connection)
         self.client_id: int | None = None
         try:
             self.client_id = int(self.execute("CLIENT", "ID"))
@@ -372,14 +447,21 @@ def open_connection(
     rng = rng or random.Random()
     deadline = clock() + connect_timeout_s
     attempt = 0
+    named = True
+    limitations: tuple[str, ...] = ()
     while True:
         attempt += 1
-        conn = _connection_for(target, socket_timeout_s)
+        conn = _connection_for(target, socket_timeout_s, named=named)
         try:
             conn.connect()
-            return HeldConnection(target, conn, attempt)
+            return HeldConnection(target, conn, attempt, limitations)
         except (redis.exceptions.RedisError, OSError) as exc:
             conn.disconnect()
+            if named and isinstance(exc, redis.exceptions.NoPermissionError) and "setname" in str(exc).lower():
+                named, attempt = False, attempt - 1
+                limitations = (f"CLIENT SETNAME denied ({_short(str(exc), 100)}): connguard's connection is "
+                               "unnamed, so other connguard tools cannot recognise it",)
+                continue
             if not _is_refusal(exc, target):
                 raise _explain_mismatch(exc, target) or classify_error(exc, target) from None
             remaining = deadline - clock()

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from connguard.probe.model import ClientRecord, Snapshot
+from connguard.wire import CLIENT_NAME
 
 # Commands that park a client until data (or a timeout) arrives: each holds a slot with no throughput.
 BLOCKING_COMMANDS = frozenset({
@@ -19,6 +20,19 @@ REPLICA, PRIMARY_LINK, SENTINEL, MONITOR, PUBSUB, BLOCKED, NORMAL = (
     "replica", "primary_link", "sentinel", "monitor", "pubsub", "blocked", "normal",
 )
 INTERNAL_KINDS = frozenset({REPLICA, PRIMARY_LINK, SENTINEL})
+
+# Kinds connguard never disconnects on its own (kill, watch): why, in words for the operator.
+# Blocked clients are protected too, but only by default (`kill --include-blocked`).
+PROTECTED_KINDS = {
+    REPLICA: "replica link",
+    PRIMARY_LINK: "link to the primary",
+    SENTINEL: "Sentinel link",
+    MONITOR: "MONITOR client",
+    PUBSUB: "pub/sub subscriber",
+}
+BLOCKED_REASON = "blocked in a command (use --include-blocked)"
+OWN_CONNECTION = "our own connection"
+OTHER_CONNGUARD = "another connguard tool"
 
 
 def is_blocked(rec: ClientRecord) -> bool:
@@ -40,6 +54,21 @@ def kind_of(rec: ClientRecord) -> str:
     if is_blocked(rec):
         return BLOCKED
     return NORMAL
+
+
+def protection_reason(rec: ClientRecord, own_client_id: int | None, *, include_blocked: bool = False) -> str | None:
+    """Why connguard must not disconnect this client, or None if it may. The one definition `kill`,
+    `watch` and the doctor's kill advice share."""
+    if own_client_id is not None and rec.id == own_client_id:
+        return OWN_CONNECTION
+    kind = kind_of(rec)
+    if kind in PROTECTED_KINDS:
+        return PROTECTED_KINDS[kind]
+    if rec.name == CLIENT_NAME:
+        return OTHER_CONNGUARD
+    if kind == BLOCKED and not include_blocked:
+        return BLOCKED_REASON
+    return None
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ SEVERITIES = ("info", "warning", "critical")  # worst last
 CAUSES = (
     "exhausted", "connection_leak", "pool_oversize", "serverless_fanout", "retry_storm",
     "maxclients_too_low", "fd_limit", "internal_connections", "blocked_clients",
+    "capacity_pressure",  # usage at or over the warning line that no other cause explains
 )
 
 

@@ -10,7 +10,7 @@ from typing import Any, Callable, NoReturn, TypeVar
 
 import click
 
-from connguard.errors import BadArguments, ConnguardError, ExitCode
+from connguard.errors import BadArguments, ConnguardError, Denied, ExitCode
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,9 +36,14 @@ class FiniteNumber(click.ParamType):
             number: float = value
         else:
             try:
-                number = int(str(value)) if self.integer else float(str(value))
+                number = float(str(value))
             except ValueError:
                 self.fail(f"{value!r} is not {'a whole number' if self.integer else 'a number'}", param, ctx)
+            if self.integer and math.isfinite(number):
+                try:
+                    number = int(str(value))
+                except ValueError:
+                    self.fail(f"{value!r} is not a whole number", param, ctx)
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number", param, ctx)
         too_low = self.low is not None and (number <= self.low if self.low_open else number < self.low)
@@ -46,6 +51,18 @@ class FiniteNumber(click.ParamType):
         if too_low or too_high:
             self.fail(f"{value!r} is out of range: it must be {self._range()}", param, ctx)
         return int(number) if self.integer else float(number)
+
+
+class OneLineCommand(click.Command):
+    """A usage error (unknown option, bad number) is one line on stderr and exit 3 (UNKNOWN), like every
+    other bad input; click's own format is four lines and exit 2, which DESIGN.md reserves for CRITICAL."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            click.echo(f"connguard: usage: {ctx.command_path}: {' '.join(exc.format_message().split())}", err=True)
+            sys.exit(int(ExitCode.UNKNOWN))
 
 
 SECONDS = FiniteNumber(0, 86_400 * 7, low_open=True)  # any positive duration up to a week
@@ -76,6 +93,12 @@ def fail(err: ConnguardError) -> NoReturn:
     sys.exit(int(err.exit_code))
 
 
+def denied(exc: Exception, what: str = "") -> Denied:
+    """A server's refusal of one command (NOPERM from an ACL, mostly), as the one-line error."""
+    text = " ".join(str(exc).split())[:160]
+    return Denied(f"{what + ': ' if what else ''}the server refused a command connguard needs ({text})")
+
+
 def handle_errors(func: F) -> F:
     """Turn a ConnguardError into its one line on stderr and its exit code; never a traceback."""
 
@@ -87,5 +110,11 @@ def handle_errors(func: F) -> F:
             fail(err)
         except ValueError as err:  # settings rejected at construction say which and why
             fail(BadArguments(str(err)))
+        except Exception as err:
+            import redis.exceptions  # here, not at the top: `connguard --version` must not import redis-py
+
+            if isinstance(err, redis.exceptions.ResponseError):  # an ACL denied a command nobody expected to fail
+                fail(denied(err))
+            raise
 
     return wrapper  # type: ignore[return-value]

@@ -9,35 +9,26 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from connguard.commands._common import EXIT_BY_STATUS, emit_json, handle_errors, json_option
-from connguard.errors import ExitCode
-from connguard.remedy.plan import WARNING_LINE, Plan, PlanInput, plan
+from connguard.commands._common import EXIT_BY_STATUS, FiniteNumber, OneLineCommand, emit_json, handle_errors, json_option
+from connguard.remedy.plan import CRITICAL_LINE, MAX_COUNT, MAX_FD_LIMIT, MAX_MAXCLIENTS, WARNING_LINE, Plan, PlanInput, plan
+from connguard.render.text import console_for
 
 
-class _PlanCommand(click.Command):
-    """Unparseable options exit 3 (UNKNOWN), as DESIGN.md says; click's own usage exit code 2 means CRITICAL here."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        try:
-            return super().parse_args(ctx, args)
-        except click.UsageError as exc:
-            exc.exit_code = int(ExitCode.UNKNOWN)
-            raise
+def _count(name: str, default: int, help_text: str, minimum: int = 0, maximum: int = MAX_COUNT) -> Any:
+    return click.option(name, type=FiniteNumber(minimum, maximum, integer=True), default=default, show_default=True,
+                        help=help_text)
 
 
-def _count(name: str, default: int, help_text: str, minimum: int = 0) -> Any:
-    return click.option(name, type=click.IntRange(min=minimum), default=default, show_default=True, help=help_text)
-
-
-@click.command("plan", cls=_PlanCommand)
+@click.command("plan", cls=OneLineCommand)
 @_count("--instances", 1, "Application instances (hosts, pods).", 1)
 @_count("--processes", 1, "Processes per instance, each with its own pool (gunicorn/uwsgi workers).", 1)
 @_count("--pool-size", 10, "Connections per process pool (max_connections).", 1)
 @_count("--replicas", 0, "Replicas attached to this primary.")
 @_count("--sentinels", 0, "Sentinels monitoring it (two connections each).")
 @_count("--cluster-nodes", 0, "Nodes in the cluster (bus slots count against maxclients), 0 if not a cluster.")
-@_count("--maxclients", 10000, "maxclients of the server.", 1)
-@click.option("--fd-limit", type=click.IntRange(min=1), default=None, help="The server's `ulimit -n`, if known.")
+@_count("--maxclients", 10000, "maxclients of the server.", 1, MAX_MAXCLIENTS)
+@click.option("--fd-limit", type=FiniteNumber(1, MAX_FD_LIMIT, integer=True), default=None,
+              help="The server's `ulimit -n`, if known.")
 @_count("--reserve", 10, "Slots to keep for people and tools (redis-cli, exporters) and failover headroom.")
 @_count("--fd-margin", 64, "Extra fds beyond maxclients + 32 in the recommended ulimit.")
 @click.option("--serverless", is_flag=True, help="Count concurrent invocations instead of instances x processes x pool.")
@@ -50,7 +41,8 @@ def plan_command(instances: int, processes: int, pool_size: int, replicas: int, 
                  concurrency: int, per_invocation: int, as_json: bool) -> None:
     """How many connections a deployment takes against maxclients, and what to set so it stays under 80%.
 
-    Exit 0 when it fits under the 0.8 warning line, 1 when above it, 2 when it exceeds maxclients, 3 on bad input.
+    Exit 0 when it stays under the 0.8 warning line, 1 at or above it, 2 at or above the 0.9 line or over
+    maxclients, 3 on bad input.
     """
     if not serverless and concurrency:
         raise ValueError("--concurrency only applies with --serverless")
@@ -62,7 +54,7 @@ def plan_command(instances: int, processes: int, pool_size: int, replicas: int, 
     if as_json:
         emit_json(result.to_dict())
     else:
-        render(result, Console())
+        render(result, console_for())
     sys.exit(int(EXIT_BY_STATUS[result.status]))
 
 
@@ -70,10 +62,12 @@ def render(result: Plan, console: Console) -> None:
     pct = f"{100 * result.ratio:.1f}%"
     verdict = {
         "ok": f"OK: {result.total} of {result.maxclients} connections ({pct}), under the {WARNING_LINE:.0%} warning line.",
-        "warning": f"WARNING: {result.total} of {result.maxclients} connections ({pct}) is over the "
+        "warning": f"WARNING: {result.total} of {result.maxclients} connections ({pct}) is at or over the "
                    f"{WARNING_LINE:.0%} warning line: no room for a deploy, a failover or a leak.",
-        "critical": f"CRITICAL: {result.total} connections exceed maxclients {result.maxclients} ({pct}): "
-                    "the server will refuse connections at peak.",
+        "critical": (f"CRITICAL: {result.total} connections exceed maxclients {result.maxclients} ({pct}): "
+                     "the server will refuse connections at peak.") if result.total > result.maxclients else
+                    (f"CRITICAL: {result.total} of {result.maxclients} connections ({pct}) is at or over the "
+                     f"{CRITICAL_LINE:.0%} danger line: one deploy or failover from refusing connections."),
     }[result.status]
     style = {"ok": "bold green", "warning": "bold yellow", "critical": "bold red"}[result.status]
     console.print(verdict, style=style)

@@ -5,20 +5,24 @@ from __future__ import annotations
 import sys
 
 import click
+import redis
 
-from connguard.analysis.capacity import Capacity, Thresholds, capacity
+from connguard.analysis.capacity import CRITICAL_RATIO, WARNING_RATIO, Capacity, Thresholds, capacity
 from connguard.commands._common import (
-    EXIT_BY_STATUS, connect_timeout_option, emit_json, handle_errors, json_option, url_argument,
+    EXIT_BY_STATUS, FiniteNumber, OneLineCommand, connect_timeout_option, denied, emit_json, handle_errors,
+    json_option, url_argument,
 )
-from connguard.errors import ConnguardError, ServerFull
+from connguard.errors import ConnguardError
 from connguard.probe import take_snapshot
 from connguard.probe.model import Snapshot
+from connguard.render.json import error_object
 from connguard.target import Target, open_connection, parse_target
 
 SCHEMA = "connguard.status/1"
 
 
-def status_payload(target: Target, snap: Snapshot, cap: Capacity, status: str) -> dict:
+def status_payload(target: Target, snap: Snapshot, cap: Capacity, status: str,
+                   limitations: tuple[str, ...] = ()) -> dict:
     info = snap.info
     return {
         "schema": SCHEMA,
@@ -38,7 +42,7 @@ def status_payload(target: Target, snap: Snapshot, cap: Capacity, status: str) -
         "blocked_clients": cap.blocked_clients,
         "rejected_connections": cap.rejected_connections,
         "fd_limit": cap.fd_limit,
-        "limitations": list(snap.limitations),
+        "limitations": list(dict.fromkeys(limitations + snap.limitations)),
     }
 
 
@@ -54,37 +58,40 @@ def status_line(target: Target, snap: Snapshot, cap: Capacity, status: str) -> s
     )
 
 
-def error_payload(target_text: str, err: ConnguardError) -> dict:
-    return {
-        "schema": SCHEMA, "target": target_text,
-        "status": "critical" if isinstance(err, ServerFull) else "unknown",
-        "reachable": False, "error": err.message,
-    }
+RATIO = FiniteNumber(0, 1, low_open=True)
 
 
-@click.command("status")
+@click.command("status", cls=OneLineCommand)
 @url_argument
 @json_option
 @connect_timeout_option
-@click.option("--warning", "warning_ratio", type=float, default=0.8, show_default=True, help="Ratio for WARNING (exit 1).")
-@click.option("--critical", "critical_ratio", type=float, default=0.9, show_default=True, help="Ratio for CRITICAL (exit 2).")
+@click.option("--warning", "warning_ratio", type=RATIO, default=WARNING_RATIO, show_default=True,
+              help="Ratio for WARNING (exit 1), reached at or above it.")
+@click.option("--critical", "critical_ratio", type=RATIO, default=CRITICAL_RATIO, show_default=True,
+              help="Ratio for CRITICAL (exit 2), reached at or above it.")
 @handle_errors
 def status_command(url: str | None, as_json: bool, connect_timeout_s: float, warning_ratio: float, critical_ratio: float) -> None:
     """How close the server is to maxclients: used (clients + replicas + cluster bus), ratio, headroom."""
     thresholds = Thresholds(warning_ratio, critical_ratio)
-    target = parse_target(url)
+    target_text = "(invalid URL)" if url else "(default)"  # never echo a raw URL: it may hold a password
     try:
+        target = parse_target(url)
+        target_text = target.redacted
         with open_connection(target, connect_timeout_s=connect_timeout_s) as conn:
-            snap = take_snapshot(conn, client_list=False)
+            try:
+                snap = take_snapshot(conn, client_list=False)
+            except redis.exceptions.ResponseError as exc:
+                raise denied(exc, f"{target.redacted}: status needs INFO") from None
+            limitations = conn.limitations
     except ConnguardError as err:
         if as_json:
-            emit_json(error_payload(target.redacted, err))
+            emit_json(error_object(SCHEMA, target_text, err, reachable=err.kind == "denied"))
             sys.exit(int(err.exit_code))
         raise
     cap = capacity(snap)
     status = cap.status(thresholds)
     if as_json:
-        emit_json(status_payload(target, snap, cap, status))
+        emit_json(status_payload(target, snap, cap, status, limitations))
     else:
         click.echo(status_line(target, snap, cap, status))
     sys.exit(int(EXIT_BY_STATUS[status]))

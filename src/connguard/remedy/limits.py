@@ -1,10 +1,18 @@
-"""The maxclients a file-descriptor limit allows, and the checks before CONFIG SET maxclients/timeout."""
+"""The maxclients a file-descriptor limit allows, the checks before CONFIG SET maxclients/timeout, and the
+CONFIG GET/SET themselves."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Protocol
+
+import redis
 
 from connguard.analysis.capacity import RESERVED_FDS
+
+# Slots kept free for people and tools (redis-cli, exporters, connguard itself): a maxclients below
+# used + this locks out every new connection, the next connguard run included.
+DEFAULT_RESERVE = 10
 
 
 def max_clients_for_fd_limit(fd_limit: int) -> int:
@@ -23,9 +31,17 @@ class ConfigCheck:
     reason: str
 
 
-def check_maxclients(new: int, *, used: int, fd_limit: int | None) -> ConfigCheck:
+def check_maxclients(new: int, *, used: int, fd_limit: int | None, reserve: int = DEFAULT_RESERVE,
+                     force: bool = False) -> ConfigCheck:
     if new < 1:
         return ConfigCheck(False, f"maxclients must be at least 1, got {new}")
+    if new < used + reserve and not force:
+        return ConfigCheck(
+            False,
+            f"{new} leaves no room: {used} connections are in use, and below {used} + {reserve} (a reserve for "
+            "people and tools) every new connection is refused, redis-cli and connguard's next run included; "
+            "free connections first, or add --force if that is what you want",
+        )
     if fd_limit is not None and new > max_clients_for_fd_limit(fd_limit):
         return ConfigCheck(
             False,
@@ -57,3 +73,36 @@ def check_timeout(new: int) -> ConfigCheck:
         True,
         f"closes clients idle over {new}s; it never closes pub/sub, blocked, MONITOR or replica connections",
     )
+
+
+class Executor(Protocol):
+    def execute(self, *args: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class ConfigRead:
+    value: int | None
+    denied: str | None  # why CONFIG GET failed (an ACL), else None
+
+
+def read_config(conn: Executor, setting: str) -> ConfigRead:
+    try:
+        reply = conn.execute("CONFIG", "GET", setting)
+    except redis.exceptions.ResponseError as exc:
+        return ConfigRead(None, " ".join(str(exc).split())[:120])
+    try:
+        return ConfigRead(int(reply[1]), None)
+    except (IndexError, TypeError, ValueError):
+        return ConfigRead(None, f"CONFIG GET {setting} returned nothing")
+
+
+class ConfigSetRefused(Exception):
+    """The server refused CONFIG SET (ACL, or a value it cannot serve); the message is the server's."""
+
+
+def apply_config(conn: Executor, setting: str, value: int) -> None:
+    """CONFIG SET one setting. Lasts until restart: the caller says so (CONFIG REWRITE / redis.conf)."""
+    try:
+        conn.execute("CONFIG", "SET", setting, str(value))
+    except redis.exceptions.ResponseError as exc:
+        raise ConfigSetRefused(" ".join(str(exc).split())) from None

@@ -4,13 +4,34 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 from typing import Any
 
+from connguard.analysis.capacity import CRITICAL_RATIO as CRITICAL_LINE
 from connguard.analysis.capacity import WARNING_RATIO as WARNING_LINE
-from connguard.remedy.limits import RESERVED_FDS, fd_limit_for_maxclients, max_clients_for_fd_limit
-
-DEFAULT_RESERVE = 10  # slots kept for people and tools: redis-cli, exporters, connguard itself
+from connguard.remedy.limits import DEFAULT_RESERVE, RESERVED_FDS, fd_limit_for_maxclients, max_clients_for_fd_limit
 DEFAULT_FD_MARGIN = 64  # fds beyond maxclients + 32 for AOF/RDB files, the replication backlog, logs
+
+
+# Bounds on every count: far beyond any real deployment, small enough that the arithmetic stays readable
+# (a plan is printed for people; 10^35 connections is a typo, not a deployment).
+MAX_COUNT = 1_000_000
+MAX_MAXCLIENTS = 10_000_000
+MAX_FD_LIMIT = 1 << 30
+
+
+def largest_under(line: float, maxclients: int, other: int, units: int) -> int:
+    """The largest per-unit size p with units x p + other strictly under line x maxclients: the ratio
+    then stays below the warning line, which is reached at or above it (>=, as in capacity.py)."""
+    room = Fraction(line).limit_denominator(10_000) * maxclients - other
+    if room <= 0:
+        return 0
+    return max(0, math.ceil(room / units) - 1)
+
+
+def least_maxclients_for(total: int, line: float = WARNING_LINE) -> int:
+    """The smallest maxclients that keeps `total` strictly under `line`."""
+    return math.floor(total / Fraction(line).limit_denominator(10_000)) + 1
 
 
 @dataclass(frozen=True)
@@ -39,6 +60,15 @@ class PlanInput:
         for name in ("replicas", "sentinels", "cluster_nodes", "reserve", "fd_margin", "concurrency"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name.replace('_', '-')}={getattr(self, name)} cannot be negative")
+        for name in ("instances", "processes_per_instance", "pool_size", "replicas", "sentinels", "cluster_nodes",
+                     "reserve", "fd_margin", "concurrency", "per_invocation"):
+            if getattr(self, name) > MAX_COUNT:
+                raise ValueError(f"{name.replace('_', '-')}={getattr(self, name)} is beyond any deployment "
+                                 f"(at most {MAX_COUNT:,})")
+        if self.maxclients > MAX_MAXCLIENTS:
+            raise ValueError(f"maxclients={self.maxclients} is beyond what a server can hold (at most {MAX_MAXCLIENTS:,})")
+        if self.fd_limit is not None and self.fd_limit > MAX_FD_LIMIT:
+            raise ValueError(f"fd-limit={self.fd_limit} is beyond any kernel's limit (at most {MAX_FD_LIMIT:,})")
         if self.fd_limit is not None and self.fd_limit <= RESERVED_FDS:
             raise ValueError(f"fd-limit={self.fd_limit} must be above {RESERVED_FDS}: Redis keeps {RESERVED_FDS} fds for itself")
         if self.serverless and self.concurrency < 1:
@@ -63,7 +93,7 @@ class Plan:
     maxclients: int  # effective: lowered to fd_limit - 32 when the fd limit is too low
     maxclients_requested: int
     ratio: float
-    status: str  # ok | warning | critical
+    status: str  # ok | warning (>= the 0.8 line) | critical (>= the 0.9 line, or over maxclients)
     fits: bool  # under the warning line
     largest_safe_pool_size: int  # per process (or per invocation when serverless)
     recommended_maxclients: int
@@ -71,7 +101,8 @@ class Plan:
     notes: tuple[str, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": "connguard.plan/1", **asdict(self), "warning_line": WARNING_LINE}
+        return {"schema": "connguard.plan/1", **asdict(self), "warning_line": WARNING_LINE,
+                "critical_line": CRITICAL_LINE}
 
 
 def plan(spec: PlanInput) -> Plan:
@@ -103,15 +134,15 @@ def plan(spec: PlanInput) -> Plan:
         notes.append(f"the fd limit {spec.fd_limit} lowers maxclients from {spec.maxclients} to {effective} "
                      f"({spec.fd_limit} - {RESERVED_FDS}); Redis does this at startup and says so only in its log")
     ratio = total / effective
-    status = "critical" if total > effective else "warning" if ratio > WARNING_LINE else "ok"
-    safe = max(0, math.floor((WARNING_LINE * effective - non_app) / app_units))
+    status = "critical" if total > effective or ratio >= CRITICAL_LINE else "warning" if ratio >= WARNING_LINE else "ok"
+    safe = largest_under(WARNING_LINE, effective, non_app, app_units)
     per = spec.per_invocation if spec.serverless else spec.pool_size
     if per > safe:
         what = "connections per invocation" if spec.serverless else "pool size per process"
         notes.append(f"{what} {per} is above the largest safe {safe} for this maxclients")
     if spec.serverless:
         notes.append("each invocation holds its own connections: put a proxy in between, or cap concurrency")
-    needed = math.ceil(total / WARNING_LINE)
+    needed = least_maxclients_for(total)
     recommended = max(needed, spec.maxclients)
     fd_needed = fd_limit_for_maxclients(recommended, spec.fd_margin)
     if spec.fd_limit is not None and spec.fd_limit < fd_needed:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.markup import escape
@@ -14,19 +15,36 @@ from connguard.analysis.findings import Finding
 STYLE = {"ok": "bold green", "warning": "bold yellow", "critical": "bold red", "unknown": "bold magenta",
          "info": "cyan"}
 MAX_EVIDENCE_CHARS = 160
+PIPE_WIDTH = 10_000  # piped output: one line per line, never wrapped mid-sentence at 80 columns
+
+
+def console_for(stream: TextIO | None = None) -> Console:
+    """The Console every command prints with: the terminal's width on a TTY; on a pipe (logs, CI, grep)
+    no wrapping at all, so each message stays on one line."""
+    stream = stream or sys.stdout
+    tty = stream.isatty()
+    return Console(file=stream, highlight=False, soft_wrap=not tty, width=None if tty else PIPE_WIDTH)
+
 HIDDEN_EVIDENCE = {"per_host", "turnover_by_host"}  # per-host tables, shown in the sources table instead
 
 
 def verdict(diag: Diagnosis) -> str:
+    """The headline. Findings are numbered as printed (serious first, in the Diagnosis's order), and the
+    headline names them by those numbers: `exhausted` is the symptom, the first finding after it the cause."""
     serious = [f for f in diag.findings if f.severity != "info"]
     if not diag.reachable:
-        head = serious[0].summary if serious else (diag.error or "unreachable")
-    elif serious:
-        causes = [f.cause for f in serious if f.cause != "exhausted"] or [serious[0].cause]
-        head = f"{len(serious)} problem{'s' if len(serious) > 1 else ''} found; main cause: {causes[0]}."
-    else:
-        head = "No connection problems found."
-    return head
+        return serious[0].summary if serious else (diag.error or "unreachable")
+    if not serious:
+        return "No connection problems found."
+    count = f"{len(serious)} problem{'s' if len(serious) > 1 else ''} found"
+    causes = [(n, f.cause) for n, f in enumerate(serious, 1) if f.cause != "exhausted"]
+    if serious[0].cause == "exhausted":
+        if not causes:
+            return f"{count}; the server is full (1. exhausted)."
+        n, cause = causes[0]
+        return f"{count}; the server is full (1. exhausted), main cause: {n}. {cause}."
+    n, cause = causes[0]
+    return f"{count}; main cause: {n}. {cause}."
 
 
 def _capacity_line(diag: Diagnosis) -> str | None:
@@ -103,7 +121,7 @@ def sources_table(diag: Diagnosis) -> Table | None:
 
 
 def render_text(diag: Diagnosis, console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or console_for()
     server = f" ({diag.server.flavor} {diag.server.version}, {diag.server.role})" if diag.server else ""
     console.print(f"[{STYLE[diag.status]}]{diag.status.upper()}[/]: {escape(diag.target)}{server} - "
                   f"{escape(verdict(diag))}", soft_wrap=True)

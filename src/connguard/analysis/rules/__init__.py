@@ -1,4 +1,5 @@
-"""The nine causes, one small rule each: `check(facts) -> Finding | None`."""
+"""The causes, one small rule each: `check(facts) -> Finding | None`; then `pressure.explain`, so that
+usage at or over the warning line is never left without a finding that explains it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Callable
 from connguard.analysis.facts import Facts
 from connguard.analysis.findings import Finding
 from connguard.analysis.rules import (
-    blocked, exhausted, fanout, fd_limit, internal, leak, pool, storm, too_low,
+    blocked, exhausted, fanout, fd_limit, internal, leak, pool, pressure, storm, too_low,
 )
 
 Rule = Callable[[Facts], "Finding | None"]
@@ -20,4 +21,6 @@ RULES: tuple[Rule, ...] = (
 
 
 def run_rules(facts: Facts) -> list[Finding]:
-    return [f for f in (rule(facts) for rule in RULES) if f is not None]
+    found = [f for f in (rule(facts) for rule in RULES) if f is not None]
+    catch_all = pressure.explain(facts, found)
+    return found + [catch_all] if catch_all else found

@@ -10,7 +10,8 @@ from typing import Any
 from connguard.analysis.shell import Commands
 from connguard.analysis.facts import Facts
 from connguard.analysis.findings import Action, DoctorSettings, Finding
-from connguard.analysis.rules._actions import FD_RESERVE, kill_idle, round_up
+from connguard.analysis.rules import storm
+from connguard.analysis.rules._actions import NEXT_TIME, kill_idle, raise_maxclients_actions, round_up
 from connguard.probe.census import CensusTurnover, HostTurnover
 from connguard.probe.model import HostFacts, SocketCensus
 
@@ -44,10 +45,7 @@ def check(f: Facts) -> Finding | None:
     actions: list[Action] = []
     if idle_hosts:
         actions += kill_idle(f, idle_hosts, limit=2)
-    actions.append(Action(
-        "Keep this session's connection: it is the way in while the server is full "
-        "(run fixes from it, or from `connguard watch`, which holds one)", None, False,
-    ))
+    actions.append(NEXT_TIME)
     return Finding("exhausted", "critical", 1.0 if f.full or f.refused_us else 0.8, summary, evidence, tuple(actions))
 
 
@@ -85,25 +83,6 @@ def _turnover_evidence(t: CensusTurnover) -> dict[str, Any]:
 def _by_host_turnover(hosts: tuple[HostTurnover, ...]) -> dict[str, dict[str, int]]:
     return {h.host: {"connections": h.connections, "new": h.new, "gone": h.gone,
                      "closed": h.closed} for h in hosts[:NAMED_HOSTS]}
-
-
-def raise_maxclients(cmd: Commands, fd: int | None, held: int, pid: int | None) -> Action:
-    """The server is full, so maxclients is about the slots held; the fd limit caps how far it can go."""
-    wanted = round_up(max(held * 1.25, held + 100))
-    if fd is None:
-        return Action(f"Raise maxclients (now about {held}, the connections holding every slot), from a held "
-                      f"connection, to a value the server's open-files limit allows (limit - {FD_RESERVE})",
-                      cmd.redis_cli("CONFIG SET maxclients", "<limit - 32>"), True)
-    ceiling = fd - FD_RESERVE
-    if ceiling > held:
-        value = min(wanted, ceiling)
-        return Action(f"Raise maxclients from about {held} to {value}, from a held connection (fd limit {fd} allows "
-                      f"at most {fd} - {FD_RESERVE} = {ceiling}); persist it with CONFIG REWRITE",
-                      cmd.redis_cli("CONFIG SET maxclients", value), True)
-    need = wanted + FD_RESERVE
-    return Action(f"maxclients (about {held}) is already at what the fd limit {fd} allows ({ceiling}): raise the "
-                  f"server's open-files limit to {need} first (LimitNOFILE={need} to keep it), then maxclients",
-                  f"prlimit --pid {pid or '<pid>'} --nofile={need}:{need}", True)
 
 
 def _pile_shape(census: SocketCensus) -> str:
@@ -162,12 +141,18 @@ def from_census(
         why = (f"Little turnover in {turnover.window_s:.1f}s ({turnover.new} new): the slots are held by long-lived "
                f"connections, a leak or oversized pools; top hosts {named}{_pile_shape(census)}.")
     else:
-        why = "Free slots from a held connection, then fix the cause."
+        why = "Free slots (the actions below work without a Redis connection), then fix the cause."
     summary = f"The server refuses new connections (max number of clients reached): {where}. {why}"
 
-    kill = Action(f"From a connection you already hold (e.g. `connguard watch`), disconnect the idle connections of "
-                  f"the busiest source {busiest} (dry run until --yes)",
-                  cmd.connguard("kill", "--source", busiest, "--idle", max(1, int(settings.idle_threshold_s))), True)
+    # Nobody gets in, so every step here must work without a Redis connection: abort sockets from this
+    # host (ss -K), stop the hosts the census names, the fd limit (prlimit), and reading the census.
+    local = census is not None
+    pile = [h for h, _ in top[:2]]
+    sockets = [Action(
+        f"Free slots now, on this host as root: abort the {dict(top)[h]} connections from {h} with ss -K "
+        "(dry run until --yes; from outside Redis it cannot tell an application connection from a replica or "
+        "subscriber, so check the host first)",
+        cmd.connguard("kill", "--sockets", "--source", h), True) for h in pile] if local else []
     stop_storm = Action("If clients reconnect at once when refused, stop that retry storm: they must back off "
                         "with jitter and open a circuit breaker (connguard.guard)", None, False)
     look = [Action("See who holds the slots (read-only, on the server host)",
@@ -176,44 +161,19 @@ def from_census(
         # Killing young storm connections only makes room for the next reconnect: the storm finding says when.
         actions = [Action("Stop the retry storm first (see the retry_storm finding): the reconnecting clients take "
                           "every slot that frees", None, False)]
-    elif turnover is not None and top:
-        actions = [Action(f"Free slots: stop or restart the application on {busiest}, which holds {top[0][1]} "
-                          "connections and does not give them back", None, False), kill]
+    elif top:
+        actions = sockets + [Action(
+            f"Or stop or scale down the application on {busiest}, which holds {top[0][1]} connections"
+            f"{' and does not give them back' if turnover is not None else ''}", None, False)]
     else:
-        actions = [kill]
-    actions.append(raise_maxclients(cmd, fd, held, pid))
+        actions = [Action("Run `connguard doctor` on the server's own host: there it counts who holds the slots "
+                          "from /proc and can free them with `connguard kill --sockets`", None, False)]
+    actions += raise_maxclients_actions(cmd, fd=fd, current=held, wanted=round_up(max(held * 1.25, held + 100)),
+                                        why="Then make room", pid=pid, refusing=True)
     if not signals and turnover is None:
         actions.append(stop_storm)
+    actions.append(NEXT_TIME)
     exhausted = Finding("exhausted", "critical", 1.0, summary, evidence, tuple(actions + look))
     if not signals or turnover is None:
         return (exhausted,)
-    return (exhausted, storm_from_census(turnover, storm_hosts, signals, held, cmd, census))
-
-
-def storm_from_census(t: CensusTurnover, hosts: list[HostTurnover], signals: list[str], held: int,
-                      cmd: Commands, census: SocketCensus | None) -> Finding:
-    names = [h.host for h in hosts]
-    summary = (f"Retry storm: clients reconnect as fast as slots free up ({'; '.join(signals)}) while the server "
-               f"stays full; most new connections from {', '.join(names[:3]) or 'unknown hosts'}. "
-               "Add jittered backoff and a circuit breaker, and slow those clients down.")
-    evidence = {
-        "hosts": names, "window_s": round(t.window_s, 2), "new_connections": t.new, "gone": t.gone,
-        "replaced_ratio": round(t.replaced_ratio, 2), "new_per_s": t.new_per_s,
-        "closed_per_s": t.closed_per_s, "time_wait_growth": t.time_wait_growth,
-        "new_per_host": {h.host: h.new for h in hosts}, "closed_per_host": {h.host: h.closed for h in hosts},
-        "slots_held": held, "source": "two socket censuses (/proc/net/tcp)",
-        "note": "refused attempts are reset by the server and leave no socket behind: these counts are lower bounds",
-    }
-    sources = [a for h in names[:3] for a in ("--source", h)]
-    actions = (
-        Action("Make clients back off with jitter and stop after repeated refusals (circuit breaker); "
-               "connguard.guard does both for redis-py",
-               f'from connguard.guard import guarded_client; r = guarded_client("{cmd.url}")', False),
-        Action(f"Stop or scale down the reconnecting clients on {', '.join(names[:3]) or 'the busiest hosts'} "
-               "until they back off", None, False),
-        Action("Then, once a slot frees (from a held connection), disconnect what they still hold "
-               "(dry run until --yes)", cmd.connguard("kill", *sources) if sources else None, True),
-        Action("Raising maxclients alone does not end a storm: reconnecting clients fill any new slots", None, False),
-    ) + ((Action("Watch the churn (read-only): connections closed on the port pile up in TIME_WAIT",
-                 f"ss -tn state time-wait '( sport = :{census.port} or dport = :{census.port} )' | wc -l", False),) if census else ())
-    return Finding("retry_storm", "critical", 0.7 if len(signals) > 1 else 0.6, summary, evidence, actions)
+    return (exhausted, storm.from_census(turnover, storm_hosts, signals, held, cmd, census))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from connguard.analysis.facts import Facts
-from connguard.analysis.findings import Finding
+from connguard.analysis.findings import Action, Finding
 from connguard.analysis.rules._actions import raise_maxclients
 
 LARGE_SHARE = 0.1  # of maxclients
@@ -30,8 +30,14 @@ def check(f: Facts) -> Finding | None:
         parts.append("the link to its primary")
     if c.cluster_bus:
         parts.append(f"{c.cluster_bus} cluster-bus slots")
-    summary = (f"Internal connections: {', '.join(parts)} take {internal} of {f.maxclients} slots ({share:.0%}); "
-               f"reserve 100-200 slots for them on top of application traffic.")
+    if severity == "info":
+        # Below the warning line this is a check for the operator, not an instruction: nothing is short yet.
+        summary = (f"Internal connections: {', '.join(parts)} take {internal} of {f.maxclients} slots ({share:.0%}); "
+                   f"check that maxclients leaves 100-200 slots for them beyond peak application use "
+                   f"(headroom now {headroom}).")
+    else:
+        summary = (f"Internal connections: {', '.join(parts)} take {internal} of {f.maxclients} slots ({share:.0%}); "
+                   f"reserve 100-200 slots for them on top of application traffic.")
     sentinel_names = sorted({n for s in f.sources.all for n in s.names if n.startswith("sentinel-")})[:6] \
         if f.sources else []
     evidence = {
@@ -40,6 +46,11 @@ def check(f: Facts) -> Finding | None:
         "headroom": f.capacity.headroom, "sentinel_names": sentinel_names,
         "hosts": [s.host for s in (f.sources.all if f.sources else ()) if s.internal][:10],
     }
-    actions = tuple(raise_maxclients(f, f.maxclients + RESERVE,
-                                     f"Reserve {RESERVE} slots for replicas, Sentinel and the cluster bus"))
+    if severity == "info":
+        actions: tuple[Action, ...] = (Action(
+            f"Check at peak: application connections + {internal} internal + {RESERVE} for a failover or a new "
+            f"replica should stay under maxclients {f.maxclients} (`connguard plan` adds it up)", None, False),)
+    else:
+        actions = tuple(raise_maxclients(f, f.maxclients + RESERVE,
+                                         f"Reserve {RESERVE} slots for replicas, Sentinel and the cluster bus"))
     return Finding("internal_connections", severity, 0.9, summary, evidence, actions)

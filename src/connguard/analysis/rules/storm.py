@@ -1,11 +1,17 @@
-"""retry_storm: rejections and churn spike while usage pins at the limit: clients reconnect without backoff."""
+"""retry_storm: rejections and churn spike while usage pins at the limit: clients reconnect without backoff.
+
+`check` judges from a held connection (rates by client ID); `from_census` judges a server that refused the
+doctor, from the turnover between two socket censuses. Both give the same fixes (rules/_actions.py)."""
 
 from __future__ import annotations
 
 from connguard.analysis.facts import Facts
 from connguard.analysis.findings import Action, Finding
-from connguard.analysis.rules._actions import kill_idle
+from connguard.analysis.rules._actions import RAISING_DOES_NOT_END_STORM, WAIT_FOR_SLOT_S, backoff_actions, kill_idle
+from connguard.analysis.shell import Commands
 from connguard.analysis.sources import Source
+from connguard.probe.census import CensusTurnover, HostTurnover
+from connguard.probe.model import SocketCensus
 
 MIN_REJECT_RATE = 20.0  # refusals per second, at least; scaled up with maxclients below
 YOUNG_S = 60  # a connection younger than this was (re)opened during the storm
@@ -76,21 +82,42 @@ def check(f: Facts) -> Finding | None:
         "young_connections": sum(s.connections for s in young),
         "reopened_per_host": {s.host: s.opened for s in young[:5] if s.opened is not None},
     }
-    actions = [
-        Action(
-            "Make clients back off with jitter and stop after repeated refusals (circuit breaker); "
-            "connguard.guard does both for redis-py",
-            f'from connguard.guard import guarded_client; r = guarded_client("{f.cmd.url}")', False,
-        ),
-        Action(
-            "With plain redis-py: exponential backoff with jitter and few retries",
-            f'redis.Redis.from_url("{f.cmd.url}", retry=Retry(ExponentialWithJitterBackoff(base=0.1, cap=10), 3))', False,
-        ),
-    ]
+    actions = backoff_actions(f.cmd)
     idle = sorted((s for s in f.app_sources if s.idle_over_threshold), key=lambda s: -s.idle_over_threshold)
     if idle:
         actions += kill_idle(f, idle, limit=1)
-    actions.append(Action("Raising maxclients alone does not end a storm: reconnecting clients fill any new slots",
-                          None, False))
+    actions.append(RAISING_DOES_NOT_END_STORM)
     return Finding("retry_storm", "critical" if strong else "warning", min(confidence, 0.95), summary,
                    evidence, tuple(actions))
+
+
+def from_census(t: CensusTurnover, hosts: list[HostTurnover], signals: list[str], held: int,
+                cmd: Commands, census: SocketCensus | None) -> Finding:
+    """retry_storm for a server that refused the doctor: its connections keep changing hands."""
+    names = [h.host for h in hosts]
+    summary = (f"Retry storm: clients reconnect as fast as slots free up ({'; '.join(signals)}) while the server "
+               f"stays full; most new connections from {', '.join(names[:3]) or 'unknown hosts'}. "
+               "Add jittered backoff and a circuit breaker, and slow those clients down.")
+    evidence = {
+        "hosts": names, "window_s": round(t.window_s, 2), "new_connections": t.new, "gone": t.gone,
+        "replaced_ratio": round(t.replaced_ratio, 2), "new_per_s": t.new_per_s,
+        "closed_per_s": t.closed_per_s, "time_wait_growth": t.time_wait_growth,
+        "new_per_host": {h.host: h.new for h in hosts}, "closed_per_host": {h.host: h.closed for h in hosts},
+        "slots_held": held, "source": "two socket censuses (/proc/net/tcp)",
+        "note": "refused attempts are reset by the server and leave no socket behind: these counts are lower bounds",
+    }
+    sources = [a for h in names[:3] for a in ("--source", h)]
+    actions = [backoff_actions(cmd)[0],
+               Action(f"Stop or scale down the reconnecting clients on {', '.join(names[:3]) or 'the busiest hosts'} "
+                      "until they back off", None, False)]
+    if sources:
+        actions.append(Action(
+            f"Disconnect what they still hold: kill waits up to {WAIT_FOR_SLOT_S}s for one of the slots the storm "
+            "frees now and then (dry run until --yes)",
+            cmd.connguard("kill", *sources, "--connect-timeout", WAIT_FOR_SLOT_S), True))
+    actions.append(RAISING_DOES_NOT_END_STORM)
+    if census:
+        actions.append(Action("Watch the churn (read-only): connections closed on the port pile up in TIME_WAIT",
+                              f"ss -tn state time-wait '( sport = :{census.port} or dport = :{census.port} )' | wc -l",
+                              False))
+    return Finding("retry_storm", "critical", 0.7 if len(signals) > 1 else 0.6, summary, evidence, tuple(actions))
