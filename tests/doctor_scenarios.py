@@ -4,8 +4,11 @@ Each scenario is a context manager yielding a `Live`: the condition is in place 
 background load (a growing leak, a storm, a slow retrier) runs bounded in count and time, and
 everything stops on exit. Run as a script to re-capture golden files:
 
-    python tests/doctor_scenarios.py capture tests/testdata [scenario ...]
-    python tests/doctor_scenarios.py regolden tests/testdata   # recompute diagnosis.json only
+    python tests/doctor_scenarios.py capture tests/testdata [scenario ...]         # both captures + a window
+    python tests/doctor_scenarios.py capture-window tests/testdata [scenario ...]  # the recorded window only
+    python tests/doctor_scenarios.py regolden tests/testdata   # recompute every golden map, no server needed
+
+Run from the repository root with PYTHONPATH=src:tests (the golden maps are computed by test_analysis_golden).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Callable, Iterator
 
 from connguard.analysis.diagnosis import Diagnosis, DoctorSettings
 from connguard.doctor import examine, run_doctor
+from connguard.probe.sampler import Sampler
 from connguard.lab.crowd import Crowd, admit
 from connguard.lab.servers import ServerBinary, ServerProcess, find_binaries
 from connguard.target import HeldConnection, open_connection, parse_target
@@ -56,7 +60,7 @@ class Live:
 
     def doctor(self, *, once: bool = False, connect_timeout_s: float = 5.0) -> Diagnosis:
         if self.conn is not None:
-            return examine(self.conn, parse_target(self.url).redacted, self.settings, once=once)
+            return examine(Sampler.holding(self.conn), self.settings, once=once)
         return run_doctor(parse_target(self.url), self.settings, once=once, connect_timeout_s=connect_timeout_s)
 
 
@@ -286,11 +290,12 @@ def binaries_for_tests() -> list[ServerBinary]:
 
 
 # -- golden capture ---------------------------------------------------------------------------------
+WINDOW_SAMPLES = 4  # a recorded window: four Snapshots, half the scenario's interval apart
 
-def capture_scenario(live: Live, folder: Path) -> Diagnosis:
-    """Save both raw captures of a live scenario (verbatim replies), meta, and the diagnosis summary."""
-    from connguard.analysis.diagnosis import diagnose
-    from connguard.probe import build_snapshot, capture
+
+def capture_scenario(live: Live, folder: Path) -> None:
+    """Save both raw captures of a live scenario (verbatim replies) and meta.json; then record a window."""
+    from connguard.probe import capture
     from connguard.probe.host import is_local_server, read_host_facts
     from connguard.probe.info import parse_info
     from connguard.probe.serialize import write_raw_capture
@@ -306,12 +311,11 @@ def capture_scenario(live: Live, folder: Path) -> Diagnosis:
             conn.close()
     info = parse_info(raws[-1].info_all)
     host = read_host_facts(info.process_id) if is_local_server(info.process_id, info.tcp_port) else None
-    snaps = [build_snapshot(r, host=host, own_client_id=own) for r in raws]
-    diag = diagnose(snaps[0], snaps[1], live.settings, "redis://127.0.0.1:6379")
     for i, raw in enumerate(raws, 1):
         write_raw_capture(raw, folder / f"snapshot{i}")
     meta = {
-        "scenario": live.name, "taken_at": [r.taken_at for r in raws], "own_client_id": own,
+        "scenario": live.name, "expected_causes": list(live.expected), "offenders": list(live.offenders),
+        "taken_at": [r.taken_at for r in raws], "own_client_id": own,
         "limitations": [list(r.limitations) for r in raws],
         "host": None if host is None else {"pid": host.pid, "fd_limit_soft": host.fd_limit_soft,
                                             "fd_limit_hard": host.fd_limit_hard, "open_fds": host.open_fds},
@@ -319,33 +323,50 @@ def capture_scenario(live: Live, folder: Path) -> Diagnosis:
                      "top": live.settings.top},
     }
     (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    expected = {
-        "scenario": live.name, "status": diag.status,
-        "expected_causes": list(live.expected), "offenders": list(live.offenders),
-        "findings": [{"cause": f.cause, "severity": f.severity, "hosts": list(f.hosts)} for f in diag.findings],
-    }
-    (folder / "diagnosis.json").write_text(json.dumps(expected, indent=2) + "\n")
-    return diag
+    capture_window(live, folder)
+
+
+def capture_window(live: Live, folder: Path) -> None:
+    """Record WINDOW_SAMPLES observations of the live scenario through the doctor's own path (a Sampler,
+    `observe`, a Recorder), into window.jsonl: what `doctor --record` writes."""
+    import dataclasses
+
+    from connguard.doctor import observe
+    from connguard.probe.recording import Recorder
+
+    settings = dataclasses.replace(live.settings, interval_s=live.settings.interval_s / 2)
+    target = parse_target(live.url)
+    sampler = Sampler.holding(live.conn) if live.conn is not None else Sampler(target, connect_timeout_s=5)
+    path = folder / "window.jsonl"
+    path.unlink(missing_ok=True)
+    meta = {"interval_s": settings.interval_s, "idle_threshold_s": settings.idle_threshold_s, "top": settings.top,
+            "samples": WINDOW_SAMPLES}
+    try:
+        with Recorder(path, target=target, tool="doctor", settings=meta) as recorder:
+            observe(sampler, settings, samples=WINDOW_SAMPLES, recorder=recorder)
+    finally:
+        if live.conn is None:
+            sampler.close()
 
 
 def regolden(root: Path) -> None:
-    """Recompute each diagnosis.json from its saved captures (after a deliberate rule change; review the diff)."""
-    from connguard.analysis.diagnosis import diagnose
-    from test_analysis_golden import load  # the loader the golden test uses
+    """Recompute every diagnosis.json and window_diagnosis.json from the saved captures, as whole maps
+    (after a deliberate rule or text change; review the diff)."""
+    from test_analysis_golden import diagnose_pair, diagnose_window, golden_map  # what the golden test compares
 
-    for golden_file in sorted(root.glob("*/*/diagnosis.json")):
-        (first, second), settings, golden = load(golden_file.parent)
-        diag = diagnose(first, second, settings, "redis://127.0.0.1:6379")
-        golden["status"] = diag.status
-        golden["findings"] = [{"cause": f.cause, "severity": f.severity, "hosts": list(f.hosts)} for f in diag.findings]
-        golden_file.write_text(json.dumps(golden, indent=2) + "\n")
+    for meta_file in sorted(root.glob("*/*/meta.json")):
+        folder = meta_file.parent
+        (folder / "diagnosis.json").write_text(json.dumps(golden_map(diagnose_pair(folder)), indent=1) + "\n")
+        if (folder / "window.jsonl").exists():
+            window = golden_map(diagnose_window(folder))
+            (folder / "window_diagnosis.json").write_text(json.dumps(window, indent=1) + "\n")
 
 
 def main(argv: list[str]) -> int:
     if len(argv) == 2 and argv[0] == "regolden":
         regolden(Path(argv[1]))
         return 0
-    if len(argv) < 2 or argv[0] != "capture":
+    if len(argv) < 2 or argv[0] not in ("capture", "capture-window"):
         print(__doc__)
         return 2
     root = Path(argv[1])
@@ -353,9 +374,15 @@ def main(argv: list[str]) -> int:
     random.seed(0)
     for binary in binaries_for_tests():
         for name in names:
+            folder = root / binary.label / name
+            folder.mkdir(parents=True, exist_ok=True)
             with SCENARIOS[name](binary) as live:
-                diag = capture_scenario(live, root / binary.label / name)
-            print(binary.label, name, diag.status, [(f.cause, f.severity, f.hosts[:3]) for f in diag.findings])
+                if argv[0] == "capture":
+                    capture_scenario(live, folder)
+                else:
+                    capture_window(live, folder)
+            print(binary.label, name, "captured")
+    regolden(root)
     return 0
 
 

@@ -144,8 +144,8 @@ def test_classification_follows_flags_names_and_blocking_commands():
 
 def test_commands_never_carry_a_password():
     cmd = Commands.for_target("redis://ops:***@cache.internal:6380/2")
-    assert cmd.url == "redis://ops@cache.internal:6380"
-    assert cmd.redis_cli("CONFIG SET timeout", 300) == "redis-cli -h cache.internal -p 6380 --user ops CONFIG SET timeout 300"
+    assert cmd.url == "redis://ops@cache.internal:6380/2"  # the database is kept (it used to be lost here)
+    assert cmd.redis_cli("CONFIG SET timeout", 300) == "redis-cli -h cache.internal -p 6380 -n 2 --user ops CONFIG SET timeout 300"
     assert "***" not in cmd.kill_ids([1, 2]) and "CLIENT KILL ID $id" in cmd.kill_ids([1, 2])
 
 

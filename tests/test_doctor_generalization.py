@@ -18,6 +18,7 @@ from rich.console import Console
 
 from connguard.analysis.diagnosis import Diagnosis, DoctorSettings
 from connguard.doctor import examine, run_doctor
+from connguard.probe.sampler import Sampler
 from connguard.lab.crowd import Crowd, admit
 from connguard.render.text import render_text
 from connguard.target import open_connection, parse_target
@@ -158,7 +159,7 @@ def test_a_leak_that_filled_the_server_is_the_cause_after_exhausted(default_bina
     requests = Reconnector(server.port, "127.0.3.1", backoff_s=0.3, hold_s=(0.5, 1.0), want=3, seconds=5)
     requests.start()
     with conn:
-        diag = examine(conn, target, SETTINGS)
+        diag = examine(Sampler.holding(conn), SETTINGS)
     requests.stop()
     drip.stop()
     assert diag.causes[:2] == ("exhausted", "connection_leak"), diag.causes
@@ -258,7 +259,7 @@ def test_a_retry_storm_with_a_little_backoff_names_the_retrying_hosts_only(defau
         t.start()
     time.sleep(1.5)
     with conn:
-        diag = examine(conn, target, SETTINGS)
+        diag = examine(Sampler.holding(conn), SETTINGS)
     for t in storm:
         t.stop()
     assert_names(diag, "retry_storm", ["127.0.9.1", "127.0.9.2", "127.0.9.3", "127.0.9.4"], also=("exhausted",))
@@ -273,7 +274,7 @@ def test_storm_fillers_are_not_mistaken_for_pools_or_leaks(default_binary, start
         t.start()
     time.sleep(2.5)
     with conn:
-        diag = examine(conn, target, SETTINGS)
+        diag = examine(Sampler.holding(conn), SETTINGS)
     for t in storm:
         t.stop()
     assert_names(diag, "retry_storm", ["127.0.9.11", "127.0.9.12", "127.0.9.13"], also=("exhausted",))
@@ -289,7 +290,7 @@ def test_a_small_limit_with_genuinely_active_clients_is_maxclients_too_low(defau
     requests.start()
     time.sleep(1)
     with conn:
-        diag = examine(conn, target, SETTINGS)
+        diag = examine(Sampler.holding(conn), SETTINGS)
     requests.stop()
     assert_names(diag, "maxclients_too_low", ["127.0.3.1", "127.0.3.2", "127.0.3.3"], also=("exhausted",))
 

@@ -1,85 +1,65 @@
-"""`run_doctor`: the doctor's I/O. One held connection, one or two Snapshots, then the pure diagnosis."""
+"""`run_doctor`: the doctor's I/O. A Sampler, a window of N observations, then the pure diagnosis."""
 
 from __future__ import annotations
 
-import ipaddress
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from connguard.analysis.diagnosis import Diagnosis, DoctorSettings, diagnose, diagnose_unreachable
-from connguard.errors import ServerFull
-from connguard.probe import take_snapshot
-from connguard.probe.census import CensusTurnover, compare_censuses, read_census
-from connguard.probe.host import find_listening_pid, read_host_facts
-from connguard.probe.model import HostFacts, SocketCensus
-from connguard.target import HeldConnection, Target, open_connection
+from connguard.analysis.diagnosis import Diagnosis, DoctorSettings, diagnose_observations
+from connguard.analysis.window import DEFAULT_SAMPLES
+from connguard.probe.sampler import Observation, Sampler
+from connguard.target import Target
+
+if TYPE_CHECKING:
+    from connguard.probe.recording import Recorder
+
+CENSUS_PAUSE_MAX_S = 2.0  # between two censuses of a refusing server: long enough to see churn, short for an incident
+
+
+def observe(
+    sampler: Sampler, settings: DoctorSettings, *, samples: int = DEFAULT_SAMPLES,
+    sleep: Callable[[float], None] = time.sleep, recorder: Recorder | None = None,
+) -> list[Observation]:
+    """`samples` Observations `settings.interval_s` apart, each written to `recorder` as it is taken.
+
+    A server that refuses the doctor is looked at from outside only: a second socket census after a short
+    pause, without knocking again, so a storm (connections changing hands) can be told from a still pile."""
+    if samples < 1:
+        raise ValueError(f"--samples must be >= 1 (got {samples})")
+
+    def take(**kwargs: bool) -> Observation:
+        obs = sampler.sample(**kwargs)
+        if recorder is not None:
+            recorder.write(obs)
+        return obs
+
+    window = [take()]
+    first = window[0]
+    if first.snapshot is None:
+        if first.refused and first.census is not None and samples > 1:
+            sleep(min(settings.interval_s, CENSUS_PAUSE_MAX_S))
+            window.append(take(connect=False))
+        return window
+    for _ in range(samples - 1):
+        sleep(settings.interval_s)
+        window.append(take())
+    return window
 
 
 def examine(
-    conn: HeldConnection, target: str, settings: DoctorSettings, *, once: bool = False,
-    sleep: Callable[[float], None] = time.sleep,
+    sampler: Sampler, settings: DoctorSettings, *, once: bool = False, samples: int = DEFAULT_SAMPLES,
+    sleep: Callable[[float], None] = time.sleep, recorder: Recorder | None = None,
 ) -> Diagnosis:
-    """Diagnose over a connection already held: CLIENT LIST once per Snapshot, nothing written."""
-    first = take_snapshot(conn)
-    second = None
-    if not once:
-        sleep(settings.interval_s)
-        second = take_snapshot(conn)
-    # attempts > 1: the server turned us away first (it was full a moment ago), which is evidence too.
-    return diagnose(first, second, settings, target, refused_us=max(0, getattr(conn, "attempts", 1) - 1))
-
-
-def _is_loopback(host: str | None) -> bool:
-    if not host or host == "localhost":
-        return host == "localhost"
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-CENSUS_PAUSE_MAX_S = 2.0  # the second census of a refusing server: long enough to see churn, short for an incident
-
-
-def local_pid(target: Target) -> int | None:
-    """The process listening on the target's port when that is on this host; None otherwise."""
-    if target.scheme == "unix" or not target.port or not _is_loopback(target.host):
-        return None
-    return find_listening_pid(target.port)
-
-
-def local_view(target: Target) -> tuple[SocketCensus | None, HostFacts | None]:
-    """When the refused server listens on this host: who holds its slots (/proc census) and its fd limit."""
-    pid = local_pid(target)
-    if pid is None or target.port is None:
-        return None, None
-    return read_census(target.port), read_host_facts(pid)
-
-
-def watch_from_outside(
-    target: Target, settings: DoctorSettings, *, once: bool = False, sleep: Callable[[float], None] = time.sleep,
-) -> tuple[SocketCensus | None, HostFacts | None, CensusTurnover | None]:
-    """A full local server, seen without Redis: one census now and, unless `once`, one after a short pause,
-    so a storm (connections changing hands) can be told from a still pile (the same sockets throughout)."""
-    first, host = local_view(target)
-    if first is None or once or target.port is None:
-        return first, host, None
-    sleep(min(settings.interval_s, CENSUS_PAUSE_MAX_S))
-    second = read_census(target.port)
-    return second, host, compare_censuses(first, second)
+    """Observe a window (one Observation with `once`) and diagnose it. Nothing is written to the server."""
+    window = observe(sampler, settings, samples=1 if once else samples, sleep=sleep, recorder=recorder)
+    return diagnose_observations(window, settings, sampler.target)
 
 
 def run_doctor(
-    target: Target, settings: DoctorSettings, *, once: bool = False, connect_timeout_s: float = 10.0,
-    sleep: Callable[[float], None] = time.sleep,
+    target: Target, settings: DoctorSettings, *, once: bool = False, samples: int = DEFAULT_SAMPLES,
+    connect_timeout_s: float = 10.0, sleep: Callable[[float], None] = time.sleep, recorder: Recorder | None = None,
 ) -> Diagnosis:
-    """Connect (riding out a full server for `connect_timeout_s`), examine, close. A server that stays
-    full is diagnosed from outside; every other ConnguardError propagates to the caller."""
-    try:
-        conn = open_connection(target, connect_timeout_s=connect_timeout_s, sleep=sleep)
-    except ServerFull as err:
-        census, host, turnover = watch_from_outside(target, settings, once=once, sleep=sleep)
-        return diagnose_unreachable(target.redacted, settings, err.message, full=True, census=census, host=host,
-                                    turnover=turnover)
-    with conn:
-        return examine(conn, target.redacted, settings, once=once, sleep=sleep)
+    """Connect (riding out a full server for `connect_timeout_s`), examine, close. A server that stays full
+    is diagnosed from outside; any other failure to observe raises its ConnguardError."""
+    with Sampler(target, connect_timeout_s=connect_timeout_s, sleep=sleep) as sampler:
+        return examine(sampler, settings, once=once, samples=samples, sleep=sleep, recorder=recorder)

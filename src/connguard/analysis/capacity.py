@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from connguard.probe.model import Snapshot
+from connguard.probe.model import Snapshot, slots_used
 
 WARNING_RATIO = 0.8  # the runbook's alert line
 CRITICAL_RATIO = 0.9  # the runbook's danger zone
@@ -53,7 +53,7 @@ def capacity(snapshot: Snapshot) -> Capacity:
     info = snapshot.info
     observer = min(snapshot.observer_connections, info.connected_clients)
     connected_clients = info.connected_clients - observer
-    used = connected_clients + info.connected_slaves + info.cluster_connections
+    used = slots_used(connected_clients, info.connected_slaves, info.cluster_connections)
     maxclients = snapshot.maxclients
     ratio = round(used / maxclients, 4) if maxclients else None
     return Capacity(

@@ -1,23 +1,29 @@
-"""The verdict: `diagnose(first, second, settings, target)` runs every rule and returns a Diagnosis."""
+"""The verdict: `diagnose(window, settings, target)` runs every rule over a window of Snapshots."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from connguard.analysis.capacity import Capacity, Thresholds, capacity
 from connguard.analysis.classify import ConnectionClasses, classify
 from connguard.analysis.shell import Commands
 from connguard.analysis.facts import Facts
 from connguard.analysis.findings import Action, DoctorSettings, Finding, severity_rank, worst
-from connguard.analysis.rates import Rates, rates
+from connguard.analysis.rates import Rates, window_rates
 from connguard.analysis.rules import exhausted as exhausted_rule
 from connguard.analysis.rules import run_rules
 from connguard.analysis.sources import Source, source_table
-from connguard.probe.census import CensusTurnover
+from connguard.analysis.window import Window
+from connguard.errors import ConnguardError
+from connguard.probe.census import CensusTurnover, census_turnover
 from connguard.probe.model import HostFacts, Snapshot, SocketCensus
+from connguard.target import Target, parse_target
 
-__all__ = ["Action", "Diagnosis", "DoctorSettings", "Finding", "ServerSummary", "diagnose", "diagnose_unreachable"]
+if TYPE_CHECKING:  # the pure analysis never imports the sampler (and with it redis-py) to run
+    from connguard.probe.sampler import Observation
+
+__all__ = ["Action", "Diagnosis", "DoctorSettings", "Finding", "ServerSummary", "diagnose", "diagnose_observations", "diagnose_unreachable"]
 
 SCHEMA = "connguard.doctor/1"
 
@@ -122,22 +128,50 @@ def overall_status(findings: tuple[Finding, ...], cap: Capacity | None, settings
     return status
 
 
-def diagnose(first: Snapshot, second: Snapshot | None, settings: DoctorSettings, target: str,
-             *, refused_us: int = 0) -> Diagnosis:
-    """Pure: one or two Snapshots in, the verdict out. `refused_us`: how many times the server turned the
-    doctor away (max number of clients) before admitting it - first-hand evidence that it is refusing."""
-    now = second or first
+def _as_target(target: Target | str) -> Target:
+    if isinstance(target, Target):
+        return target
+    try:
+        return parse_target(target, env={})
+    except ConnguardError:  # a label that is no URL (a test's, a recording's): keep it for display only
+        return Target("redis", target, None, None)
+
+
+def diagnose(window: Sequence[Snapshot] | Snapshot, settings: DoctorSettings | Snapshot | None,
+             target: Target | str | DoctorSettings, *legacy: Target | str, refused_us: int = 0) -> Diagnosis:
+    """Pure: a window of Snapshots (oldest first) in, the verdict out. A window of one is `--once` (no rates),
+    of two the classic doctor; longer windows measure rates, growth and churn over every Snapshot in them.
+    `refused_us`: how many times the server turned the observer away (max number of clients) before
+    admitting it - first-hand evidence that it is refusing.
+
+    The two-Snapshot form `diagnose(first, second_or_None, settings, target)` is still accepted."""
+    if isinstance(window, Snapshot):  # diagnose(first, second, settings, target)
+        first, second = window, settings
+        if not (second is None or isinstance(second, Snapshot)) or not isinstance(target, DoctorSettings) \
+                or len(legacy) != 1:
+            raise TypeError("diagnose(first, second_or_None, settings, target) or diagnose(window, settings, target)")
+        return diagnose((first,) if second is None else (first, second), target, legacy[0], refused_us=refused_us)
+    if not isinstance(settings, DoctorSettings) or isinstance(target, DoctorSettings) or legacy:
+        raise TypeError("diagnose(window, settings, target): a sequence of Snapshots, DoctorSettings, a Target")
+    return _diagnose_window(Window.of(window), settings, _as_target(target), refused_us)
+
+
+def _diagnose_window(w: Window, settings: DoctorSettings, target: Target, refused_us: int) -> Diagnosis:
+    now = w.now
     cap = capacity(now)
-    table = source_table(now, settings.idle_threshold_s, settings.top, previous=first if second else None)
-    facts = Facts(settings=settings, target=target, first=first, now=now, capacity=cap, classes=classify(now),
-                  sources=table, rates=rates(first, second), cmd=Commands.for_target(target), refused_us=refused_us)
+    table = source_table(now, settings.idle_threshold_s, settings.top, churn=w.churn)
+    facts = Facts(settings=settings, target=target, window=w.snapshots, capacity=cap, classes=classify(now),
+                  sources=table, rates=window_rates(w), cmd=Commands.for_target(target), refused_us=refused_us)
     findings = _ordered(run_rules(facts))
     info = now.info
-    limitations = tuple(dict.fromkeys(first.limitations + now.limitations))
-    if second is None:
+    limitations = tuple(dict.fromkeys(lim for snap in w.snapshots for lim in snap.limitations))
+    if len(w) == 1:
         limitations += ("one Snapshot (--once): no rates, so growth and churn are not measured",)
+    elif w.restarts:
+        limitations += (f"the server restarted {w.restarts} time{'s' if w.restarts > 1 else ''} in the window: "
+                        "rates leave the restart out, growth and churn count from the last one",)
     return Diagnosis(
-        target=target, status=overall_status(findings, cap, settings), reachable=True, error=None,
+        target=target.redacted, status=overall_status(findings, cap, settings), reachable=True, error=None,
         server=ServerSummary(info.flavor, info.version, info.role, info.process_id, info.uptime_s,
                              info.cluster_enabled, info.tcp_port),
         capacity=cap, rates=facts.rates, sources=table.top if table else None, findings=findings,
@@ -154,12 +188,13 @@ def _census_sources(census: SocketCensus, turnover: CensusTurnover | None = None
 
 
 def diagnose_unreachable(
-    target: str, settings: DoctorSettings, error: str, *, full: bool,
+    target: Target | str, settings: DoctorSettings, error: str, *, full: bool,
     census: SocketCensus | None = None, host: HostFacts | None = None, turnover: CensusTurnover | None = None,
 ) -> Diagnosis:
     """Pure: the verdict when the doctor got no connection. A full server is `exhausted` (critical), plus
     `retry_storm` when two censuses `turnover` apart show the connections changing hands; any other
     failure is `unknown` with the error line."""
+    target = target.redacted if isinstance(target, Target) else target
     if not full:
         return Diagnosis(target=target, status="unknown", reachable=False, error=error, server=None, capacity=None,
                          rates=None, sources=None, findings=(), settings=settings)
@@ -172,3 +207,26 @@ def diagnose_unreachable(
     return Diagnosis(target=target, status="critical", reachable=False, error=error, server=None, capacity=None,
                      rates=None, sources=top if sources is not None else None, findings=_ordered(list(findings)),
                      sources_from_census=True, limitations=limitations, settings=settings)
+
+
+def diagnose_observations(observations: Sequence[Observation], settings: DoctorSettings, target: Target | str,
+                          ) -> Diagnosis:
+    """Pure: the verdict over a Sampler's Observations (live, or read back from a recording), so that a
+    replay reaches exactly the live verdict. Observed Snapshots make the window; a server that refused us
+    throughout is judged from its socket censuses (turnover over all of them); when nothing was observed
+    for any other reason, the last failure is raised, as the live run raised it."""
+    if not observations:
+        raise ValueError("no observations to diagnose")
+    snapshots = [o.snapshot for o in observations if o.snapshot is not None]
+    if snapshots:
+        return diagnose(snapshots, settings, target, refused_us=observations[-1].refusals)
+    refused = [o for o in observations if o.refused]
+    if not refused:
+        failure = observations[-1].failure
+        raise failure if failure is not None else ValueError("an observation with neither a snapshot nor a failure")
+    censuses = [o.census for o in refused if o.census is not None]
+    hosts = [o.host for o in refused if o.host is not None]
+    turnover = census_turnover(censuses) if len(censuses) >= 2 else None
+    return diagnose_unreachable(target, settings, refused[-1].failure.message if refused[-1].failure else "refused",
+                                full=True, census=censuses[-1] if censuses else None,
+                                host=hosts[-1] if hosts else None, turnover=turnover)

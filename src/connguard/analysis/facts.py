@@ -1,4 +1,4 @@
-"""What every rule reads: the Snapshots plus capacity, classes, sources and rates, computed once."""
+"""What every rule reads: the window of Snapshots plus capacity, classes, sources and rates, computed once."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from connguard.analysis.findings import DoctorSettings
 from connguard.analysis.rates import Rates
 from connguard.analysis.sources import Source, SourceTable
 from connguard.probe.model import Snapshot
+from connguard.target import Target
 
 PINNED_HEADROOM = 2  # slots: at or below this the server is pinned at its limit
 
@@ -19,15 +20,24 @@ PINNED_HEADROOM = 2  # slots: at or below this the server is pinned at its limit
 @dataclass(frozen=True)
 class Facts:
     settings: DoctorSettings
-    target: str
-    first: Snapshot
-    now: Snapshot  # the latest Snapshot (the second, or the only one)
+    target: Target
+    window: tuple[Snapshot, ...]  # oldest first; a window of two is the classic doctor
     capacity: Capacity
     classes: ConnectionClasses
     sources: SourceTable | None
     rates: Rates | None
     cmd: Commands
     refused_us: int = 0  # connection attempts the server refused before it let the doctor in
+
+    @property
+    def first(self) -> Snapshot:
+        """The oldest Snapshot of the window."""
+        return self.window[0]
+
+    @property
+    def now(self) -> Snapshot:
+        """The latest Snapshot (the second, or the only one)."""
+        return self.window[-1]
 
     @property
     def maxclients(self) -> int | None:

@@ -6,7 +6,7 @@ import shlex
 from dataclasses import dataclass
 
 from connguard.errors import ConnguardError
-from connguard.target import parse_target
+from connguard.target import Target, parse_target
 
 MAX_IDS_IN_COMMAND = 50
 
@@ -20,11 +20,14 @@ class Commands:
     cli: str  # redis-cli connection options
 
     @classmethod
-    def for_target(cls, target: str) -> "Commands":
-        try:
-            t = parse_target(target, env={})
-        except ConnguardError:
-            return cls(url=target, cli="redis-cli")
+    def for_target(cls, target: Target | str) -> "Commands":
+        if isinstance(target, Target):
+            t = target
+        else:
+            try:
+                t = parse_target(target, env={})
+            except ConnguardError:
+                return cls(url=target, cli="redis-cli")
         user = f"{t.username}@" if t.username else ""
         if t.scheme == "unix":
             url = f"unix://{user}{t.path}"
@@ -33,6 +36,9 @@ class Commands:
             host = f"[{t.host}]" if t.host and ":" in t.host else t.host
             url = f"{t.scheme}://{user}{host}:{t.port}"
             cli = f"redis-cli -h {t.host} -p {t.port}" + (" --tls" if t.tls else "")
+        if t.db:  # the database the user named: a kill or a check elsewhere would miss its clients' view
+            url += f"?db={t.db}" if t.scheme == "unix" else f"/{t.db}"
+            cli += f" -n {t.db}"
         if t.username:
             cli += f" --user {shlex.quote(t.username)}"
         return cls(url=url, cli=cli)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import ipaddress
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from connguard.analysis.classify import BLOCKED, INTERNAL_KINDS, NORMAL, PUBSUB, client_records, kind_of
+from connguard.analysis.window import HostChurn
 from connguard.probe.model import ClientRecord, Snapshot
 
 MAX_LISTED = 5  # names/libs/users shown per source
@@ -110,7 +111,15 @@ def _distinct(values: Iterable[str | None]) -> tuple[str, ...]:
 
 
 def summarize(host: str, recs: Sequence[ClientRecord], idle_threshold_s: float, growth: int | None = None,
-              before_ids: frozenset[int] | None = None) -> Source:
+              before_ids: frozenset[int] | None = None, *, churn: HostChurn | None = None) -> Source:
+    """One host's row. Turnover comes from `churn` (a whole window) or, in the two-Snapshot form, from
+    `before_ids` (the host's client IDs in the earlier Snapshot)."""
+    opened = closed = None
+    if churn is not None:
+        growth, opened, closed = churn.growth, churn.opened, churn.closed
+    elif before_ids is not None:
+        opened = sum(1 for r in recs if r.id not in before_ids)
+        closed = len(before_ids - {r.id for r in recs})
     kinds = [kind_of(r) for r in recs]
     plain = [r for r, k in zip(recs, kinds) if k == NORMAL]
     idle_over = sorted((r for r in plain if r.idle_s >= idle_threshold_s), key=lambda r: -r.idle_s)
@@ -137,8 +146,8 @@ def summarize(host: str, recs: Sequence[ClientRecord], idle_threshold_s: float, 
         age_spread_s=percentile(plain_ages, 0.9) - percentile(plain_ages, 0.1),
         median_idle_s=percentile(sorted(r.idle_s for r in plain), 0.5),
         growth=growth,
-        opened=None if before_ids is None else sum(1 for r in recs if r.id not in before_ids),
-        closed=None if before_ids is None else len(before_ids - {r.id for r in recs}),
+        opened=opened,
+        closed=closed,
         idle_ids=tuple(r.id for r in idle_over),
         stale=len(stale),
         stale_min_idle_s=stale[-1].idle_s if stale else 0,
@@ -176,18 +185,21 @@ def fold_rest(rest: Sequence[Source]) -> Source | None:
 
 
 def source_table(
-    snapshot: Snapshot, idle_threshold_s: float, top: int = 10, previous: Snapshot | None = None
+    snapshot: Snapshot, idle_threshold_s: float, top: int, previous: Snapshot | None = None,
+    *, churn: Mapping[str, HostChurn] | None = None,
 ) -> SourceTable | None:
-    """Group by host; None when CLIENT LIST was not available. `previous` gives each host's growth."""
+    """Group `snapshot`'s clients by host; None when CLIENT LIST was not available. Each host's growth and
+    turnover come from `churn` (Window.churn, over a whole window), else from `previous` (two Snapshots)."""
     if snapshot.clients is None:
         return None
     before = None
-    if previous is not None and previous.clients is not None:
+    if churn is None and previous is not None and previous.clients is not None:
         before = {h: frozenset(r.id for r in rs) for h, rs in group_by_host(previous).items()}
     sources = [
         summarize(host, recs, idle_threshold_s,
                   None if before is None else len(recs) - len(before.get(host, ())),
-                  None if before is None else before.get(host, frozenset()))
+                  None if before is None else before.get(host, frozenset()),
+                  churn=None if churn is None else churn.get(host))
         for host, recs in group_by_host(snapshot).items()
     ]
     sources.sort(key=lambda s: (-s.connections, -s.idle_over_threshold, host_key(s.host)))

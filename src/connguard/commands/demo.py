@@ -47,7 +47,7 @@ def demo_command(server_bin: str | None) -> None:
         sys.exit(130)
     console.rule("[bold]Summary")
     for result in results:
-        mark = "-" if result.skipped else ("✓" if result.ok else "✗")
+        mark = "✓" if result.ok else "✗"
         console.print(f"{mark} {result.title}: {result.detail}", soft_wrap=True)
     console.print(f"Done in {time.monotonic() - started:.0f}s. Next: [bold]connguard lab scenario --help[/] to "
                   f"reproduce each cause, [bold]connguard doctor redis://your-host:6379[/] on a real server.")

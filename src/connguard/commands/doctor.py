@@ -2,51 +2,133 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
 
-from connguard.analysis.diagnosis import DoctorSettings
+from connguard.analysis.diagnosis import Diagnosis, DoctorSettings
+from connguard.analysis.window import DEFAULT_SAMPLES
 from connguard.commands._common import (
-    EXIT_BY_STATUS, connect_timeout_option, emit_json, handle_errors, json_option, url_argument,
+    EXIT_BY_STATUS, FiniteNumber, connect_timeout_option, emit_json, handle_errors, json_option, url_argument,
 )
-from connguard.doctor import run_doctor
-from connguard.errors import ConnguardError
-from connguard.render.json import diagnosis_json, error_json
-from connguard.render.text import render_text
-from connguard.target import parse_target
+from connguard.errors import BadArguments, ConnguardError
+
+if TYPE_CHECKING:
+    from connguard.probe.recording import Recording
+    from connguard.target import Target
+
+DEFAULTS = DoctorSettings()  # the one home of the doctor's defaults; the options below only show them
+# Options that shape a live look, meaningless for a replay (the recording already holds what was seen).
+LIVE_ONLY = {"once": "--once", "samples": "--samples", "connect_timeout_s": "--connect-timeout", "record": "--record"}
+RECORDED = ("interval_s", "idle_threshold_s", "top")  # taken from the recording unless given
 
 
 @click.command("doctor")
 @url_argument
-@click.option("--interval", "interval_s", type=float, default=5.0, show_default=True,
-              help="Seconds between the two Snapshots (rates, growth).")
+@click.option("--interval", "interval_s", type=FiniteNumber(0, 3600, low_open=True), default=DEFAULTS.interval_s,
+              show_default=True, help="Seconds between Snapshots (rates, growth, churn).")
+@click.option("--samples", type=FiniteNumber(1, 1000, integer=True), default=DEFAULT_SAMPLES, show_default=True,
+              help="Snapshots in the window, --interval apart: rates, growth and churn cover all of them.")
 @click.option("--once", is_flag=True, help="One Snapshot only: faster, but no rates or growth.")
-@click.option("--idle-threshold", "idle_threshold_s", type=float, default=300.0, show_default=True,
+@click.option("--idle-threshold", "idle_threshold_s", type=FiniteNumber(0, 86_400 * 365, low_open=True),
+              default=DEFAULTS.idle_threshold_s, show_default=True,
               help="Seconds idle after which a connection counts as idle (leak candidate).")
-@click.option("--top", type=int, default=10, show_default=True, help="Sources to list; the rest fold into one row.")
+@click.option("--top", type=FiniteNumber(0, 100_000, integer=True), default=DEFAULTS.top, show_default=True,
+              help="Sources to list; the rest fold into one row.")
+@click.option("--record", "record", metavar="FILE.jsonl", default=None,
+              help="Append every observation (INFO, CLIENT LIST, census, host facts, clocks; never a password) "
+                   "to FILE as JSON lines, for --replay.")
+@click.option("--replay", "replay", metavar="FILE.jsonl", default=None,
+              help="Diagnose a recording offline (its last session), with no server: the live run's verdict.")
 @json_option
 @connect_timeout_option
+@click.pass_context
 @handle_errors
-def doctor_command(url: str | None, interval_s: float, once: bool, idle_threshold_s: float, top: int,
-                   as_json: bool, connect_timeout_s: float) -> None:
+def doctor_command(ctx: click.Context, url: str | None, interval_s: float, samples: int, once: bool,
+                   idle_threshold_s: float, top: int, record: str | None, replay: str | None, as_json: bool,
+                   connect_timeout_s: float) -> None:
     """Diagnose connection exhaustion: verdict, numbered findings with evidence and commands, top sources.
     Read only. Exit 0 ok, 1 warning, 2 critical (including a full server), 3 unknown."""
-    settings = DoctorSettings(interval_s=interval_s, idle_threshold_s=idle_threshold_s, top=top)
+    given = {name for name in ctx.params if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
     target_text = "(invalid URL)" if url else "(default)"  # never echo a raw URL: it may hold a password
     try:
-        target = parse_target(url)
-        target_text = target.redacted
-        diag = run_doctor(target, settings, once=once, connect_timeout_s=connect_timeout_s)
+        if replay is not None:
+            session, settings = _load_replay(replay, url, given, ctx.params)
+            target_text = session.redacted
+            diag = _replay(session, settings)
+        else:
+            from connguard.target import parse_target
+
+            if once and "samples" in given:
+                raise BadArguments("--once takes one Snapshot; --samples asks for several: give one of them")
+
+            settings = DoctorSettings(interval_s=interval_s, idle_threshold_s=idle_threshold_s, top=top)
+            target = parse_target(url)
+            target_text = target.redacted
+            diag = _live(target, settings, once=once, samples=samples, record=record,
+                         connect_timeout_s=connect_timeout_s)
     except ConnguardError as err:
         if as_json:
+            from connguard.render.json import error_json
+
             emit_json(error_json(target_text, err))
             sys.exit(int(err.exit_code))
         raise
     if as_json:
+        from connguard.render.json import diagnosis_json
+
         emit_json(diagnosis_json(diag))
     else:
+        from rich.console import Console
+
+        from connguard.render.text import render_text
+
         # Piped output (logs, CI, checks) gets a fixed, wide layout instead of 80 columns.
         render_text(diag, Console(highlight=False, width=None if sys.stdout.isatty() else 140))
     sys.exit(int(EXIT_BY_STATUS[diag.status]))
+
+
+def _live(target: Target, settings: DoctorSettings, *, once: bool, samples: int, record: str | None,
+          connect_timeout_s: float) -> Diagnosis:
+    from connguard.doctor import run_doctor
+
+    if record is None:
+        return run_doctor(target, settings, once=once, samples=samples, connect_timeout_s=connect_timeout_s)
+    from connguard.probe.recording import Recorder
+
+    meta = {**_settings_dict(settings), "samples": 1 if once else samples}
+    with Recorder(record, target=target, tool="doctor", settings=meta) as recorder:
+        return run_doctor(target, settings, once=once, samples=samples, connect_timeout_s=connect_timeout_s,
+                          recorder=recorder)
+
+
+def _load_replay(path: str, url: str | None, given: set[str], params: dict[str, Any]) -> tuple[Recording, DoctorSettings]:
+    """The last session of the recording, and the settings to judge it by: the recorded ones, so the replay
+    judges as the live run did, except where an option is given now."""
+    from connguard.probe.recording import read_recordings
+
+    misplaced = [flag for name, flag in LIVE_ONLY.items() if name in given] + (["URL"] if url else [])
+    if misplaced:
+        raise BadArguments(f"--replay reads a recording, so {', '.join(misplaced)} does not apply")
+    session = read_recordings(path)[-1]
+    if not session.observations:
+        raise BadArguments(f"{path}: the last session in it recorded no observation")
+    recorded = {k: v for k, v in session.settings.items() if k in RECORDED}
+    chosen = {**recorded, **{k: params[k] for k in RECORDED if k in given}}
+    try:
+        return session, DoctorSettings(**chosen)
+    except (TypeError, ValueError) as exc:
+        raise BadArguments(f"{path}: recorded settings are not valid ({exc})") from None
+
+
+def _replay(session: Recording, settings: DoctorSettings) -> Diagnosis:
+    from connguard.analysis.diagnosis import diagnose_observations
+
+    diag = diagnose_observations(session.observations, settings, session.target)
+    return dataclasses.replace(diag, target=session.redacted)  # as the live run printed it (with ':***@')
+
+
+def _settings_dict(settings: DoctorSettings) -> dict[str, Any]:
+    return {"interval_s": settings.interval_s, "idle_threshold_s": settings.idle_threshold_s, "top": settings.top}

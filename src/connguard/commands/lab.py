@@ -10,6 +10,7 @@ from typing import Iterator
 import click
 
 from connguard.commands._common import handle_errors
+from connguard.commands.lab_storm import storm_command
 from connguard.errors import BadArguments, LabError
 from connguard.lab.scenarios import SCENARIO_NAMES, run_scenario
 from connguard.lab.servers import ServerProcess, default_binary
@@ -123,11 +124,4 @@ def scenario_command(name: str, url: str | None, duration_s: float, scale: float
             say("stopped; nothing left running")
 
 
-# `connguard lab storm` lives with the guard (connguard.commands.lab_storm), when it exists.
-try:
-    from connguard.commands.lab_storm import storm_command  # type: ignore[import-not-found]
-
-    lab_group.add_command(storm_command)
-except ModuleNotFoundError as _exc:
-    if _exc.name != "connguard.commands.lab_storm":
-        raise
+lab_group.add_command(storm_command)

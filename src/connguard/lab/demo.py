@@ -2,38 +2,23 @@
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Callable
 
 from rich.console import Console
 from rich.markup import escape
 
+from connguard.analysis.findings import DoctorSettings
 from connguard.lab.scenarios import run_scenario
 from connguard.lab.servers import ServerBinary, ServerProcess
+from connguard.lab.storm_render import demo_act
 from connguard.target import parse_target
 
 DEMO_MAXCLIENTS = 64
-# Short on purpose so the demo fits in a minute; production defaults are --interval 5 --idle-threshold 300.
+# Short on purpose so the demo fits in a minute; the production defaults live in DoctorSettings.
+PRODUCTION = DoctorSettings()
 DEMO_INTERVAL_S = 1.0
 DEMO_IDLE_THRESHOLD_S = 2.0
-
-
-def optional_module(name: str) -> ModuleType | None:
-    """Import a module that a parallel piece of work may not have delivered yet."""
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name and name.startswith(exc.name):
-            return None
-        raise
-
-
-def guard_storm() -> ModuleType | None:
-    """The guard's storm experiment, when that part of connguard is present and offers the demo's act."""
-    storm = optional_module("connguard.lab.storm")
-    return storm if storm is not None and hasattr(storm, "demo_act") else None
 
 
 @dataclass(frozen=True)
@@ -43,7 +28,6 @@ class ActResult:
     title: str
     ok: bool
     detail: str
-    skipped: bool = False
 
 
 @dataclass
@@ -68,7 +52,6 @@ class Demo:
 
     def doctor(self, label: str, expected: tuple[str, ...]) -> ActResult:
         """Run the doctor against the demo server and show its verdict as a person would see it."""
-        from connguard.analysis.diagnosis import DoctorSettings
         from connguard.doctor import run_doctor
         from connguard.render.text import render_text
 
@@ -106,14 +89,9 @@ class Demo:
     def guard_act(self) -> None:
         title = "Act 3: the same storm, through the guard"
         self.console.rule(f"[bold]{title}")
-        storm = guard_storm()
-        if storm is None:
-            self.say("The guard's storm experiment (connguard.lab.storm) is not part of this build; skipping this act.")
-            self.results.append(ActResult(title, True, "skipped: the guard is not part of this build", skipped=True))
-            return
         assert self.server is not None
         self.step(f"{title}: naive clients, then guarded ones")
-        outcome = storm.demo_act(self.server.url, console=self.console, step=self.step)
+        outcome = demo_act(self.server.url, console=self.console, step=self.step)
         self.check_server()
         self.results.append(ActResult(title, outcome is not False, "redis-py's defaults against the guard, "
                                       "measured at the server (table above)"))
@@ -146,7 +124,8 @@ def run_demo(demo: Demo) -> list[ActResult]:
     """The whole show; the caller owns `demo.close()` so Ctrl-C and errors also clean up."""
     demo.say(f"Everything runs on this machine against a throwaway server; the doctor uses short settings "
              f"(--interval {DEMO_INTERVAL_S:g} --idle-threshold {DEMO_IDLE_THRESHOLD_S:g}) so the demo takes under a "
-             f"minute. In production the defaults are --interval 5 --idle-threshold 300.")
+             f"minute. In production the defaults are --interval {PRODUCTION.interval_s:g} "
+             f"--idle-threshold {PRODUCTION.idle_threshold_s:g}.")
     demo.start_server()
     for title, scenario, expected, intro in ACTS:
         demo.act(title, scenario, expected, intro)
@@ -155,5 +134,5 @@ def run_demo(demo: Demo) -> list[ActResult]:
 
 
 def progress_steps() -> int:
-    """Ticks of the progress bar: the server, two per act, two more when the guard act runs."""
-    return 1 + 2 * len(ACTS) + (2 if guard_storm() is not None else 0)
+    """Ticks of the progress bar: the server, two per act, two for the guard act."""
+    return 1 + 2 * len(ACTS) + 2

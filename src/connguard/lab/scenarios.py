@@ -20,6 +20,7 @@ from connguard.lab.scenario_specs import SPECS, Setup
 from connguard.lab.servers import ServerBinary, ServerProcess, default_binary
 from connguard.lab.workloads import Worker, first_error
 from connguard.probe.host import listening_inodes
+from connguard.probe.model import used_of
 from connguard.target import parse_target
 
 SCENARIO_NAMES: tuple[str, ...] = tuple(SPECS)
@@ -78,9 +79,7 @@ def _server_numbers(host: str, port: int, password: str | None) -> tuple[int, in
         raise LabError(f"cannot read maxclients from the server: {exc}") from None
     finally:
         client.close()
-    used = int(info.get("connected_clients", 0)) + int(info.get("connected_slaves", 0)) + int(
-        info.get("cluster_connections", 0))
-    return maxclients, used
+    return maxclients, used_of(info)
 
 
 def _as_binary(binary: ServerBinary | str | None) -> ServerBinary:

@@ -17,7 +17,7 @@ from connguard.guard.pool import GuardedConnection
 from connguard.guard.registry import endpoint_of
 from connguard.lab.crowd import Crowd
 from connguard.lab.servers import ServerBinary, ServerProcess, default_binary
-from connguard.probe.info import server_info_from_sections
+from connguard.probe.sampler import Sampler
 from connguard.target import Target, parse_target
 
 SCHEMA = "connguard.storm/1"
@@ -182,19 +182,34 @@ def _guard_key(target: Target) -> tuple[Any, ...]:
     return endpoint_of(GuardedConnection, {"host": target.host, "port": target.port})[0]
 
 
-def _server_counters(monitor: redis.Redis) -> tuple[int, int, int, int]:
-    info = monitor.info("everything")
-    used = int(info.get("connected_clients", 0)) + int(info.get("connected_slaves", 0)) + int(info.get("cluster_connections", 0))
-    return used, int(info["rejected_connections"]), int(info["total_connections_received"]), int(info["maxclients"])
+@dataclass
+class _Counters:
+    """The server's counters as the probe reads them; the last good reading when a tick saw nothing."""
+
+    monitor: Sampler
+    used: int = 0
+    rejected: int = 0
+    received: int = 0
+    maxclients: int = 0
+
+    def read(self) -> "_Counters":
+        # INFO only (no CLIENT LIST): four ticks a second must not cost the full server a listing each.
+        snap = self.monitor.sample(client_list=False).snapshot
+        if snap is not None:
+            info = snap.info
+            self.used, self.rejected, self.received = snap.used, info.rejected_connections, info.total_connections_received
+            self.maxclients = snap.maxclients or info.maxclients or self.maxclients
+        return self
 
 
 def run_arm(
-    arm: str, target: Target, monitor: redis.Redis, *, workers: int, full_s: float, after_s: float,
+    arm: str, target: Target, monitor: Sampler, *, workers: int, full_s: float, after_s: float,
     sample_s: float = 0.25, think_s: float = 0.02, log: Callable[[str], None] = lambda line: None,
 ) -> ArmResult:
     """Fill the server with a leak, run `workers` clients of style `arm` for full_s, clear the leak, watch after_s."""
     run = _ArmRun(arm, workers, think_s, target)
-    used, _, _, maxclients = _server_counters(monitor)
+    counters = _Counters(monitor).read()
+    used, maxclients = counters.used, counters.maxclients
     crowd = Crowd(target.host or "127.0.0.1", target.port or 6379, password=target.password)
     client: redis.Redis | None = None
     threads: list[threading.Thread] = []
@@ -207,8 +222,8 @@ def run_arm(
         samples: list[_Sample] = []
 
         def sample() -> None:
-            used_now, rejected, received, _ = _server_counters(monitor)
-            samples.append(_Sample(time.monotonic(), used_now, rejected, received, run.tally.value, run.ok.value))
+            now = counters.read()
+            samples.append(_Sample(time.monotonic(), now.used, now.rejected, now.received, run.tally.value, run.ok.value))
 
         sample()
         start = samples[0].t
@@ -317,24 +332,19 @@ def run_storm(
         server = ServerProcess(binary or default_binary(), maxclients=maxclients).start()
         url = server.url
     target = parse_target(url)
-    monitor = redis.Redis(host=target.host, port=target.port, password=target.password, single_connection_client=True)
+    # The probe's Sampler, connected before any leak, holds its slot so the full server can always be watched;
+    # its own connects are counted apart, so they never pass for a client's attempts.
+    monitor = Sampler(target, census=False)
     try:
-        monitor.ping()  # holds its slot from before the leak, so the server can always be watched
-        seen = server_info_from_sections({"server": {k: str(v) for k, v in monitor.info("server").items()}})
-        label = server.binary.label if server else f"{seen.flavor}-{seen.version}"
+        monitor.open()
+        first = monitor.sample(client_list=False).snapshot
+        label = server.binary.label if server else (f"{first.info.flavor}-{first.info.version}" if first else "?")
         results = tuple(
             run_arm(arm, target, monitor, workers=workers, full_s=full_s, after_s=after_s, log=log) for arm in arms
         )
-        actual_max = _server_counters(monitor)[3]
+        actual_max = _Counters(monitor).read().maxclients
     finally:
         monitor.close()
         if server is not None:
             server.stop()
     return StormResult(str(label), actual_max, workers, full_s, after_s, results)
-
-
-def demo_act(url: str, *, console: Any, step: Callable[[str], None] = lambda text: None) -> bool:
-    """`connguard demo`'s guard act (see storm_render.demo_act)."""
-    from connguard.lab.storm_render import demo_act as act
-
-    return act(url, console=console, step=step)

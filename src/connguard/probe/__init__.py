@@ -70,6 +70,8 @@ def build_snapshot(
     census: SocketCensus | None = None,
     own_client_id: int | None = None,
     observer_connections: int = 0,
+    monotonic: float | None = None,
+    observer_connects: int = 0,
 ) -> Snapshot:
     """Pure: parse a RawCapture (and optional host facts) into a Snapshot."""
     info: ServerInfo = parse_info(raw.info_all)
@@ -95,6 +97,8 @@ def build_snapshot(
         census=census,
         limitations=raw.limitations,
         observer_connections=observer_connections,
+        monotonic=monotonic,
+        observer_connects=observer_connects,
     )
 
 

@@ -7,7 +7,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 from connguard.probe.model import Peer, SocketCensus
 
@@ -152,11 +152,25 @@ class CensusTurnover:
 def compare_censuses(before: SocketCensus, after: SocketCensus, window_s: float | None = None) -> CensusTurnover:
     """Pure: per remote host, connections now, new ones (client ip:port not seen before), gone ones, and
     connections closed cleanly meanwhile. `window_s` defaults to the censuses' own timestamps."""
+    return census_turnover((before, after), window_s)
+
+
+def census_turnover(censuses: Sequence[SocketCensus], window_s: float | None = None) -> CensusTurnover:
+    """Pure: turnover across every census of a window, oldest first, not just its ends. New: client ends
+    seen in any later census and not in the first (so a connection that came and went between two looks
+    counts); gone: client ends seen in any earlier census and not in the last; closed: TIME_WAIT ends that
+    appeared after the first census. `window_s` defaults to the first and last censuses' timestamps."""
+    if len(censuses) < 2:
+        raise ValueError("turnover needs at least two censuses")
+    before, after = censuses[0], censuses[-1]
     if window_s is None:
         window_s = (after.taken_at - before.taken_at) if after.taken_at is not None and before.taken_at is not None else 0.0
-    new = Counter(ip for ip, _ in after.peers - before.peers)
-    gone = Counter(ip for ip, _ in before.peers - after.peers)
-    closed = Counter(ip for ip, _ in after.time_wait_peers - before.time_wait_peers)
+    seen_after = frozenset().union(*(c.peers for c in censuses[1:]))
+    seen_before = frozenset().union(*(c.peers for c in censuses[:-1]))
+    waiting_after = frozenset().union(*(c.time_wait_peers for c in censuses[1:]))
+    new = Counter(ip for ip, _ in seen_after - before.peers)
+    gone = Counter(ip for ip, _ in seen_before - after.peers)
+    closed = Counter(ip for ip, _ in waiting_after - before.time_wait_peers)
     names = set(after.by_host) | set(new) | set(gone) | set(closed)
     hosts = [HostTurnover(h, after.by_host.get(h, 0), new[h], gone[h], closed[h]) for h in names]
     hosts.sort(key=lambda h: (-h.activity, -h.connections, h.host))

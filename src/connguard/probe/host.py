@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -83,3 +84,22 @@ def read_host_facts(pid: int, proc: Path = PROC) -> HostFacts | None:
     except OSError:
         open_fds = None
     return HostFacts(pid=pid, fd_limit_soft=soft, fd_limit_hard=hard, open_fds=open_fds)
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def local_pid_for(host: str | None, port: int | None, proc: Path = PROC) -> int | None:
+    """The process listening on a loopback host's port, found without Redis: a refusing server is still
+    on this machine, and /proc can say who holds its slots. None for a remote host or a unix socket."""
+    if not port or not _is_loopback(host):
+        return None
+    return find_listening_pid(port, proc)

@@ -39,6 +39,18 @@ def decode_flags(flags: str) -> tuple[str, ...]:
 _NO_EXTRA: Mapping[str, str] = MappingProxyType({})
 
 
+def slots_used(connected_clients: int, connected_slaves: int, cluster_connections: int) -> int:
+    """The one definition of usage against maxclients: INFO's connected_clients leaves out replicas, and
+    the cluster bus takes slots too (REDIS-FACTS.md), so a server can refuse below connected_clients."""
+    return connected_clients + connected_slaves + cluster_connections
+
+
+def used_of(info: Mapping[str, object]) -> int:
+    """`slots_used` of an INFO mapping (redis-py's `info()` dict, or one INFO section's fields)."""
+    return slots_used(*(int(info.get(f, 0) or 0) for f in  # type: ignore[call-overload]
+                        ("connected_clients", "connected_slaves", "cluster_connections")))
+
+
 class ClientRecord(NamedTuple):
     """One line of CLIENT LIST, typed. Fields a server version lacks are None; unknown ones go to `extra`.
 
@@ -142,7 +154,7 @@ class ServerInfo:
     @property
     def used(self) -> int:
         """True usage against maxclients: replicas and cluster-bus slots count too."""
-        return self.connected_clients + self.connected_slaves + self.cluster_connections
+        return slots_used(self.connected_clients, self.connected_slaves, self.cluster_connections)
 
 
 @dataclass(frozen=True)
@@ -193,7 +205,7 @@ class SocketCensus:
 class Snapshot:
     """Everything one probe saw at one moment. Analysis reads only this."""
 
-    taken_at: float  # seconds, from the probe's clock (time.time())
+    taken_at: float  # wall-clock seconds (time.time()): for display only
     info: ServerInfo
     maxclients: int | None
     maxclients_source: str  # "config" | "info" | "unknown"
@@ -205,7 +217,18 @@ class Snapshot:
     # Connections the observer itself holds inside these counts (1 for a live probe), so that
     # capacity reports the server as it is without connguard looking.
     observer_connections: int = 0
+    # time.monotonic() at the sample, for intervals (None in Snapshots saved before it existed): wall
+    # time can step (NTP, a VM resume) and would bend every rate.
+    monotonic: float | None = None
+    # Connections the observer has opened so far (cumulative): subtracted from total_connections_received
+    # so the observer's own reconnects are never counted as churn.
+    observer_connects: int = 0
 
     @property
     def used(self) -> int:
         return self.info.used
+
+    @property
+    def clock(self) -> float:
+        """The time to measure intervals with: monotonic when the probe recorded it, else wall time."""
+        return self.taken_at if self.monotonic is None else self.monotonic

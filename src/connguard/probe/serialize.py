@@ -27,6 +27,31 @@ def client_from_dict(data: Mapping[str, Any]) -> ClientRecord:
     return ClientRecord(**fields)
 
 
+def _peers(peers: frozenset[tuple[str, int]]) -> list[list[object]]:
+    return [[ip, port] for ip, port in sorted(peers)]
+
+
+def census_to_dict(census: SocketCensus | None) -> dict[str, Any] | None:
+    """Every field of a SocketCensus, peers sorted so that equal censuses write equal JSON."""
+    if census is None:
+        return None
+    return {"port": census.port, "by_host": dict(census.by_host), "peers": _peers(census.peers),
+            "unaccepted": census.unaccepted, "time_wait_peers": _peers(census.time_wait_peers),
+            "taken_at": census.taken_at}
+
+
+def census_from_dict(data: Mapping[str, Any] | None) -> SocketCensus | None:
+    if data is None:
+        return None
+    return SocketCensus(
+        port=data["port"], by_host=dict(data["by_host"]),
+        peers=frozenset((ip, int(port)) for ip, port in data.get("peers", ())),
+        unaccepted=data.get("unaccepted", 0),
+        time_wait_peers=frozenset((ip, int(port)) for ip, port in data.get("time_wait_peers", ())),
+        taken_at=data.get("taken_at"),
+    )
+
+
 def snapshot_to_dict(snap: Snapshot) -> dict[str, Any]:
     """Everything in a Snapshot, typed INFO fields first, then every INFO section verbatim."""
     info = snap.info
@@ -38,7 +63,10 @@ def snapshot_to_dict(snap: Snapshot) -> dict[str, Any]:
         "own_client_id": snap.own_client_id,
         "limitations": list(snap.limitations),
         "host": None if snap.host is None else vars(snap.host).copy(),
-        "census": None if snap.census is None else {"port": snap.census.port, "by_host": dict(snap.census.by_host)},
+        "census": census_to_dict(snap.census),
+        "observer_connections": snap.observer_connections,
+        "monotonic": snap.monotonic,
+        "observer_connects": snap.observer_connects,
         "info": {f: getattr(info, f) for f in _INFO_TYPED},
         "info_sections": {name: dict(fields) for name, fields in info.sections.items()},
         "clients": None if snap.clients is None else [client_to_dict(c) for c in snap.clients],
@@ -60,8 +88,11 @@ def snapshot_from_dict(data: Mapping[str, Any]) -> Snapshot:
         clients=None if clients is None else tuple(client_from_dict(c) for c in clients),
         own_client_id=data.get("own_client_id"),
         host=None if data.get("host") is None else HostFacts(**data["host"]),
-        census=None if census is None else SocketCensus(port=census["port"], by_host=dict(census["by_host"])),
+        census=census_from_dict(census),
         limitations=tuple(data.get("limitations") or ()),
+        observer_connections=data.get("observer_connections", 0),
+        monotonic=data.get("monotonic"),
+        observer_connects=data.get("observer_connects", 0),
     )
 
 
