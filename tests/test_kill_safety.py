@@ -19,17 +19,17 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import redis
 
-from connguard.commands.kill import execute_kills
 from connguard.lab.crowd import Crowd
 from connguard.lab.servers import resp_command
 from connguard.probe.client_list import parse_client_list
-from connguard.remedy.kill import KillFilter, plan_kill
+from connguard.remedy.kill import KillFilter, execute_kills, plan_kill
 from connguard.target import open_connection, parse_target
 from connguard.wire import CLIENT_NAME
 
@@ -124,7 +124,7 @@ def make_client(rng: random.Random, kind: str, cid: int, layout: list[str], host
     return Fake(cid, kind, host, name, idle, line)
 
 
-KINDS = sorted(PROTECTED | BLOCKED | PLAIN | EITHER)
+KINDS = sorted(PROTECTED - {"own"} | BLOCKED | PLAIN | EITHER)  # exactly one "own": ours
 
 
 def population(seed: int) -> tuple[list[Fake], int]:
@@ -149,7 +149,7 @@ def selection(rng: random.Random, clients: list[Fake]) -> KillFilter:
     if not (sources or idle is not None or names or ids):
         idle = 0
     return KillFilter(sources, idle, names, ids, include_blocked=rng.random() < 0.4,
-                      max_kills=rng.choice([1, 3, 10, 1000]))
+                      max_kills=rng.choice([1, 3, 10, 1000]), force=bool(ids) and rng.random() < 0.2)
 
 
 def matches(c: Fake, wanted: KillFilter) -> bool:
@@ -160,6 +160,9 @@ def matches(c: Fake, wanted: KillFilter) -> bool:
             and (not wanted.ids or c.id in wanted.ids))
 
 
+forced_kinds: Counter[str] = Counter()  # protected kinds that --id --force did select (never "own")
+
+
 def check_plan(clients: list[Fake], own_id: int, wanted: KillFilter) -> tuple[int, int]:
     records = parse_client_list("\n".join(c.line for c in clients) + "\n").records()
     plan = plan_kill(records, wanted, own_id)
@@ -167,13 +170,20 @@ def check_plan(clients: list[Fake], own_id: int, wanted: KillFilter) -> tuple[in
     chosen = [by_id[i] for i in plan.ids]
     assert len(set(plan.ids)) == len(plan.ids), "a client selected twice"
     for c in chosen:
+        assert c.kind != "own", f"selected our own connection: {c.line} / {wanted}"
+        assert matches(c, wanted), f"selected a client the operator did not ask for: {c.line} / {wanted}"
+        if wanted.force:  # --id with --force: the operator listed these very IDs; each is named as forced
+            if c.kind in PROTECTED or (c.kind in BLOCKED and not wanted.include_blocked):
+                assert c.id in {f.client.id for f in plan.forced}, f"a protected client killed without being named: {c.line}"
+            continue
         assert c.kind not in PROTECTED, f"selected a protected client: {c.kind} {c.line}"
         assert wanted.include_blocked or c.kind not in BLOCKED, f"selected a blocked client without --include-blocked: {c.line}"
-        assert matches(c, wanted), f"selected a client the operator did not ask for: {c.line} / {wanted}"
     assert len(chosen) <= wanted.max_kills
     # Nothing protected is dropped silently: every matching protected client is reported as skipped.
-    skipped = {s.client.id for s in plan.skipped}
+    skipped = {s.client.id for s in plan.skipped} | {f.client.id for f in plan.forced}
     for c in clients:
+        if wanted.force and c.kind != "own" and (c.id in plan.ids or plan.over_limit):
+            continue  # listed by --id with --force: killed and named, or beyond --max
         if matches(c, wanted) and (c.kind in PROTECTED or (c.kind in BLOCKED and not wanted.include_blocked)):
             assert c.id in skipped, f"a protected client that matched is not reported as skipped: {c.line}"
     # And nothing ordinary is held back: every matching plain client is selected, or over --max.
@@ -182,6 +192,7 @@ def check_plan(clients: list[Fake], own_id: int, wanted: KillFilter) -> tuple[in
     assert len(picked_plain) + plan.over_limit >= len(plain)
     if len(chosen) < wanted.max_kills:
         assert {c.id for c in plain} <= set(plan.ids), "a plain matching client was neither killed nor over --max"
+    forced_kinds.update(c.kind for c in chosen if wanted.force and c.kind in PROTECTED)
     return len(chosen), sum(1 for c in clients if c.kind in PROTECTED | BLOCKED and matches(c, wanted))
 
 
@@ -197,7 +208,8 @@ def test_a_protected_client_is_never_selected_over_1000_random_populations():
             selected += n
             aimed_at_protected += protected_matching
     # The generator really exercised every kind, and the selections really reached protected clients.
-    assert kinds_seen == set(KINDS)
+    assert kinds_seen == set(KINDS) | {"own"}
+    assert set(forced_kinds) >= PROTECTED - {"own"}, forced_kinds  # --force reached every protected kind but ours
     assert selected > 10_000 and aimed_at_protected > 10_000, (selected, aimed_at_protected)
 
 
@@ -364,8 +376,8 @@ def live_matches(c: dict[str, str], wanted: KillFilter) -> bool:
 def kill_in_process(url: str, wanted: KillFilter) -> tuple[int, ...]:
     with open_connection(parse_target(url, env={}), connect_timeout_s=5) as conn:
         plan = plan_kill(parse_client_list(conn.execute("CLIENT", "LIST")).records(), wanted, conn.client_id)
-        killed, gone = execute_kills(conn, plan)
-    assert killed == len(plan.ids) and gone == []
+        result = execute_kills(conn, plan)
+    assert result.killed == len(plan.ids) and result.already_gone == ()
     return plan.ids
 
 
