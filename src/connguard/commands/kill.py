@@ -15,7 +15,7 @@ from connguard.commands._common import (
 )
 from connguard.errors import BadArguments, ConnguardError, Denied, ServerFull
 from connguard.render.json import error_object
-from connguard.render.text import console_for
+from connguard.render.console import console_for
 from connguard.target import Target, open_connection, parse_target
 
 SCHEMA = "connguard.kill/1"

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from connguard.commands._common import EXIT_BY_STATUS, FiniteNumber, OneLineCommand, emit_json, handle_errors, json_option
 from connguard.remedy.plan import CRITICAL_LINE, MAX_COUNT, MAX_FD_LIMIT, MAX_MAXCLIENTS, WARNING_LINE, Plan, PlanInput, plan
-from connguard.render.text import console_for
+from connguard.render.console import console_for
 
 
 def _count(name: str, default: int, help_text: str, minimum: int = 0, maximum: int = MAX_COUNT) -> Any:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-from typing import Any, TextIO
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -11,19 +10,11 @@ from rich.table import Table
 
 from connguard.analysis.diagnosis import Diagnosis
 from connguard.analysis.findings import Finding
+from connguard.render.console import PIPE_WIDTH, console_for  # noqa: F401  (re-exported for the commands)
 
 STYLE = {"ok": "bold green", "warning": "bold yellow", "critical": "bold red", "unknown": "bold magenta",
          "info": "cyan"}
 MAX_EVIDENCE_CHARS = 160
-PIPE_WIDTH = 10_000  # piped output: one line per line, never wrapped mid-sentence at 80 columns
-
-
-def console_for(stream: TextIO | None = None) -> Console:
-    """The Console every command prints with: the terminal's width on a TTY; on a pipe (logs, CI, grep)
-    no wrapping at all, so each message stays on one line."""
-    stream = stream or sys.stdout
-    tty = stream.isatty()
-    return Console(file=stream, highlight=False, soft_wrap=not tty, width=None if tty else PIPE_WIDTH)
 
 HIDDEN_EVIDENCE = {"per_host", "turnover_by_host"}  # per-host tables, shown in the sources table instead
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from connguard.analysis.facts import Facts
 from connguard.analysis.findings import Action, Finding
-from connguard.analysis.rules._actions import FD_RESERVE
+from connguard.analysis.rules._actions import FD_RESERVE, raise_maxclients_actions, refusing
 
 DEFAULT_MAXCLIENTS = 10000
 # Common open-files limits; maxclients == limit - 32 is what Redis leaves after lowering it at startup.
@@ -44,7 +44,9 @@ def check(f: Facts) -> Finding | None:
         actions = (
             Action(f"Raise the running server's open-files limit to {need} (maxclients {wanted} + {FD_RESERVE})",
                    f"prlimit --pid {pid} --nofile={need}:{need}", True),
-            Action(f"then raise maxclients to {wanted}", f.cmd.redis_cli("CONFIG SET maxclients", wanted), True),
+            # Once the limit is `need`, the shared raise fits exactly: maxclients `wanted` = need - 32.
+            *raise_maxclients_actions(f.cmd, fd=need, current=m, wanted=wanted, why="Then", pid=f.now.host.pid
+                                      if f.now.host else None, wait=refusing(f)),
             Action(f"Keep it across restarts: LimitNOFILE={need} in the service unit (or `ulimit -n {need}` "
                    "before starting), and check the log for 'maxclients has been reduced'",
                    "systemctl edit redis-server", False),
