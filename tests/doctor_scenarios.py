@@ -26,9 +26,9 @@ from typing import Callable, Iterator
 
 from connguard.analysis.diagnosis import Diagnosis, DoctorSettings
 from connguard.doctor import examine, run_doctor
-from connguard.probe.sampler import Sampler
 from connguard.lab.crowd import Crowd, admit
 from connguard.lab.servers import ServerBinary, ServerProcess, find_binaries
+from connguard.probe.sampler import Sampler
 from connguard.target import HeldConnection, open_connection, parse_target
 
 # Short idle threshold and interval: the tests cannot wait the runbook's 300 s.

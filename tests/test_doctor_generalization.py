@@ -18,8 +18,8 @@ from rich.console import Console
 
 from connguard.analysis.diagnosis import Diagnosis, DoctorSettings
 from connguard.doctor import examine, run_doctor
-from connguard.probe.sampler import Sampler
 from connguard.lab.crowd import Crowd, admit
+from connguard.probe.sampler import Sampler
 from connguard.render.text import render_text
 from connguard.target import open_connection, parse_target
 

@@ -131,3 +131,17 @@ def test_unreachable_and_bad_password_are_observations_but_open_raises(default_b
     wrong = Sampler(parse_target(f"redis://:nope@127.0.0.1:{server.port}"))
     obs = wrong.sample()
     assert isinstance(obs.failure, AuthFailed) and "nope" not in obs.failure.line()
+
+
+def test_a_denied_no_evict_is_ignored_and_the_observer_still_observes(default_binary, start_server):
+    server = start_server(default_binary, maxclients=50)
+    admin = _redis(server)
+    version = admin.info("server")["redis_version"]
+    if not supports_no_evict("redis", version):
+        pytest.skip(f"{default_binary.label} has no CLIENT NO-EVICT")
+    admin.execute_command("ACL", "SETUSER", "observer", "on", ">pw", "~*", "+@all", "-client|no-evict")
+    with Sampler(parse_target(f"redis://observer:pw@127.0.0.1:{server.port}")) as sampler:
+        obs = sampler.sample()
+    assert obs.snapshot is not None and obs.failure is None
+    assert sampler.no_evict_on is False
+    assert "e" not in next(c.flags for c in obs.snapshot.clients if c.id == obs.own_client_id)

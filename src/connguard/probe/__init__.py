@@ -1,4 +1,5 @@
-"""The probe: the only layer that talks to a server or reads /proc. It turns a held connection into a Snapshot."""
+"""The probe: the only layer that talks to a server or reads /proc. It turns a held connection into a Snapshot
+(and, through `connguard.probe.sampler.Sampler`, a stream of Observations)."""
 
 from __future__ import annotations
 
