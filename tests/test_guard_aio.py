@@ -89,7 +89,7 @@ def test_budget_holds_across_two_async_pools(default_binary, start_server):
         return message
 
     message = asyncio.run(scenario())
-    assert f"127.0.0.1:{server.port}/0" in message and "feed holds 1" in message and "search holds 1" in message
+    assert f"redis://127.0.0.1:{server.port} exhausted: 2 of 2" in message and "feed holds 1" in message and "search holds 1" in message
 
 
 def test_a_connection_held_past_the_threshold_names_the_coroutine_and_task(default_binary, start_server, caplog):

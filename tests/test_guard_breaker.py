@@ -13,9 +13,8 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import MaxConnectionsError
 from redis.retry import Retry
 
+from connguard.guard.breaker import BreakerSettings, CircuitBreaker
 from connguard.guard import (
-    BreakerSettings,
-    CircuitBreaker,
     CircuitOpenError,
     GuardedConnectionPool,
     MaxClientsError,

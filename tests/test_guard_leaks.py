@@ -137,3 +137,33 @@ def test_the_watchdog_neither_keeps_the_interpreter_alive_nor_breaks_its_exit(de
     assert done.returncode == 0, done.stderr
     assert time.monotonic() - started < 10
     assert "Traceback" not in done.stderr and "Logging error" not in done.stderr, done.stderr
+
+
+def test_leak_reports_from_the_blocking_pools_point_at_the_callers_line(default_binary, start_server, caplog):
+    import asyncio
+    import inspect
+
+    from connguard.guard import AsyncGuardedBlockingConnectionPool, GuardedBlockingConnectionPool
+
+    caplog.set_level(logging.WARNING, logger="connguard.guard.leaks")
+    server = start_server(default_binary)
+    pool = GuardedBlockingConnectionPool.from_url(server.url, max_connections=4, timeout=2, name="blocking-leak", leak_threshold_s=0.2)
+    line = inspect.currentframe().f_lineno + 1
+    held = pool.get_connection()  # forgotten
+    message = wait_for(caplog, "blocking-leak").getMessage()
+    assert f"test_guard_leaks.py:{line})" in message.split("Stack at checkout")[0]
+    pool.release(held)
+    pool.disconnect()
+
+    async def scenario() -> int:
+        apool = AsyncGuardedBlockingConnectionPool.from_url(server.url, max_connections=4, timeout=2, name="async-blocking-leak", leak_threshold_s=0.2)
+        at = inspect.currentframe().f_lineno + 1
+        conn = await apool.get_connection()  # forgotten
+        await asyncio.sleep(0.6)
+        await apool.release(conn)
+        await apool.aclose()
+        return at
+
+    at = asyncio.run(scenario())
+    message = wait_for(caplog, "async-blocking-leak").getMessage()
+    assert f"test_guard_leaks.py:{at})" in message.split("Stack at checkout")[0] and "scenario" in message

@@ -9,11 +9,11 @@ import pytest
 from connguard.guard import (
     AsyncGuardedConnectionPool,
     BackoffPolicy,
-    BreakerSettings,
     GuardedConnectionPool,
     GuardSettings,
     guarded_client,
 )
+from connguard.guard.breaker import BreakerSettings
 from connguard.guard.backoff import GuardRetry, decorrelated_jitter, equal_jitter, full_jitter
 
 
@@ -73,13 +73,52 @@ def test_backoff_policies_are_redis_py_classes_with_units_in_the_names():
         full_jitter(base_s=0.01, cap_s=0.001)
 
 
-def test_the_guard_retry_is_installed_even_over_a_caller_retry():
+def test_redis_py_retry_contract_is_left_alone_unless_the_caller_opts_in():
+    import redis
     from redis.backoff import ConstantBackoff
     from redis.retry import Retry
 
-    pool = GuardedConnectionPool(host="127.0.0.1", port=1, retry=Retry(ConstantBackoff(0.1), 7))
-    retry = pool.connection_kwargs["retry"]
-    assert isinstance(retry, GuardRetry) and retry.get_retries() == 7
+    caller = Retry(ConstantBackoff(0.1), 7)
+    pool = GuardedConnectionPool(host="127.0.0.1", port=1, retry=caller)
+    assert pool.connection_kwargs["retry"] is caller  # not wrapped, not replaced
+    plain, guarded = redis.ConnectionPool(host="127.0.0.1", port=1), GuardedConnectionPool(host="127.0.0.1", port=1)
+    assert "retry" not in guarded.connection_kwargs
+    assert guarded.make_connection().retry.get_retries() == plain.make_connection().retry.get_retries() == 0
+    opted = GuardedConnectionPool(host="127.0.0.1", port=1, retries=2)
+    assert isinstance(opted.connection_kwargs["retry"], GuardRetry) and opted.connection_kwargs["retry"].get_retries() == 2
+    with pytest.raises(ValueError, match="either redis-py's retry= or the guard's retries="):
+        GuardedConnectionPool(host="127.0.0.1", port=1, retry=caller, retries=2)
+
+
+@pytest.mark.parametrize("make", [GuardedConnectionPool, AsyncGuardedConnectionPool])
+def test_a_mistyped_guard_keyword_is_refused_when_the_pool_is_built(make):
+    with pytest.raises(TypeError, match="leak_treshold_s=5: did you mean the guard setting leak_threshold_s"):
+        make(host="127.0.0.1", port=1, leak_treshold_s=5)
+    with pytest.raises(TypeError, match="budget_wait="):
+        make(host="127.0.0.1", port=1, budget_wait=2)
+    make(host="127.0.0.1", port=1, socket_timeout=1.0, health_check_interval=3, client_name="x")  # redis-py's own pass
+
+
+def test_the_pool_keeps_redis_py_connection_class_repr_and_kwargs():
+    import redis
+    import redis.asyncio as aioredis
+    from connguard.guard import AsyncGuardedBlockingConnectionPool, GuardedBlockingConnectionPool
+
+    class MyConnection(redis.Connection):
+        pass
+
+    for guarded, plain in [
+        (GuardedConnectionPool, redis.ConnectionPool), (GuardedBlockingConnectionPool, redis.BlockingConnectionPool),
+        (AsyncGuardedConnectionPool, aioredis.ConnectionPool), (AsyncGuardedBlockingConnectionPool, aioredis.BlockingConnectionPool),
+    ]:
+        url = "redis://127.0.0.1:1/3?client_name=x"
+        g, p = guarded.from_url(url, budget=3), plain.from_url(url)
+        assert g.connection_class is p.connection_class
+        masked = lambda text: re.sub(r" object at 0x[0-9a-f]+", "", re.sub(r"HImportRegistry\([^)]*\)", "", text))
+        assert masked(repr(g)) == masked(repr(p))
+        assert sorted(g.connection_kwargs) == sorted(p.connection_kwargs)
+    custom = GuardedConnectionPool(connection_class=MyConnection, host="127.0.0.1", port=1)
+    assert custom.connection_class is MyConnection and type(custom.make_connection()) is MyConnection
 
 
 def test_breaker_defaults_cap_growth_at_three_times_the_first_wait():

@@ -3,34 +3,45 @@
     from connguard.guard import guarded_client
     r = guarded_client("redis://cache:6379/0", budget=40, leak_threshold_s=10)
 
-Every new socket to an endpoint passes a circuit breaker (fail fast while the server refuses), a process-wide
-connection budget, and a token bucket. `max number of clients reached` becomes MaxClientsError and is never
-retried at once. Connections held longer than leak_threshold_s are logged with the stack that checked them out.
+Every new socket to an endpoint passes a circuit breaker (fail fast while the server refuses) and a token bucket;
+every pooled connection holds a slot of a process-wide budget. `max number of clients reached` becomes
+MaxClientsError and opens the breaker. redis-py's own classes, repr and retry contract are left as they are.
+Connections held longer than leak_threshold_s are logged with the stack that checked them out.
+
+The Prometheus collector lives in `connguard.guard.metrics` (it needs prometheus-client, the `exporter` extra).
 """
 
-from connguard.guard.aio import AsyncGuardedConnectionPool, guarded_async_client
-from connguard.guard.backoff import (
-    BACKOFF_KINDS,
-    BackoffPolicy,
-    GuardRetry,
-    decorrelated_jitter,
-    equal_jitter,
-    full_jitter,
-)
-from connguard.guard.breaker import CLOSED, HALF_OPEN, OPEN, BreakerSettings, CircuitBreaker, StateChange
-from connguard.guard.budget import ConnectionBudget
+from typing import Any
+
+from connguard.guard.aio import AsyncGuardedBlockingConnectionPool, AsyncGuardedConnectionPool, guarded_async_client
+from connguard.guard.backoff import BackoffPolicy
+from connguard.guard.breaker import StateChange
 from connguard.guard.errors import BudgetExceeded, CircuitOpenError, ConnectRateLimited, GuardRefusal, MaxClientsError
-from connguard.guard.leaks import LeakTracker
-from connguard.guard.metrics import GuardMetrics, collect_all
-from connguard.guard.pool import GuardedConnectionPool, guarded_client
-from connguard.guard.ratelimit import ConnectRateLimiter
-from connguard.guard.registry import REGISTRY, EndpointGuard
+from connguard.guard.pool import GuardedBlockingConnectionPool, GuardedConnectionPool, guarded_client
 from connguard.guard.settings import GuardSettings
+from connguard.guard.snapshot import GuardMetrics, collect_all
 
 __all__ = [
-    "AsyncGuardedConnectionPool", "BACKOFF_KINDS", "BackoffPolicy", "BreakerSettings", "BudgetExceeded",
-    "CLOSED", "CircuitBreaker", "CircuitOpenError", "ConnectRateLimited", "ConnectRateLimiter", "ConnectionBudget",
-    "EndpointGuard", "GuardMetrics", "GuardRefusal", "GuardRetry", "GuardSettings", "GuardedConnectionPool",
-    "HALF_OPEN", "LeakTracker", "MaxClientsError", "OPEN", "REGISTRY", "StateChange", "collect_all",
-    "decorrelated_jitter", "equal_jitter", "full_jitter", "guarded_async_client", "guarded_client",
+    # pools
+    "AsyncGuardedBlockingConnectionPool", "AsyncGuardedConnectionPool", "GuardedBlockingConnectionPool",
+    "GuardedConnectionPool",
+    # client helpers
+    "guarded_async_client", "guarded_client",
+    # settings
+    "BackoffPolicy", "GuardSettings",
+    # errors
+    "BudgetExceeded", "CircuitOpenError", "ConnectRateLimited", "GuardRefusal", "MaxClientsError",
+    # listener type
+    "StateChange",
+    # metrics (the Prometheus collector: connguard.guard.metrics.GuardCollector)
+    "GuardMetrics", "collect_all",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The process registry stays reachable for the lab and the tests' fixtures, outside the public surface."""
+    if name == "REGISTRY":
+        from connguard.guard.registry import REGISTRY
+
+        return REGISTRY
+    raise AttributeError(f"module 'connguard.guard' has no attribute {name!r}")

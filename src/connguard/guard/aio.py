@@ -1,29 +1,28 @@
-"""The guard for redis.asyncio: the same breaker, budget, rate limit and leak detection, awaiting instead of blocking."""
+"""The guard for redis.asyncio: the same decisions as the sync pools (see _core.py), awaited instead of slept."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 import time
-import weakref
 from typing import Any, Callable
 
 import redis.asyncio as aioredis
-from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
+from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry as AsyncRetry
 
-from connguard.guard.errors import NOT_RETRIED
+from connguard.guard import _core
+from connguard.guard._core import NoRoom, creation_site
+from connguard.guard.backoff import gives_up_at_once, retry_pause
 from connguard.guard.breaker import StateChange
 from connguard.guard.budget import DEADLINE
-from connguard.guard.leaks import LeakTracker
-from connguard.guard.metrics import GuardMetrics, collect
-from connguard.guard.pool import NoRoom, _in_use_of, creation_site, guarded_class, guarded_retry, reserve_slot
-from connguard.guard.registry import REGISTRY, EndpointGuard, endpoint_of
-from connguard.guard.settings import GuardSettings, split_settings
+from connguard.guard.settings import GuardSettings
+from connguard.guard.snapshot import GuardMetrics, collect
 
 
 class AsyncGuardRetry(AsyncRetry):
-    """redis.asyncio's Retry, except refusals propagate at once."""
+    """redis.asyncio's Retry, except refusals propagate at once (the opt-in `retries=`; see backoff.GuardRetry)."""
 
     async def call_with_retry(self, do, fail, is_retryable=None, with_failure_count=False):  # type: ignore[override]
         self._backoff.reset()
@@ -32,89 +31,124 @@ class AsyncGuardRetry(AsyncRetry):
             try:
                 return await do()
             except self._supported_errors as error:
-                if isinstance(error, NOT_RETRIED) or (is_retryable and not is_retryable(error)):
+                if gives_up_at_once(error, is_retryable):
                     raise
                 failures += 1
-                if with_failure_count:
-                    await fail(error, failures)
-                else:
-                    await fail(error)
-                if self._retries >= 0 and failures > self._retries:
+                await (fail(error, failures) if with_failure_count else fail(error))
+                pause = retry_pause(self, error, failures, is_retryable)
+                if pause is None:
                     raise error
-                backoff = self._backoff.compute(failures)
-                if backoff > 0:
-                    await asyncio.sleep(backoff)
+                if pause > 0:
+                    await asyncio.sleep(pause)
 
 
-class AsyncGuardedConnectionMixin:
-    _cg_endpoint: EndpointGuard | None = None
-    _cg_holder = "unguarded"
-    _cg_out: tuple[Any, ...] | None = None
-    _cg_slot: list[Any] | None = None
+class _AsyncGuard:
+    """The hooks, shared by both asyncio pools. It sits before the redis-py class in the MRO.
 
-    async def connect(self) -> None:
-        if self.is_connected:  # type: ignore[attr-defined]
-            return  # checked on every checkout: skip the retry machinery when already open
-        await super().connect()  # type: ignore[misc]
-
-    async def connect_check_health(self, check_health: bool = True, retry_socket_connect: bool = True) -> None:
-        if self.is_connected:  # type: ignore[attr-defined]
-            return
-        ep = self._cg_endpoint
-        if ep is None:
-            return await super().connect_check_health(check_health, retry_socket_connect)  # type: ignore[misc]
-        probe = await ep.before_connect_async(self, self._cg_holder)
-        try:
-            await super().connect_check_health(check_health=check_health, retry_socket_connect=False)  # type: ignore[misc]
-        except BaseException as exc:
-            if self.is_connected:  # type: ignore[attr-defined]
-                self._close()  # cancelled or crashed mid-handshake: close the socket with its slot (see the sync mixin)
-            err = ep.after_failure(self, probe, exc)
-            if err is exc:
-                raise
-            raise err from exc
-        ep.after_success(probe)
-
-    async def disconnect(self, *args: Any, **kwargs: Any) -> None:
-        try:
-            await super().disconnect(*args, **kwargs)  # type: ignore[misc]
-        finally:
-            self._cg_release()
-
-    def _close(self) -> None:
-        super()._close()  # type: ignore[misc]
-        self._cg_release()
-
-    def _cg_release(self) -> None:
-        if self._cg_endpoint is not None:
-            self._cg_endpoint.budget.release(self)
-
-
-class AsyncGuardedConnection(AsyncGuardedConnectionMixin, Connection):
-    pass
-
-
-class AsyncGuardedSSLConnection(AsyncGuardedConnectionMixin, SSLConnection):
-    pass
-
-
-class AsyncGuardedUnixDomainSocketConnection(AsyncGuardedConnectionMixin, UnixDomainSocketConnection):
-    pass
-
-
-_GUARDED: dict[type, type] = {
-    Connection: AsyncGuardedConnection,
-    SSLConnection: AsyncGuardedSSLConnection,
-    UnixDomainSocketConnection: AsyncGuardedUnixDomainSocketConnection,
-}
-
-
-class AsyncGuardedConnectionPool(aioredis.ConnectionPool):
-    """Use as `redis.asyncio.Redis(connection_pool=AsyncGuardedConnectionPool(host=..., budget=20))`.
-
-    Shares the process-wide endpoint state with sync pools to the same endpoint. It does not volunteer idle
-    connections to other pools' budget pressure: closing them safely needs its own event loop.
+    Shares the process-wide endpoint state with sync pools to the same endpoint. Never blocks the event loop: waits
+    are asyncio sleeps, and the thread locks shared with sync pools are only held for a few operations.
     """
+
+    _cg_redis_base: type
+    _budget: Any
+    _track: bool
+    _cg_loop_thread: int | None = None
+
+    def make_connection(self) -> Any:
+        if self._budget.full():
+            raise NoRoom  # redis.asyncio counts connections by its sets: nothing to undo
+        conn = super().make_connection()  # type: ignore[misc]
+        if not _core.adopt(self, conn, asynchronous=True):
+            raise NoRoom
+        return conn
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        self._cg_loop_thread = threading.get_ident()
+        try:
+            conn = await super().get_connection(*args, **kwargs)  # type: ignore[misc]
+        except NoRoom:
+            conn = await self._wait_and_get(args, kwargs)
+        if self._track:
+            self.leaks.checkout(conn, sys._getframe(1), _current_task())
+        return conn
+
+    async def _wait_and_get(self, args: Any, kwargs: Any) -> Any:
+        """One waiter per pool at a time, within one budget_wait_s; never a lock across a connect (see the sync pool)."""
+        budget = self._budget
+        reset = DEADLINE.set(time.monotonic() + budget.wait_s)
+        try:
+            try:
+                await asyncio.wait_for(self._open_lock.acquire(), budget.wait_s)
+            except asyncio.TimeoutError:
+                raise budget.exceeded(budget.wait_s) from None
+            try:
+                while True:
+                    try:
+                        return await super().get_connection(*args, **kwargs)  # type: ignore[misc]
+                    except NoRoom:
+                        await budget.wait_for_room_async(self._cg_has_idle, self)
+            finally:
+                self._open_lock.release()
+        finally:
+            DEADLINE.reset(reset)
+
+    async def release(self, connection: Any) -> None:
+        if self._track and getattr(connection, "_cg_out", None) is not None:
+            self.leaks.checkin(connection)
+        if self._orphaned and connection in self._orphans:
+            self._orphans.discard(connection)  # checked out before reset(): close it rather than raise KeyError
+            _core.let_go(self, connection)
+            return
+        await super().release(connection)  # type: ignore[misc]
+
+    def reset(self) -> None:
+        """redis-py's reset, minus the orphaned sockets and budget slots (idle ones are closed now)."""
+        idle = list(getattr(self, "_available_connections", ()))
+        in_use = list(getattr(self, "_in_use_connections", ()))
+        super().reset()  # type: ignore[misc]
+        self._open_lock = asyncio.Lock()
+        self._orphans.clear()
+        self._orphans.update(in_use)
+        self._orphaned = bool(in_use)
+        for conn in idle:
+            _core.let_go(self, conn)
+
+    def __repr__(self) -> str:
+        return _core.redis_repr(self, super().__repr__(), self._cg_redis_base)
+
+    def metrics(self) -> GuardMetrics:
+        return collect(self)
+
+    def _cg_idle(self) -> list[Any]:
+        return list(self._available_connections)  # type: ignore[attr-defined]
+
+    def _cg_in_use(self) -> list[Any]:
+        return list(self._in_use_connections)  # type: ignore[attr-defined]
+
+    def _cg_has_idle(self) -> bool:
+        return bool(self._available_connections)  # type: ignore[attr-defined]
+
+    def _cg_shed_one(self) -> bool:
+        """Let go of one idle connection for another pool of the endpoint. A socketless one is let go from any
+        thread; an open one only from this pool's own event-loop thread (closing a transport is not thread-safe)."""
+        idle = self._available_connections  # type: ignore[attr-defined]
+        own_thread = threading.get_ident() == self._cg_loop_thread
+        for conn in list(idle):
+            if conn.is_connected and not own_thread:
+                continue
+            try:
+                idle.remove(conn)  # atomic: if the loop took it first, it is not ours to close
+            except ValueError:
+                continue
+            _core.let_go(self, conn)
+            return True
+        return False
+
+
+class AsyncGuardedConnectionPool(_AsyncGuard, aioredis.ConnectionPool):
+    """Use as `redis.asyncio.Redis(connection_pool=AsyncGuardedConnectionPool(host=..., budget=20))`."""
+
+    _cg_redis_base = aioredis.ConnectionPool
 
     def __init__(
         self,
@@ -126,85 +160,36 @@ class AsyncGuardedConnectionPool(aioredis.ConnectionPool):
         on_state_change: Callable[[StateChange], None] | None = None,
         **connection_kwargs: Any,
     ) -> None:
-        settings, connection_kwargs = split_settings(settings, connection_kwargs)
-        connection_kwargs["retry"] = guarded_retry(connection_kwargs.get("retry"), settings, AsyncGuardRetry)
-        connection_class = guarded_class(connection_class, AsyncGuardedConnectionMixin, _GUARDED)
+        connection_kwargs = _core.setup(self, connection_class, connection_kwargs, settings, name, "asyncpool", AsyncGuardRetry)
+        self._open_lock = asyncio.Lock()
         super().__init__(connection_class=connection_class, max_connections=max_connections, **connection_kwargs)
-        self.settings = settings
-        self.name = name or f"asyncpool@{creation_site()}"
-        key, label = endpoint_of(connection_class, self.connection_kwargs)
-        self.endpoint = REGISTRY.endpoint(key, label, settings)
-        self.endpoint.pools.add(self)
-        if on_state_change is not None:
-            self.endpoint.breaker.add_listener(on_state_change)
-        self.leaks = LeakTracker(
-            label, self.name, settings.leak_threshold_s, settings.leak_include_pubsub, _in_use_of(weakref.ref(self))
+        _core.register(self, on_state_change)
+
+
+class AsyncGuardedBlockingConnectionPool(_AsyncGuard, aioredis.BlockingConnectionPool):
+    """redis.asyncio's BlockingConnectionPool plus the guard."""
+
+    _cg_redis_base = aioredis.BlockingConnectionPool
+
+    def __init__(
+        self,
+        max_connections: int = 50,
+        timeout: float | None = 20,
+        connection_class: type = Connection,
+        queue_class: type = asyncio.LifoQueue,
+        *,
+        settings: GuardSettings | None = None,
+        name: str | None = None,
+        on_state_change: Callable[[StateChange], None] | None = None,
+        **connection_kwargs: Any,
+    ) -> None:
+        connection_kwargs = _core.setup(self, connection_class, connection_kwargs, settings, name, "asyncpool", AsyncGuardRetry)
+        self._open_lock = asyncio.Lock()
+        super().__init__(
+            max_connections=max_connections, timeout=timeout, connection_class=connection_class,
+            queue_class=queue_class, **connection_kwargs,
         )
-        self._track = settings.leak_threshold_s is not None
-        self._open_lock = asyncio.Lock()
-        self._orphans: "weakref.WeakSet[Any]" = weakref.WeakSet()
-        self._orphaned = False
-
-    def make_connection(self) -> Any:
-        if self.endpoint.budget.full():
-            raise NoRoom  # redis.asyncio counts connections by its sets: nothing to undo
-        conn = super().make_connection()
-        conn._cg_endpoint = self.endpoint
-        conn._cg_holder = self.name
-        reserve_slot(conn, self.endpoint)
-        return conn
-
-    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            conn = await super().get_connection(*args, **kwargs)
-        except NoRoom:
-            conn = await self._wait_and_get(args, kwargs)
-        if self._track:
-            self.leaks.checkout(conn, sys._getframe(1), _current_task())
-        return conn
-
-    async def _wait_and_get(self, args: Any, kwargs: Any) -> Any:
-        """One waiter per pool at a time, within one budget_wait_s; never a lock across a connect (see the sync pool)."""
-        budget = self.endpoint.budget
-        reset = DEADLINE.set(time.monotonic() + budget.wait_s)
-        try:
-            try:
-                await asyncio.wait_for(self._open_lock.acquire(), budget.wait_s)
-            except asyncio.TimeoutError:
-                raise budget.exceeded(budget.wait_s) from None
-            try:
-                while True:
-                    try:
-                        return await super().get_connection(*args, **kwargs)
-                    except NoRoom:
-                        await budget.wait_for_room_async(lambda: bool(self._available_connections))
-            finally:
-                self._open_lock.release()
-        finally:
-            DEADLINE.reset(reset)
-
-    async def release(self, connection: Any) -> None:
-        if self._track:
-            self.leaks.checkin(connection)
-        if self._orphaned and connection in self._orphans:
-            self._orphans.discard(connection)  # checked out before reset(): close it rather than raise KeyError
-            await connection.disconnect()
-            return
-        await super().release(connection)
-
-    def reset(self) -> None:
-        """redis-py's reset, minus the orphaned sockets and budget slots (idle ones are closed now)."""
-        idle = list(getattr(self, "_available_connections", ()))
-        in_use = list(getattr(self, "_in_use_connections", ()))
-        super().reset()
-        self._open_lock = asyncio.Lock()
-        self._orphans: "weakref.WeakSet[Any]" = weakref.WeakSet(in_use)
-        self._orphaned = bool(in_use)
-        for conn in idle:
-            conn._close()  # synchronous: closes the transport and frees the budget slot
-
-    def metrics(self) -> GuardMetrics:
-        return collect(self)
+        _core.register(self, on_state_change)
 
 
 def _current_task() -> Any:
@@ -223,5 +208,3 @@ def guarded_async_client(
     client = aioredis.Redis(connection_pool=pool, single_connection_client=single_connection_client)
     client.auto_close_connection_pool = True
     return client
-
-

@@ -1,4 +1,5 @@
-"""Backoff policies with jitter (redis-py's own classes, units in the names) and a retry that never hammers a refusal."""
+"""Backoff policies with jitter (redis-py's own classes, units in the names) and the opt-in retry that never hammers
+a refusal. The guard installs a retry only when asked (`retries=`): otherwise redis-py's retry contract is untouched."""
 
 from __future__ import annotations
 
@@ -52,12 +53,25 @@ def decorrelated_jitter(base_s: float = 0.05, cap_s: float = 2.0) -> rb.Abstract
     return BackoffPolicy("decorrelated", base_s, cap_s).build()
 
 
+def retry_pause(retry: Any, error: BaseException, failures: int, is_retryable: Callable[[BaseException], bool] | None) -> float | None:
+    """The one retry decision, shared by the sync and asyncio loops: None = raise `error` now (a refusal, not
+    retryable, or out of retries), else the seconds to back off before the next try. `failures` counts this one."""
+    if gives_up_at_once(error, is_retryable):
+        return None
+    if retry._retries >= 0 and failures > retry._retries:
+        return None
+    return retry._backoff.compute(failures)
+
+
+def gives_up_at_once(error: BaseException, is_retryable: Callable[[BaseException], bool] | None) -> bool:
+    """A refusal is never retried at once (retrying adds load to a server that said no); nor is what the caller
+    says is not retryable. Checked before redis-py's failure callback runs, as redis-py does."""
+    return isinstance(error, NOT_RETRIED) or bool(is_retryable and not is_retryable(error))
+
+
 class GuardRetry(Retry):
     """redis-py's Retry, except refusals (max clients, open circuit, budget, rate limit) propagate at once.
-
-    The loop is redis-py's own (redis/retry.py), with the refusal check inlined: it runs on every pool checkout,
-    so it must not cost an extra closure per call.
-    """
+    Installed only when the caller opts in with `retries=`."""
 
     def call_with_retry(self, do: Callable[[], Any], fail: Callable[..., Any], is_retryable=None, with_failure_count=False):  # type: ignore[override]
         self._backoff.reset()
@@ -66,21 +80,18 @@ class GuardRetry(Retry):
             try:
                 return do()
             except self._supported_errors as error:
-                if isinstance(error, NOT_RETRIED) or (is_retryable and not is_retryable(error)):
+                if gives_up_at_once(error, is_retryable):
                     raise
                 failures += 1
-                if with_failure_count:
-                    fail(error, failures)
-                else:
-                    fail(error)
-                if self._retries >= 0 and failures > self._retries:
+                fail(error, failures) if with_failure_count else fail(error)
+                pause = retry_pause(self, error, failures, is_retryable)
+                if pause is None:
                     raise error
-                backoff = self._backoff.compute(failures)
-                if backoff > 0:
-                    time.sleep(backoff)
+                if pause > 0:
+                    time.sleep(pause)
 
 
-def guard_retry(policy: BackoffPolicy, retries: int) -> GuardRetry:
+def guard_retry(policy: BackoffPolicy, retries: int, retry_class: type = GuardRetry) -> Any:
     if retries < 0:
         raise ValueError(f"retries={retries} must be >= 0: a negative count retries forever")
-    return GuardRetry(policy.build(), retries)
+    return retry_class(policy.build(), retries)

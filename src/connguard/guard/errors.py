@@ -37,14 +37,16 @@ class CircuitOpenError(GuardRefusal):
 class BudgetExceeded(GuardRefusal):
     """The process-wide connection budget for an endpoint stayed full for the whole wait."""
 
-    def __init__(self, endpoint: str, cap: int, waited_s: float, holders: Mapping[str, int]) -> None:
+    def __init__(self, endpoint: str, cap: int, waited_s: float, holders: Mapping[str, int], used: int | None = None) -> None:
         who = ", ".join(f"{name} holds {n}" for name, n in sorted(holders.items(), key=lambda kv: -kv[1])) or "none"
+        used = cap if used is None else used
         super().__init__(
-            f"connection budget for {endpoint} exhausted: {cap} of {cap} connections open after waiting "
+            f"connection budget for {endpoint} exhausted: {used} of {cap} connections held after waiting "
             f"{waited_s:.1f}s; holders: {who}"
         )
         self.endpoint = endpoint
         self.cap = cap
+        self.used = used
         self.holders = dict(holders)
 
 

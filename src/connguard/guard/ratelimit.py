@@ -29,7 +29,7 @@ class ConnectRateLimiter:
         self.limited_total = 0
         self.waiters = 0
 
-    def _reserve(self) -> float:
+    def reserve(self) -> float:
         """Take a token now or book the next one; returns how long the caller must wait (0 = go)."""
         if self.rate_per_s is None:
             return 0.0
@@ -55,20 +55,28 @@ class ConnectRateLimiter:
         with self._lock:
             self.waiters += delta
 
+    def sleep(self, wait_s: float) -> None:
+        """The thread waiter for a booked token (`reserve` decided how long)."""
+        self._wait_count(1)
+        try:
+            time.sleep(wait_s)
+        finally:
+            self._wait_count(-1)
+
+    async def sleep_async(self, wait_s: float) -> None:
+        """The asyncio waiter: the same wait, without blocking the event loop."""
+        self._wait_count(1)
+        try:
+            await asyncio.sleep(wait_s)
+        finally:
+            self._wait_count(-1)
+
     def acquire(self) -> None:
-        wait = self._reserve()
+        wait = self.reserve()
         if wait:
-            self._wait_count(1)
-            try:
-                time.sleep(wait)
-            finally:
-                self._wait_count(-1)
+            self.sleep(wait)
 
     async def acquire_async(self) -> None:
-        wait = self._reserve()
+        wait = self.reserve()
         if wait:
-            self._wait_count(1)
-            try:
-                await asyncio.sleep(wait)
-            finally:
-                self._wait_count(-1)
+            await self.sleep_async(wait)

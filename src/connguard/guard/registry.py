@@ -17,6 +17,7 @@ from connguard.guard.budget import ConnectionBudget
 from connguard.guard.errors import MaxClientsError, is_maxclients_refusal
 from connguard.guard.ratelimit import ConnectRateLimiter
 from connguard.guard.settings import GuardSettings
+from connguard.target import Target
 
 log = logging.getLogger("connguard.guard")
 
@@ -24,18 +25,18 @@ EndpointKey = tuple[Any, ...]
 
 
 def endpoint_of(connection_class: type, kwargs: dict[str, Any]) -> tuple[EndpointKey, str]:
-    """The key (as `Target.endpoint_key`) and a password-free label for a pool's connection settings."""
-    user = kwargs.get("username")
-    db = int(kwargs.get("db") or 0)
-    who = f"{user}@" if user else ""
+    """The key (`Target.endpoint_key`, the one definition of "same endpoint") and a password-free label."""
     path = kwargs.get("path")
-    if path:
-        return (path, None, db, user, False), f"unix://{who}{path}?db={db}"
-    tls = "SSL" in connection_class.__name__ or any("SSL" in c.__name__ for c in connection_class.__mro__)
-    host = kwargs.get("host") or "localhost"
-    port = int(kwargs.get("port") or 6379)
-    scheme = "rediss" if tls else "redis"
-    return (host, port, db, user, tls), f"{scheme}://{who}{host}:{port}/{db}"
+    tls = any(getattr(c, "__name__", "").startswith("SSL") for c in getattr(connection_class, "__mro__", ()))
+    target = Target(
+        scheme="unix" if path else ("rediss" if tls else "redis"),
+        host=None if path else (kwargs.get("host") or "localhost"),
+        port=None if path else int(kwargs.get("port") or 6379),
+        path=path or None,
+        db=int(kwargs.get("db") or 0),
+        username=kwargs.get("username") or None,
+    )  # no password: the label is shown in errors and logs
+    return target.endpoint_key, target.redacted
 
 
 class EndpointGuard:
@@ -51,60 +52,25 @@ class EndpointGuard:
         self.pools: "weakref.WeakSet[Any]" = weakref.WeakSet()
         self._lock = threading.Lock()
         self.attempts_total = 0  # sockets we tried to open
-        self.connects_total = 0  # ...that got admitted
+        self.connects_total = 0  # ...that connected (handshake done)
         self.refusals_total = 0  # ...refused for maxclients
         self.failures_total = 0  # ...that failed otherwise (timeouts, resets, refused ports)
         self._recent: deque[float] = deque(maxlen=4096)
 
-    # -- before the socket -------------------------------------------------------------------
-    def _count_attempt(self) -> None:
+    # -- before the socket: the decision, shared by the sync and asyncio gates -------------------
+    def admit(self) -> tuple[bool, float]:
+        """Breaker (fail fast, or this caller is the half-open probe), then the rate limit. Returns (probe, seconds
+        the caller must wait for its token): the sync gate sleeps them, the asyncio gate awaits them."""
+        probe = self.breaker.admit()
+        try:
+            wait = self.limiter.reserve()
+        except BaseException:
+            if probe:
+                self.breaker.abandon_probe()  # never reached the server: the next caller probes instead
+            raise
         with self._lock:
             self.attempts_total += 1
-
-    def before_connect(self, conn: object, holder: str) -> bool:
-        """Breaker (fail fast), budget (wait), breaker admission, rate limit (wait). Returns True for a probe."""
-        try:
-            self.breaker.check()
-            self.budget.acquire(conn, holder)
-        except BaseException:
-            self.budget.release(conn)  # gives back a slot reserved for this connection
-            raise
-        probe = self._admit(conn)
-        try:
-            self.limiter.acquire()
-        except BaseException:
-            self._undo(conn, probe)
-            raise
-        self._count_attempt()
-        return probe
-
-    async def before_connect_async(self, conn: object, holder: str) -> bool:
-        try:
-            self.breaker.check()
-            await self.budget.acquire_async(conn, holder)
-        except BaseException:
-            self.budget.release(conn)
-            raise
-        probe = self._admit(conn)
-        try:
-            await self.limiter.acquire_async()
-        except BaseException:
-            self._undo(conn, probe)
-            raise
-        self._count_attempt()
-        return probe
-
-    def _admit(self, conn: object) -> bool:
-        try:
-            return self.breaker.admit()
-        except BaseException:
-            self.budget.release(conn)
-            raise
-
-    def _undo(self, conn: object, probe: bool) -> None:
-        self.budget.release(conn)
-        if probe:
-            self.breaker.abandon_probe()
+        return probe, wait
 
     # -- after the socket ----------------------------------------------------------------------
     def after_success(self, probe: bool) -> None:
@@ -113,9 +79,8 @@ class EndpointGuard:
             self._recent.append(time.monotonic())
         self.breaker.success(probe)
 
-    def after_failure(self, conn: object, probe: bool, exc: BaseException) -> BaseException:
-        """Release the slot, tell the breaker, and return the error to raise (MaxClientsError for a refusal)."""
-        self.budget.release(conn)
+    def after_failure(self, probe: bool, exc: BaseException) -> BaseException:
+        """Tell the breaker, and return the error to raise (MaxClientsError for a refusal, else `exc` itself)."""
         if isinstance(exc, AuthenticationError):
             self.breaker.success(probe)  # admitted, then refused the password: not a capacity problem
             return exc

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+import difflib
+from typing import Any, Callable
 
 from connguard.guard.backoff import BackoffPolicy
 from connguard.guard.breaker import BreakerSettings
@@ -29,7 +30,9 @@ class GuardSettings:
     # Per pool.
     leak_threshold_s: float | None = 30.0  # None turns leak detection off
     leak_include_pubsub: bool = False
-    retries: int = 3  # for timeouts and dropped sockets; refusals are never retried at once
+    # Opt-in retry: None leaves redis-py's retry exactly as the caller configured it (redis-py's default for a
+    # pool is no retry). A number installs a retry of that many tries with `backoff` that never retries a refusal.
+    retries: int | None = None
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
 
     def __post_init__(self) -> None:
@@ -39,7 +42,7 @@ class GuardSettings:
         ConnectRateLimiter("settings", self.connect_rate_per_s, self.connect_burst, self.connect_rate_wait_s)
         if self.leak_threshold_s is not None and not self.leak_threshold_s > 0:
             raise ValueError(f"leak_threshold_s={self.leak_threshold_s} must be > 0 (or None to turn leak detection off)")
-        if not isinstance(self.retries, int) or self.retries < 0:
+        if self.retries is not None and self.retries < 0:
             raise ValueError(f"retries={self.retries!r} must be an integer >= 0 (a negative count retries forever)")
         if not isinstance(self.backoff, BackoffPolicy):
             raise ValueError("backoff must be a connguard.guard.BackoffPolicy, e.g. BackoffPolicy('full', base_s=0.05, cap_s=2)")
@@ -62,7 +65,7 @@ _SECONDS_OR_RATES = (
     "budget_wait_s", "connect_rate_per_s", "connect_rate_wait_s", "reset_timeout_s", "max_reset_timeout_s",
     "reset_jitter", "leak_threshold_s",
 )
-_OPTIONAL = frozenset({"budget", "connect_rate_per_s", "max_reset_timeout_s", "leak_threshold_s"})
+_OPTIONAL = frozenset({"budget", "connect_rate_per_s", "max_reset_timeout_s", "leak_threshold_s", "retries"})
 
 
 def _check_types(settings: GuardSettings) -> None:
@@ -87,8 +90,19 @@ ENDPOINT_FIELDS = (
 )
 
 
-def split_settings(settings: GuardSettings | None, kwargs: dict[str, Any]) -> tuple[GuardSettings, dict[str, Any]]:
-    """Take guard settings out of a pool's keyword arguments; what is left goes to redis-py."""
+def split_settings(
+    settings: GuardSettings | None, kwargs: dict[str, Any], accepts: Callable[[str], bool] = lambda _name: True,
+) -> tuple[GuardSettings, dict[str, Any]]:
+    """Take guard settings out of a pool's keyword arguments; what is left goes to redis-py.
+
+    A leftover keyword that the connection class does not take and that looks like a guard setting
+    (`leak_treshold_s`) is a typo: refused now, not at the first command as redis-py's TypeError."""
     ours = {k: kwargs.pop(k) for k in list(kwargs) if k in SETTING_NAMES}
+    for name in kwargs:
+        if accepts(name):
+            continue
+        close = difflib.get_close_matches(name, sorted(SETTING_NAMES), n=1, cutoff=0.75)
+        if close:
+            raise TypeError(f"unknown keyword {name}={kwargs[name]!r}: did you mean the guard setting {close[0]}=?")
     base = settings or GuardSettings()
     return (replace(base, **ours) if ours else base), kwargs

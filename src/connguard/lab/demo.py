@@ -84,6 +84,10 @@ class Demo:
         self.step(f"{title}: reproducing it")
         with run_scenario(scenario, url=self.server.url, log=lambda line: self.say(f"  {line}", "dim")):
             self.doctor(title, expected)
+            if scenario == "connection_leak":  # the same leak, live: the forecast says when it fills
+                from connguard.monitor.watch import demo_watch
+                self.say(f"$ connguard watch {self.server.url} --interval 0.5 --idle-threshold 2", "bold")
+                demo_watch(self.server.url, self.console, idle_threshold_s=DEMO_IDLE_THRESHOLD_S)
         self.check_server()
 
     def guard_act(self) -> None:

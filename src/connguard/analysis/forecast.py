@@ -1,0 +1,153 @@
+"""Time to exhaustion: a robust (Theil–Sen) fit of used connections over the recent window, with its confidence.
+
+Pure: points in, a Forecast out; no clock, no I/O. Points are (monotonic seconds, used)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from statistics import median
+from typing import Sequence
+
+MIN_POINTS = 5  # never forecast from fewer points (issue #10)
+MIN_SPAN_S = 20.0  # ... or from less than this much time
+WINDOW_S = 600.0  # only the recent past says where usage is heading
+MAX_FIT_POINTS = 120  # Theil–Sen is O(n²) in pairs; an even subsample keeps a tick cheap
+MIN_RISE = 2.0  # a fitted rise of less than this many connections over the window is noise, not a trend
+OUTLIER_MADS = 3.0  # residuals beyond this many (scaled) MADs are dropped before the final fit
+MAD_SCALE = 1.4826  # MAD -> standard deviation for normal noise
+RESIDUAL_FLOOR = 1.0  # connections: counts are integers, so never call a point an outlier for being 1 off
+
+CONFIDENCES = ("none", "low", "medium", "high")
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """When the server fills if usage keeps its recent trend. `seconds_to_full` is None without an upward
+    trend (or without enough data: then `confidence` is "none"); 0 when it is full now."""
+
+    seconds_to_full: float | None
+    slope_per_s: float
+    points: int  # points the fit used (outliers dropped)
+    confidence: str  # none | low | medium | high
+    span_s: float = 0.0
+    dropped: int = 0  # outliers left out of the fit
+    reason: str = ""  # why there is no forecast, in words
+
+    @property
+    def per_min(self) -> float:
+        return self.slope_per_s * 60.0
+
+    def to_dict(self) -> dict[str, object]:
+        """The `forecast` object of `connguard.watch/1`."""
+        return {"seconds_to_full": None if self.seconds_to_full is None else round(self.seconds_to_full, 1),
+                "slope_per_s": round(self.slope_per_s, 4), "points": self.points}
+
+
+def _theil_sen(ts: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
+    """Median of pairwise slopes, and the median intercept for that slope."""
+    slopes = [(ys[j] - ys[i]) / (ts[j] - ts[i])
+              for i in range(len(ts)) for j in range(i + 1, len(ts)) if ts[j] > ts[i]]
+    slope = median(slopes) if slopes else 0.0
+    intercept = median(y - slope * t for t, y in zip(ts, ys))
+    return slope, intercept
+
+
+def _kendall_tau(ts: Sequence[float], ys: Sequence[float]) -> float:
+    """How consistently usage moves with time (1: every later point is higher). Ties count as neither."""
+    concordant = discordant = 0
+    for i in range(len(ts)):
+        for j in range(i + 1, len(ts)):
+            s = (ts[j] - ts[i]) * (ys[j] - ys[i])
+            if s > 0:
+                concordant += 1
+            elif s < 0:
+                discordant += 1
+    pairs = len(ts) * (len(ts) - 1) / 2
+    return (concordant - discordant) / pairs if pairs else 0.0
+
+
+def _subsample(points: Sequence[tuple[float, float]], limit: int) -> list[tuple[float, float]]:
+    if len(points) <= limit:
+        return list(points)
+    step = (len(points) - 1) / (limit - 1)
+    picked = [points[round(i * step)] for i in range(limit)]
+    return picked
+
+
+def _confidence(tau: float, n: int, span_s: float, horizon_s: float | None) -> str:
+    """High when usage rose almost monotonically over many points and the forecast does not reach far
+    beyond the data; each shortfall lowers it a step."""
+    level = 3 if tau >= 0.8 else 2 if tau >= 0.6 else 1
+    if n < 10 or span_s < 60:
+        level = min(level, 2)
+    if horizon_s is not None:
+        reach = horizon_s / max(span_s, 1e-9)  # extrapolating 10x beyond what we saw is a guess
+        if reach > 10:
+            level = 1
+        elif reach > 3:
+            level = min(level, 2)
+    return CONFIDENCES[level]
+
+
+def forecast(points: Sequence[tuple[float, float]], maxclients: int | None, *, window_s: float = WINDOW_S) -> Forecast:
+    """Fit `used` against time over the last `window_s` and extrapolate to `maxclients`.
+
+    The latest point is where usage is now; the fitted slope is where it is heading. Outliers (a blip, a
+    burst that left) are dropped by their residual from a first fit, then the fit is redone."""
+    pts = sorted((float(t), float(y)) for t, y in points if math.isfinite(t) and math.isfinite(y))
+    if pts:
+        newest = pts[-1][0]
+        pts = [p for p in pts if p[0] >= newest - window_s]
+    span = pts[-1][0] - pts[0][0] if pts else 0.0
+    if pts and maxclients and pts[-1][1] >= maxclients:  # an observation, not a forecast: no data minimum
+        return Forecast(0.0, 0.0, len(pts), "high", span, reason="full now")
+    if len(pts) < MIN_POINTS or span < MIN_SPAN_S:
+        return Forecast(None, 0.0, len(pts), "none", span,
+                        reason=f"not enough data ({len(pts)} points over {span:.0f} s; needs {MIN_POINTS} over "
+                               f"{MIN_SPAN_S:.0f} s)")
+    if not maxclients or maxclients <= 0:
+        return Forecast(None, 0.0, len(pts), "none", span, reason="maxclients unknown")
+    fit_pts = _subsample(pts, MAX_FIT_POINTS)
+    ts, ys = [p[0] for p in fit_pts], [p[1] for p in fit_pts]
+    slope, intercept = _theil_sen(ts, ys)
+    residuals = [y - (intercept + slope * t) for t, y in zip(ts, ys)]
+    mad = median(abs(r) for r in residuals)
+    cutoff = max(OUTLIER_MADS * MAD_SCALE * mad, RESIDUAL_FLOOR)
+    kept = [(t, y) for (t, y), r in zip(fit_pts, residuals) if abs(r) <= cutoff]
+    dropped = len(fit_pts) - len(kept)
+    if len(kept) >= MIN_POINTS and dropped:
+        ts, ys = [p[0] for p in kept], [p[1] for p in kept]
+        slope, intercept = _theil_sen(ts, ys)
+    else:
+        kept, dropped = fit_pts, 0
+    n = len(kept)
+    fit_span = ts[-1] - ts[0]
+    used_now = pts[-1][1]
+    tau = _kendall_tau(ts, ys)
+    if slope <= 0 or slope * fit_span < MIN_RISE or tau < 0.3:
+        flat_confidence = "medium" if n >= 10 and fit_span >= 60 else "low"  # "no trend" is itself a claim
+        return Forecast(None, slope, n, flat_confidence, span, dropped, reason="no trend")
+    horizon = (maxclients - used_now) / slope
+    return Forecast(horizon, slope, n, _confidence(tau, n, fit_span, horizon), span, dropped)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.0f} d"
+
+
+def describe(fc: Forecast) -> str:
+    """One phrase for people: "full in ~14 min at +3.1/min", "full now", "no trend", "not enough data"."""
+    if fc.confidence == "none":
+        return "not enough data" if fc.reason.startswith("not enough") else f"no forecast ({fc.reason})"
+    if fc.seconds_to_full is None:
+        return "no trend"
+    if fc.seconds_to_full <= 0:
+        return "full now"
+    return f"full in ~{_duration(fc.seconds_to_full)} at {fc.per_min:+.1f}/min"

@@ -1,0 +1,289 @@
+"""The exporter's targets: one Sampler (one held connection) per target, shared observations, budgets, eviction.
+
+Each scrape of a target goes through `TargetRegistry.scrape`, which returns a ProbeView for the metric
+mapping. Concurrent scrapes of one target wait for the observation in flight and share it; CLIENT LIST runs
+only when its budget allows (INFO runs every time); the doctor's rules run at most every `diagnose_every_s`.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Protocol, Sequence
+
+from connguard.analysis.diagnosis import Diagnosis, DoctorSettings, diagnose, diagnose_unreachable
+from connguard.errors import AuthFailed, BadArguments, BadTarget, ConnguardError, NotRedis, ServerFull
+from connguard.monitor.exporter_metrics import ProbeView, client_families, command_cost_s, host_rows
+from connguard.probe.model import Snapshot
+from connguard.target import Target
+
+log = logging.getLogger("connguard.exporter")
+
+CLIENT_LIST_SHARE = 0.01  # CLIENT LIST may take at most 1% of the server's wall time (the watch issue's budget)
+FORECAST_HORIZON_S = 1800.0  # used-over-time points kept for the forecast: the last 30 minutes
+FORECAST_POINTS = 900
+
+
+class SamplerLike(Protocol):
+    connects: int
+
+    def sample(self, *, client_list: bool = True) -> object: ...
+
+    def close(self) -> None: ...
+
+
+def probe_reason(err: ConnguardError | None) -> str | None:
+    """The `reason` label of connguard_probe_error for an error (docs/exporter.md)."""
+    if err is None:
+        return None
+    if isinstance(err, (BadTarget, BadArguments)):
+        return "bad_target"
+    if isinstance(err, AuthFailed):
+        return "auth"
+    if isinstance(err, NotRedis):
+        return "not_redis"
+    if isinstance(err, ServerFull):
+        return "refused"
+    text = err.message.lower()
+    if "tls" in text or "certificate" in text:
+        return "tls"
+    if "refused the connection" in text or "no such unix socket" in text:
+        return "refused"
+    return "unreachable"
+
+
+def client_list_interval_s(cost_s: float | None, floor_s: float) -> float:
+    """Seconds between two CLIENT LISTs: at least `floor_s`, and long enough that the call's own server
+    time stays within CLIENT_LIST_SHARE of wall time (7 ms at 10k clients: one every 0.7 s)."""
+    return max(floor_s, (cost_s or 0.0) / CLIENT_LIST_SHARE)
+
+
+def push_window(window: list[Snapshot], snap: Snapshot, span_s: float) -> None:
+    """Keep a few anchors spread over `span_s` plus the latest, so memory stays a handful of Snapshots
+    however often we scrape (a 10k-client Snapshot is megabytes)."""
+    if len(window) >= 2 and snap.clock - window[-2].clock < span_s / 4:
+        window[-1] = snap
+    else:
+        window.append(snap)
+    while len(window) > 2 and snap.clock - window[1].clock >= span_s:
+        window.pop(0)
+
+
+def _forecast_seconds(points: Sequence[tuple[float, float]], maxclients: int | None) -> float | None:
+    """watch's forecast when it exists: seconds until used reaches maxclients, +Inf when not heading
+    there, None (NaN on the page) when unknown."""
+    try:
+        from connguard.analysis.forecast import forecast  # built by the `watch` work; optional here
+    except ImportError:
+        return None
+    if not maxclients or len(points) < 2:
+        return None
+    result = forecast(points, maxclients)
+    if result.seconds_to_full is not None:
+        return float(result.seconds_to_full)
+    return None if result.confidence == "none" else math.inf
+
+
+@dataclass
+class Entry:
+    """One target's state between scrapes. `lock` serialises observations; a scrape that arrives while one
+    is in flight waits for it and shares its result."""
+
+    target: Target
+    sampler: SamplerLike
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    last_scrape: float = 0.0
+    done_at: float = -math.inf
+    view: ProbeView | None = None
+    window: list[Snapshot] = field(default_factory=list)
+    listed: Snapshot | None = None  # the latest Snapshot with a CLIENT LIST
+    listed_at: float | None = None
+    client_metrics: tuple = ()  # client_families(listed): computed once per CLIENT LIST
+    listed_pubsub: int | None = None
+    list_cost_s: float | None = None  # server seconds per CLIENT LIST (INFO commandstats)
+    refusals_at: dict = field(default_factory=dict)  # the Sampler's refusal count at each window Snapshot's clock
+    diagnosis: Diagnosis | None = None
+    diagnosed_at: float = -math.inf
+    diagnosing: bool = False  # a verdict is being computed on the diagnosis thread
+    failure_line: str | None = None  # the last failure logged, so a lasting one is logged once
+    generation: int = 0  # bumped when a newer verdict is set here: a verdict computed from before is dropped
+    points: collections.deque = field(default_factory=lambda: collections.deque(maxlen=FORECAST_POINTS))
+
+
+@dataclass(frozen=True)
+class ExporterSettings:
+    top_sources: int = 10
+    diagnose_every_s: float = 10.0
+    clients_every_s: float = 0.0  # the floor between CLIENT LISTs; the 1% budget may stretch it
+    target_idle_s: float = 600.0
+    max_targets: int = 100
+    window_s: float = 60.0
+    connect_timeout_s: float = 2.0
+    doctor: DoctorSettings = DoctorSettings()
+
+
+class TargetRegistry:
+    """All targets this exporter holds connections to, keyed by endpoint; thread safe."""
+
+    def __init__(self, settings: ExporterSettings, sampler_factory: Callable[[Target], SamplerLike],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self._factory = sampler_factory
+        self._clock = clock
+        self._entries: dict[tuple[object, ...], Entry] = {}
+        self._lock = threading.Lock()
+        self._diagnoser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="connguard-diagnose")
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    @staticmethod
+    def key(target: Target) -> tuple[object, ...]:
+        return (target.scheme, *target.endpoint_key)
+
+    def _entry(self, target: Target, now: float) -> Entry | None:
+        key = self.key(target)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                if len(self._entries) >= self.settings.max_targets:
+                    return None
+                entry = Entry(target, self._factory(target))
+                self._entries[key] = entry
+                log.info("target %s: added (%d held)", target.redacted, len(self._entries))
+            entry.last_scrape = now
+            return entry
+
+    def scrape(self, target: Target) -> ProbeView:
+        """Observe `target` (or share an observation in flight) and return what the metrics need."""
+        arrived = self._clock()
+        entry = self._entry(target, arrived)
+        if entry is None:
+            log.warning("target %s: refused, --max-targets %d targets already held", target.redacted,
+                        self.settings.max_targets)
+            return ProbeView(snapshot=None, error_reason="max_targets")
+        with entry.lock:
+            if entry.view is not None and entry.done_at >= arrived:
+                return entry.view  # an observation finished after we arrived: share it
+            view = self._observe(entry)
+            entry.view, entry.done_at = view, self._clock()
+        if view.snapshot is None and entry.sampler.connects == 0 and not view.refused:
+            self._forget(entry)  # never reached (bad port, auth, not Redis): holds nothing, takes no slot
+        return view
+
+    def _forget(self, entry: Entry) -> None:
+        with self._lock:
+            if self._entries.get(self.key(entry.target)) is entry:
+                del self._entries[self.key(entry.target)]
+        entry.sampler.close()
+
+    def _observe(self, entry: Entry) -> ProbeView:
+        s = self.settings
+        started = self._clock()
+        want_list = entry.listed_at is None or (
+            started - entry.listed_at >= client_list_interval_s(entry.list_cost_s, s.clients_every_s))
+        obs = entry.sampler.sample(client_list=want_list)
+        snap: Snapshot | None = obs.snapshot  # type: ignore[attr-defined]
+        now = obs.monotonic  # type: ignore[attr-defined]
+        target = entry.target.redacted
+        if snap is not None:
+            if entry.failure_line is not None:
+                log.info("target %s: observed again", target)
+                entry.failure_line = None
+            cost = command_cost_s(snap.info.sections)
+            entry.list_cost_s = cost[0] if cost else entry.list_cost_s
+            if obs.client_list_included and snap.clients is not None:  # type: ignore[attr-defined]
+                entry.listed, entry.listed_at = snap, now
+                rows, entry.listed_pubsub = host_rows(snap, s.doctor.idle_threshold_s)
+                entry.client_metrics = tuple(client_families(snap, s.top_sources, s.doctor.idle_threshold_s, rows))
+                push_window(entry.window, snap, s.window_s)
+                refusals = getattr(obs, "refusals", 0)
+                entry.refusals_at = {w.clock: entry.refusals_at.get(w.clock, refusals) for w in entry.window}
+            entry.points.append((now, float(snap.used)))
+            while entry.points and now - entry.points[0][0] > FORECAST_HORIZON_S:
+                entry.points.popleft()
+            if entry.window and now - entry.diagnosed_at >= s.diagnose_every_s and not entry.diagnosing:
+                # Refusals of our own (re)connects within the window: first-hand evidence the server refuses.
+                refused_us = getattr(obs, "refusals", 0) - entry.refusals_at.get(entry.window[0].clock, 0)
+                entry.diagnosed_at = now
+                if entry.diagnosis is None:  # the first verdict comes with the first scrape
+                    entry.diagnosis = diagnose(tuple(entry.window), s.doctor, entry.target, refused_us=refused_us)
+                else:  # later ones off the scrape's path: at 10k clients the rules take ~0.5 s
+                    self._diagnose_later(entry, tuple(entry.window), refused_us)
+        else:
+            failure = obs.failure  # type: ignore[attr-defined]
+            line = failure.line() if failure else "not observed"
+            # One line per change, not per scrape: a server down for an hour is one warning, not 240.
+            (log.warning if line != entry.failure_line else log.debug)("target %s: %s", target, line)
+            entry.failure_line = line
+            if obs.refused:  # type: ignore[attr-defined]
+                # A full server seen from outside: the exhausted verdict (with the census when local).
+                entry.diagnosis = diagnose_unreachable(
+                    target, s.doctor, failure.message if failure else "refused", full=True,
+                    census=obs.census, host=obs.host)  # type: ignore[attr-defined]
+                entry.diagnosed_at = now
+            else:
+                entry.diagnosis = None  # no verdict about a server we cannot see
+            entry.generation += 1  # a verdict still being computed from before is stale now
+        maxclients = snap.maxclients if snap is not None else (entry.listed.maxclients if entry.listed else None)
+        return ProbeView(
+            snapshot=snap,
+            listed=entry.listed if snap is not None else None,
+            client_list_age_s=(now - entry.listed_at) if entry.listed_at is not None and snap is not None else None,
+            refused=bool(obs.refused),  # type: ignore[attr-defined]
+            error_reason=probe_reason(obs.failure),  # type: ignore[attr-defined]
+            observer_connects=obs.observer_connects,  # type: ignore[attr-defined]
+            observer_refusals=getattr(obs, "refusals", 0),
+            diagnosis=entry.diagnosis,
+            seconds_to_exhaustion=_forecast_seconds(entry.points, maxclients),
+            top_sources=s.top_sources,
+            idle_threshold_s=s.doctor.idle_threshold_s,
+            scrape_s=self._clock() - started,
+            client_metrics=entry.client_metrics if snap is not None and entry.listed is not None else None,
+            listed_pubsub=entry.listed_pubsub,
+        )
+
+    def _diagnose_later(self, entry: Entry, window: tuple[Snapshot, ...], refused_us: int) -> None:
+        entry.diagnosing = True
+        generation = entry.generation
+
+        def job() -> None:
+            try:
+                verdict = diagnose(window, self.settings.doctor, entry.target, refused_us=refused_us)
+                if entry.generation == generation:
+                    entry.diagnosis = verdict
+            except Exception as exc:  # a rule's bug costs one refresh, not the exporter
+                log.error("target %s: diagnosis failed: %s: %s", entry.target.redacted, type(exc).__name__, exc)
+            finally:
+                entry.diagnosing = False
+
+        try:
+            self._diagnoser.submit(job)
+        except RuntimeError:  # shut down: the exporter is stopping
+            entry.diagnosing = False
+
+    def reap(self) -> int:
+        """Close targets not scraped for `target_idle_s`; returns how many were closed."""
+        now = self._clock()
+        with self._lock:
+            stale = [k for k, e in self._entries.items() if now - e.last_scrape >= self.settings.target_idle_s]
+            gone = [self._entries.pop(k) for k in stale]
+        for entry in gone:
+            with entry.lock:  # never close under a scrape in flight
+                entry.sampler.close()
+            log.info("target %s: closed after %.0f s without a scrape", entry.target.redacted,
+                     self.settings.target_idle_s)
+        return len(gone)
+
+    def close(self) -> None:
+        self._diagnoser.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            entries, self._entries = list(self._entries.values()), {}
+        for entry in entries:
+            entry.sampler.close()

@@ -1,0 +1,262 @@
+"""The watch loop: sample on a schedule over the Sampler's held connection, fold into frames, show or print
+them, fire the alert hook, record, and (interactively) kill from the held slot on confirmation."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Callable, TextIO
+
+import redis
+from rich.console import Console
+from rich.live import Live
+
+from connguard.analysis.diagnosis import DoctorSettings, diagnose, diagnose_unreachable
+from connguard.errors import ConnguardError
+from connguard.monitor.watch_kill import KillPreview, kill_log_line, plan_for_source, preview_renderable
+from connguard.monitor.watch_model import WatchFrame, WatchModel, WatchSettings
+from connguard.monitor.watch_notify import AlertHook
+from connguard.monitor.watch_view import ViewState, clock, render
+from connguard.probe.census import compare_censuses
+from connguard.probe.model import Snapshot, SocketCensus
+from connguard.probe.recording import Recorder
+from connguard.probe.sampler import Sampler
+from connguard.remedy.kill import execute_kills
+from connguard.target import Target
+
+
+@dataclass(frozen=True)
+class WatchOptions:
+    settings: WatchSettings = WatchSettings()
+    as_json: bool = False
+    count: int | None = None  # stop after this many ticks (None: until Ctrl-C / q)
+    alert_cmd: str | None = None
+    alert_timeout_s: float = 10.0
+    record: str | None = None
+    connect_timeout_s: float = 10.0
+
+
+def _doctor_settings(settings: WatchSettings) -> DoctorSettings:
+    return DoctorSettings(interval_s=settings.diagnose_every_s, idle_threshold_s=settings.idle_threshold_s,
+                          top=settings.top)
+
+
+def snapshot_causes(target: Target, settings: WatchSettings) -> Callable[[Snapshot | None, Snapshot, float], tuple[str, ...]]:
+    """The doctor over watch's window: the snapshot of the previous verdict and now."""
+    ds = _doctor_settings(settings)
+
+    def run(base: Snapshot | None, now: Snapshot, wall: float) -> tuple[str, ...]:
+        window = (base, now) if base is not None else (now,)
+        return tuple(f.cause for f in diagnose(window, ds, target).findings)
+
+    return run
+
+
+def census_causes(target: Target, settings: WatchSettings) -> Callable[[SocketCensus | None, SocketCensus, str, Any], tuple[str, ...]]:
+    """The doctor when the server refuses us: from two socket censuses (turnover tells a storm)."""
+    ds = _doctor_settings(settings)
+
+    def run(before: SocketCensus | None, now: SocketCensus, error: str, host: Any) -> tuple[str, ...]:
+        turnover = compare_censuses(before, now) if before is not None else None
+        diag = diagnose_unreachable(target, ds, error, full=True, census=now, host=host, turnover=turnover)
+        return tuple(f.cause for f in diag.findings)
+
+    return run
+
+
+def _open_recorder(path: str | None, target: Target, settings: WatchSettings) -> Recorder | None:
+    """The probe's recorder: raw observations that `doctor --replay` reads, and watch's kills beside them."""
+    if path is None:
+        return None
+    return Recorder(path, target=target, tool="watch", settings=asdict(settings))
+
+
+class WatchRunner:
+    """Owns the Sampler, the model, the hook and the recorder for one `connguard watch`."""
+
+    def __init__(self, target: Target, options: WatchOptions, *, sampler: Sampler | None = None,
+                 out: TextIO | None = None) -> None:
+        self.target, self.options = target, options
+        self.settings = options.settings
+        self.sampler = sampler or Sampler(target, connect_timeout_s=options.connect_timeout_s)
+        self.model = WatchModel(target.redacted, self.settings, snapshot_causes(target, self.settings),
+                                census_causes(target, self.settings))
+        self.out = out or sys.stdout
+        self.hook = AlertHook(options.alert_cmd, target.redacted, timeout_s=options.alert_timeout_s) \
+            if options.alert_cmd else None
+        self.recorder = None
+        self.ticks = 0
+        self.frame: WatchFrame | None = None
+        self.view = ViewState()
+        self.pending: KillPreview | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+    def open(self) -> None:
+        """Fail fast: a bad URL, a wrong password or nothing listening is one line and an exit code, as in status."""
+        self.recorder = _open_recorder(self.options.record, self.target, self.settings)
+        try:
+            self.sampler.open()
+        except ConnguardError:
+            if self.recorder is not None:
+                self.recorder.close()
+            raise
+
+    def close(self) -> None:
+        if self.hook is not None:
+            self.hook.close()
+        if self.recorder is not None:
+            self.recorder.close()
+        self.sampler.close()
+
+    def done(self) -> bool:
+        return self.options.count is not None and self.ticks >= self.options.count
+
+    # -- one tick ---------------------------------------------------------------------------------------------
+    def tick(self) -> WatchFrame:
+        obs = self.sampler.sample(client_list=self.model.wants_client_list(time.monotonic()))
+        frame = self.model.update(obs)
+        self.ticks += 1
+        if self.recorder is not None:
+            self.recorder.write(obs)
+        if self.hook is not None:
+            for event in frame.events:
+                self.hook.submit(event)
+        self.frame = frame
+        return frame
+
+    def run_json(self) -> int:
+        next_at = time.monotonic()
+        while not self.done():
+            frame = self.tick()
+            try:
+                self.out.write(json.dumps(frame.to_json()) + "\n")
+                self.out.flush()
+            except BrokenPipeError:  # `connguard watch | head`: the reader left, so do we
+                return 0
+            if self.done():
+                break
+            next_at = _sleep_until(next_at + self.settings.interval_s)
+        return 0
+
+    def run_live(self, console: Console, keys: Any) -> int:
+        self.view = ViewState(interactive=keys is not None)
+        first = self.tick()
+        with Live(render(first, self.view), console=console, screen=True, auto_refresh=False,
+                  redirect_stdout=False, redirect_stderr=False) as live:
+            next_at = time.monotonic() + self.settings.interval_s
+            while not self.done():
+                while True:  # keys until the next tick is due
+                    wait = next_at - time.monotonic()
+                    if wait <= 0:
+                        break
+                    key = keys.get(wait) if keys is not None else _nap(wait)
+                    if key is None:
+                        continue
+                    if self.on_key(key) == "quit":
+                        return 0
+                    live.update(render(self.frame, self._view()), refresh=True)  # type: ignore[arg-type]
+                self.tick()
+                live.update(render(self.frame, self._view()), refresh=True)  # type: ignore[arg-type]
+                next_at = max(next_at + self.settings.interval_s, time.monotonic())
+        return 0
+
+    def _view(self) -> ViewState:
+        problem = self.hook.last_problem() if self.hook else None
+        msg = self.view.message
+        if problem:
+            msg = f"{msg}\n{problem}" if msg else problem
+        n = len(self.frame.sources) if self.frame else 0
+        selected = min(self.view.selected, max(0, n - 1))
+        return replace(self.view, selected=selected, message=msg)
+
+    # -- keys: select, preview, confirm ---------------------------------------------------------------------------
+    def on_key(self, key: str) -> str | None:
+        frame = self.frame
+        if key in ("q", "Q"):
+            return "quit"
+        if key in ("up", "k") and self.pending is None:
+            self.view = replace(self.view, selected=max(0, self.view.selected - 1))
+        elif key in ("down", "j") and self.pending is None:
+            n = len(frame.sources) if frame else 0
+            self.view = replace(self.view, selected=min(max(0, n - 1), self.view.selected + 1))
+        elif key in ("x", "X") and frame is not None and frame.sources:
+            self.preview(frame.sources[min(self.view.selected, len(frame.sources) - 1)].host)
+        elif key in ("y", "Y") and self.pending is not None:
+            self.confirm()
+        elif key in ("n", "N", "esc") and self.pending is not None:
+            self.pending = None
+            self.view = replace(self.view, preview=None, message="kill cancelled: nothing was touched")
+        return None
+
+    def preview(self, host: str) -> None:
+        """A fresh CLIENT LIST over the held connection, then the same plan `connguard kill` would make."""
+        try:
+            listing = self.sampler.execute("CLIENT", "LIST")
+        except Exception as exc:  # no connection held (refused), or CLIENT LIST denied
+            self.view = replace(self.view, message=f"cannot preview a kill: {_one_line(exc)}")
+            return
+        self.pending = plan_for_source(listing, host, self.settings.idle_threshold_s, self.sampler.client_id)
+        self.view = replace(self.view, preview=preview_renderable(self.pending), message=None)
+
+    def confirm(self) -> None:
+        preview, self.pending = self.pending, None
+        assert preview is not None
+        try:
+            result = execute_kills(self.sampler, preview.plan)  # the one way connguard disconnects clients
+            killed, gone = result.killed, result.already_gone
+        except (ConnguardError, redis.exceptions.RedisError) as exc:
+            self.view = replace(self.view, preview=None, message=f"kill failed: {_one_line(exc)}")
+            return
+        line = kill_log_line(clock(time.time()), preview, killed, len(gone))
+        self.model.note_kill(line)
+        if self.recorder is not None:
+            self.recorder.event({"event": "kill", "target": self.target.redacted, "source": preview.host,
+                                 "idle_min_s": preview.idle_min_s, "ids": list(preview.plan.ids), "killed": killed,
+                                 "already_gone": list(gone), "wall": time.time()})
+        self.view = replace(self.view, preview=None, message=line)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(getattr(exc, "message", exc)).split())[:120]
+
+
+def _nap(seconds: float) -> None:
+    time.sleep(max(0.0, seconds))
+    return None
+
+
+def _sleep_until(at: float) -> float:
+    """Sleep to the next tick; a tick that overran (a reconnect) starts the schedule again from now."""
+    now = time.monotonic()
+    if at > now:
+        time.sleep(at - now)
+        return at
+    return now
+
+
+def demo_watch(url: str, console: Console, *, seconds: float = 21.0, interval_s: float = 0.5,
+               idle_threshold_s: float = 2.0) -> WatchFrame:
+    """`connguard demo`'s look at watch: run it for `seconds` (the forecast needs 20 s of data), live on a
+    terminal (transient, not full-screen), then print the final screen as a still; returns that frame."""
+    from connguard.monitor.watch_view import render_watch_snapshot
+    from connguard.target import parse_target
+
+    settings = WatchSettings(interval_s=interval_s, idle_threshold_s=idle_threshold_s, diagnose_every_s=5.0)
+    runner = WatchRunner(parse_target(url), WatchOptions(settings=settings, connect_timeout_s=15.0))
+    runner.open()
+    try:
+        frame = runner.tick()
+        deadline = time.monotonic() + seconds
+        with Live(render_watch_snapshot(frame), console=console, transient=True, auto_refresh=False) as live:
+            next_at = time.monotonic()
+            while time.monotonic() < deadline:
+                next_at = _sleep_until(next_at + interval_s)
+                frame = runner.tick()
+                if console.is_terminal:
+                    live.update(render_watch_snapshot(frame), refresh=True)
+        console.print(render_watch_snapshot(frame))
+        return frame
+    finally:
+        runner.close()
