@@ -52,3 +52,15 @@ def test_without_client_list_it_works_from_info_and_says_what_it_missed(acl_serv
     blocked = next(f for f in data["findings"] if f["cause"] == "blocked_clients")
     assert blocked["evidence"]["blocked_clients_info"] == 30, "INFO alone still shows the blocked clients"
     assert data["capacity"]["used"] in (30, 31) and code == 1  # 30 blocked (+ this doctor, where counted)
+
+
+@pytest.mark.timeout(60)
+def test_an_info_only_user_is_not_locked_out_by_client_setname(acl_server):
+    """Allowed INFO but not CLIENT SETNAME: the connection stays unnamed instead of failing as 'not redis'."""
+    admin = redis.Redis(port=acl_server.port)
+    admin.execute_command("ACL", "SETUSER", "infoonly", "on", ">pw3", "-@all", "+info", "+ping")
+    admin.close()
+    code, data = doctor_json(f"redis://infoonly:pw3@127.0.0.1:{acl_server.port}")
+    assert data["reachable"] is True and data["error"] is None, data["error"]
+    assert data["capacity"]["maxclients"] == 50 and data["sources"] is None
+    assert "blocked_clients" in [f["cause"] for f in data["findings"]] and code == 1

@@ -109,7 +109,7 @@ def test_exactly_at_the_warning_line_is_a_warning_as_in_status():
 def test_huge_or_non_finite_inputs_are_refused_in_one_line(args):
     result = CliRunner().invoke(main, ["plan", *args])
     assert result.exit_code == 3
-    assert len(result.output.strip().splitlines()) == 1 and "connguard: usage" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and "connguard: bad arguments" in result.output
 
 
 def test_the_largest_inputs_allowed_print_readable_numbers():

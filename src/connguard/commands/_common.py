@@ -61,7 +61,9 @@ class OneLineCommand(click.Command):
         try:
             return super().parse_args(ctx, args)
         except click.UsageError as exc:
-            click.echo(f"connguard: usage: {ctx.command_path}: {' '.join(exc.format_message().split())}", err=True)
+            # The same line cli.py's group prints, so it reads alike however the command is invoked.
+            click.echo(f"connguard: bad arguments: {' '.join(exc.format_message().split())} "
+                       f"(see: {ctx.command_path} --help)", err=True)
             sys.exit(int(ExitCode.UNKNOWN))
 
 
