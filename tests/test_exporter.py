@@ -124,6 +124,8 @@ def test_bad_targets_answer_up_0_with_a_reason_never_a_500(default_binary, start
         f"redis://127.0.0.1:{server.port}": "auth",
         f"redis://user:{urllib.parse.quote(PASSWORD, safe='')}@127.0.0.1:{server.port}": "bad_target",
         f"redis://127.0.0.1:{server.port}?password={urllib.parse.quote(PASSWORD, safe='')}": "bad_target",
+        f"redis://127.0.0.1:{running.port}": "not_redis",  # the exporter's own HTTP port
+        f"rediss://127.0.0.1:{server.port}": "tls",  # TLS to a plain server
     }
     with caplog.at_level(logging.INFO, logger="connguard.exporter"):
         for target, reason in cases.items():

@@ -11,9 +11,9 @@ from connguard.analysis.diagnosis import diagnose
 from connguard.analysis.sources import source_table
 from connguard.monitor.exporter import render
 from connguard.monitor.exporter_metrics import (
-    ProbeView, command_cost_s, families, host_rows, maxclients_lowered,
+    ProbeView, families, host_rows, maxclients_lowered,
 )
-from connguard.monitor.exporter_targets import client_list_interval_s, probe_reason, push_window
+from connguard.monitor.exporter_targets import probe_reason, push_window
 from connguard.errors import AuthFailed, BadTarget, NotRedis, ServerFull, Unreachable
 from test_analysis_golden import CASES, load
 
@@ -78,20 +78,20 @@ def test_a_refused_scrape_says_refusing_and_down_without_server_metrics():
     assert "connguard_connections_used" not in m
 
 
-def test_fd_limit_lowering_and_commandstats_cost():
+def test_fd_limit_lowering():
     assert maxclients_lowered(992, 1024) == 1 and maxclients_lowered(10000, 20000) == 0
     assert maxclients_lowered(4064, None) == 1 and maxclients_lowered(10000, None) == 0
     assert maxclients_lowered(None, 1024) is None
-    stats = {"commandstats": {"cmdstat_client|list": "calls=4,usec=28000,usec_per_call=7000.00,rejected_calls=0"}}
-    assert command_cost_s(stats) == (0.007, 4)
-    assert command_cost_s({"commandstats": {"cmdstat_client": "calls=2,usec=10,usec_per_call=5.00"}}) == (5e-6, 2)
-    assert command_cost_s({}) is None
 
 
-def test_client_list_budget_keeps_it_under_one_percent_of_server_time():
-    assert client_list_interval_s(0.007, 0.0) == pytest.approx(0.7)  # 10k clients: at most every 0.7 s
-    assert client_list_interval_s(0.0001, 5.0) == 5.0  # the --clients-every floor
-    assert client_list_interval_s(None, 0.0) == 0.0
+def test_client_list_cost_comes_from_commandstats():
+    from dataclasses import replace
+
+    snaps, _, _ = load(CASES[0])
+    sections = dict(snaps[-1].info.sections)
+    sections["commandstats"] = {"cmdstat_client|list": "calls=4,usec=28000,usec_per_call=7000.00,rejected_calls=0"}
+    snap = replace(snaps[-1], info=replace(snaps[-1].info, sections=sections))
+    assert samples(families(ProbeView(snapshot=snap)))["connguard_client_list_seconds"] == pytest.approx(0.007)
 
 
 def test_probe_error_reasons():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import socket
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -204,9 +205,10 @@ def parse_listen(text: str) -> tuple[str, int]:
 def bind(listen: str, exporter: Exporter) -> ThreadingHTTPServer:
     """Bind the HTTP server; a port in use (or not ours to take) is a one-line error, exit 3."""
     host, port = parse_listen(listen)
-    ThreadingHTTPServer.daemon_threads = True
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    server_class = type("ExporterHTTPServer", (ThreadingHTTPServer,), {"daemon_threads": True, "address_family": family})
     try:
-        server = ThreadingHTTPServer((host, port), _handler(exporter))
+        server = server_class((host, port), _handler(exporter))
     except OSError as exc:
         why = "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
         raise BadArguments(f"--listen {listen}: {why}") from None

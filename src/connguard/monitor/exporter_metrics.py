@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Sequence
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
@@ -18,6 +18,7 @@ from connguard.analysis.diagnosis import Diagnosis
 from connguard.analysis.findings import CAUSES, SEVERITIES
 from connguard.analysis.rules.fd_limit import SIGNATURES
 from connguard.analysis.sources import host_key
+from connguard.monitor.watch_budget import client_list_stat
 from connguard.probe.model import Snapshot
 
 PREFIX = "connguard"
@@ -62,22 +63,6 @@ def _labelled(name: str, doc: str, labels: Sequence[str], rows: Iterable[tuple[S
     for values, value in rows:
         family.add_metric(list(values), float(value))
     return family
-
-
-def command_cost_s(sections: Mapping[str, Mapping[str, str]], command: str = "client|list") -> tuple[float, int] | None:
-    """(seconds per call, calls) of `command` from INFO commandstats. Redis 6.2 counts every CLIENT
-    subcommand under `client`; 7.0+ splits them (`client|list`)."""
-    stats = sections.get("commandstats") or {}
-    raw = stats.get(f"cmdstat_{command}") or stats.get(f"cmdstat_{command.partition('|')[0]}")
-    if raw is None:
-        return None
-    fields = dict(part.partition("=")[::2] for part in raw.split(","))
-    try:
-        calls = int(fields.get("calls", "0"))
-        usec = float(fields.get("usec", "0"))
-    except ValueError:
-        return None
-    return (usec / calls / 1e6 if calls else 0.0), calls
 
 
 def is_refusing(snapshot: Snapshot) -> bool:
@@ -170,7 +155,7 @@ def _server_families(snap: Snapshot, listed_pubsub: int | None) -> list[Metric |
     ]
     if pubsub is not None:
         kinds.insert(3, (("pubsub",), pubsub))
-    cost = command_cost_s(info.sections)
+    stat = client_list_stat(info.sections)  # (calls, usec, usec_per_call) of CLIENT LIST, lifetime
     out: list[Metric | None] = [
         _labelled("info", "1, labelled with the server's flavor, version and role.", ["flavor", "version", "role"],
                   [((info.flavor, info.version, info.role), 1.0)]),
@@ -191,9 +176,9 @@ def _server_families(snap: Snapshot, listed_pubsub: int | None) -> list[Metric |
                "maxclients + 32; remotely, maxclients equals a common limit - 32).",
                maxclients_lowered(cap.maxclients, cap.fd_limit)),
     ]
-    if cost is not None:
+    if stat is not None and stat[0]:
         out.append(_gauge("client_list_seconds", "Server time per CLIENT LIST call, from INFO commandstats "
-                          "(usec / calls): what the per-source metrics cost the server.", cost[0]))
+                          "(usec / calls): what the per-source metrics cost the server.", stat[1] / stat[0] / 1e6))
     return out
 
 

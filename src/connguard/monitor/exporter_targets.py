@@ -18,13 +18,13 @@ from typing import Callable, Protocol, Sequence
 
 from connguard.analysis.diagnosis import Diagnosis, DoctorSettings, diagnose, diagnose_unreachable
 from connguard.errors import AuthFailed, BadArguments, BadTarget, ConnguardError, NotRedis, ServerFull
-from connguard.monitor.exporter_metrics import ProbeView, client_families, command_cost_s, host_rows
+from connguard.monitor.exporter_metrics import ProbeView, client_families, host_rows
+from connguard.monitor.watch_budget import ClientListBudget
 from connguard.probe.model import Snapshot
 from connguard.target import Target
 
 log = logging.getLogger("connguard.exporter")
 
-CLIENT_LIST_SHARE = 0.01  # CLIENT LIST may take at most 1% of the server's wall time (the watch issue's budget)
 FORECAST_HORIZON_S = 1800.0  # used-over-time points kept for the forecast: the last 30 minutes
 FORECAST_POINTS = 900
 
@@ -55,12 +55,6 @@ def probe_reason(err: ConnguardError | None) -> str | None:
     if "refused the connection" in text or "no such unix socket" in text:
         return "refused"
     return "unreachable"
-
-
-def client_list_interval_s(cost_s: float | None, floor_s: float) -> float:
-    """Seconds between two CLIENT LISTs: at least `floor_s`, and long enough that the call's own server
-    time stays within CLIENT_LIST_SHARE of wall time (7 ms at 10k clients: one every 0.7 s)."""
-    return max(floor_s, (cost_s or 0.0) / CLIENT_LIST_SHARE)
 
 
 def push_window(window: list[Snapshot], snap: Snapshot, span_s: float) -> None:
@@ -96,6 +90,7 @@ class Entry:
 
     target: Target
     sampler: SamplerLike
+    budget: ClientListBudget  # CLIENT LIST within 1% of the server's time (watch's budget, one home)
     lock: threading.Lock = field(default_factory=threading.Lock)
     last_scrape: float = 0.0
     done_at: float = -math.inf
@@ -105,7 +100,6 @@ class Entry:
     listed_at: float | None = None
     client_metrics: tuple = ()  # client_families(listed): computed once per CLIENT LIST
     listed_pubsub: int | None = None
-    list_cost_s: float | None = None  # server seconds per CLIENT LIST (INFO commandstats)
     refusals_at: dict = field(default_factory=dict)  # the Sampler's refusal count at each window Snapshot's clock
     diagnosis: Diagnosis | None = None
     diagnosed_at: float = -math.inf
@@ -154,7 +148,7 @@ class TargetRegistry:
             if entry is None:
                 if len(self._entries) >= self.settings.max_targets:
                     return None
-                entry = Entry(target, self._factory(target))
+                entry = Entry(target, self._factory(target), ClientListBudget(self.settings.clients_every_s))
                 self._entries[key] = entry
                 log.info("target %s: added (%d held)", target.redacted, len(self._entries))
             entry.last_scrape = now
@@ -186,9 +180,7 @@ class TargetRegistry:
     def _observe(self, entry: Entry) -> ProbeView:
         s = self.settings
         started = self._clock()
-        want_list = entry.listed_at is None or (
-            started - entry.listed_at >= client_list_interval_s(entry.list_cost_s, s.clients_every_s))
-        obs = entry.sampler.sample(client_list=want_list)
+        obs = entry.sampler.sample(client_list=entry.budget.due(started))
         snap: Snapshot | None = obs.snapshot  # type: ignore[attr-defined]
         now = obs.monotonic  # type: ignore[attr-defined]
         target = entry.target.redacted
@@ -196,9 +188,9 @@ class TargetRegistry:
             if entry.failure_line is not None:
                 log.info("target %s: observed again", target)
                 entry.failure_line = None
-            cost = command_cost_s(snap.info.sections)
-            entry.list_cost_s = cost[0] if cost else entry.list_cost_s
-            if obs.client_list_included and snap.clients is not None:  # type: ignore[attr-defined]
+            listed = bool(obs.client_list_included) and snap.clients is not None  # type: ignore[attr-defined]
+            entry.budget.note(now, snap.info.sections, listed)
+            if listed:
                 entry.listed, entry.listed_at = snap, now
                 rows, entry.listed_pubsub = host_rows(snap, s.doctor.idle_threshold_s)
                 entry.client_metrics = tuple(client_families(snap, s.top_sources, s.doctor.idle_threshold_s, rows))
