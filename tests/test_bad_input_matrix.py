@@ -341,6 +341,11 @@ def verdict(row: Row, cmd: str, got: Result) -> str | None:
     return None
 
 
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 CELLS = [(row, cmd) for row in ROWS for cmd in COMMANDS if row.expect[cmd] is not None]
 
 
@@ -350,6 +355,8 @@ CELLS = [(row, cmd) for row in ROWS for cmd in COMMANDS if row.expect[cmd] is no
     for row, cmd in CELLS
 ])
 def test_bad_input_gets_one_line_and_its_exit_code(matrix, row: Row, cmd: str):
+    if row.key == "empty_redis_url" and _listening(6379):
+        pytest.skip("something listens on 127.0.0.1:6379, the default target")
     got = matrix[(row.key, cmd)]
     problem = verdict(row, cmd, got)
     assert problem is None, f"{row.title} / {cmd}: {problem}"
