@@ -197,7 +197,11 @@ class WatchRunner:
         except Exception as exc:  # no connection held (refused), or CLIENT LIST denied
             self.view = replace(self.view, message=f"cannot preview a kill: {_one_line(exc)}")
             return
-        self.pending = plan_for_source(listing, host, self.settings.idle_threshold_s, self.sampler.client_id)
+        try:
+            self.pending = plan_for_source(listing, host, self.settings.idle_threshold_s, self.sampler.client_id)
+        except ValueError as exc:  # a host the kill filter refuses (not an IP, not unix): say so, touch nothing
+            self.view = replace(self.view, message=f"cannot preview a kill: {_one_line(exc)}")
+            return
         self.view = replace(self.view, preview=preview_renderable(self.pending), message=None)
 
     def confirm(self) -> None:
