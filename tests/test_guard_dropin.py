@@ -4,7 +4,6 @@ connections ignored on release, and max-clients refusals handled without redis-p
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 import time
 
@@ -16,10 +15,8 @@ from server_counters import server_attempts
 from connguard.guard import (
     AsyncGuardedBlockingConnectionPool,
     BudgetExceeded,
-    CircuitOpenError,
     GuardedBlockingConnectionPool,
     GuardedConnectionPool,
-    MaxClientsError,
 )
 
 pytestmark = pytest.mark.usefixtures("fresh_guard_registry")

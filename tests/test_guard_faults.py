@@ -13,7 +13,6 @@ import pytest
 import redis
 
 from connguard.guard import GuardedConnectionPool, GuardRefusal
-from connguard.lab.servers import ServerProcess
 
 pytestmark = pytest.mark.usefixtures("fresh_guard_registry")
 
