@@ -270,6 +270,7 @@ proc_junk_line = st.lists(
 
 @FUZZ
 @example(["0 0100007F:18EB 0 01"], 6379)  # found by bench/fuzz_long.py: a remote address without ':' raised ValueError
+@example(["0 0 0100007F:18EB 06"], 6379)  # and a local one, on the TIME_WAIT path
 @given(st.lists(st.lists(proc_junk_line, max_size=6).map("\n".join), max_size=2), st.integers(1, 65535))
 def test_census_never_raises_on_a_damaged_table(tables: list[str], server_port: int):
     census = census_from_tables([HEADER + "\n" + t for t in tables], server_port)
