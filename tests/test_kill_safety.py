@@ -326,6 +326,8 @@ def test_twenty_random_kills_on_real_servers_remove_exactly_the_selected_clients
                         assert wanted.include_blocked, f"killed a blocked client without --include-blocked: {c}"
                         blocked[p] = None
                         killed_blocked += 1
+            if round_no in (2, 6, 15):  # the aimed rounds: gone exactly when --include-blocked was given
+                assert (blocked_addr not in {c["addr"] for c in after}) == wanted.include_blocked, round_no
             # The protected clients of every kind are all still there, by address, and so are both links.
             assert protected_addrs[p] <= {c["addr"] for c in after}
             assert any("S" in c["flags"] for c in server_clients(primary.port))
@@ -336,7 +338,7 @@ def test_twenty_random_kills_on_real_servers_remove_exactly_the_selected_clients
                          and (c["addr"] in protected_addrs[p] or c["addr"] == blocked_addr or c["flags"] in ("S", "M")))
         print(f"live: {rounds} rounds, {killed_total} killed ({killed_blocked} blocked, with --include-blocked), "
               f"{aimed} protected clients matched a selection and were kept")
-        assert rounds == LIVE_ROUNDS and killed_total > 0 and aimed > 0 and killed_blocked == 2
+        assert rounds == LIVE_ROUNDS and killed_total > 0 and aimed > 0 and killed_blocked >= 2
     finally:
         for crowd in crowds.values():
             crowd.close()
