@@ -356,7 +356,6 @@ URL_QUERY_ECHO = ("target.py (owner: defects): a pasted, unencoded password hold
                   "'redis://:s3cr3tpw?x@cache': Port could not be cast to integer value as 's3cr3tpw'\"")
 
 
-@pytest.mark.xfail(strict=True, reason=URL_QUERY_ECHO)
 @FUZZ
 @example("redis", "app", "Tr0ub4dor?x", "cache.internal", "")
 @given(st.sampled_from(["redis", "rediss"]), user, password, host, url_tail)
@@ -390,7 +389,7 @@ def test_any_url_text_parses_or_fails_with_bad_target_only(url: str, env_pw: str
 
 @pytest.mark.parametrize("url", [
     "redis://user:abcdefgh#x@127.0.0.1", "redis://user:Tr0ub4dor/x@cache:6379", "redis://user:Tr0ub4dor@x@cache:6379",
-    pytest.param("redis://:s3cr3tpw?x@cache", marks=pytest.mark.xfail(strict=True, reason=URL_QUERY_ECHO)),
+    "redis://:s3cr3tpw?x@cache",
 ])
 def test_a_pasted_password_with_url_delimiters_is_not_echoed(url: str):
     """Regression seeds: urllib alone reads everything between ':' and the first '/', '?' or '#' as the port,

@@ -140,7 +140,6 @@ URL_QUERY_ECHO = ("target.py (owner: defects): _split_userinfo looks for the use
                   "in every command's error line and --json error")
 
 
-@pytest.mark.xfail(strict=True, reason=URL_QUERY_ECHO)
 def test_a_pasted_unencoded_password_never_shows(locked: ServerProcess):
     """People paste `redis://:p@ss:w/o%rd#?...@host` as is. Whether it parses or not, it must not be printed."""
     url = f"redis://:{PASSWORD}@127.0.0.1:{locked.port}"

@@ -138,7 +138,6 @@ PROBE_QUERY_ECHO = (
     "userinfo; the exporter's log line 'probe refused: ... cannot parse URL ...' then holds the password's tail")
 
 
-@pytest.mark.xfail(strict=True, reason=PROBE_QUERY_ECHO)
 def test_a_probe_url_with_a_once_encoded_password_is_not_logged(locked: ServerProcess, tmp_path: Path):
     password_file = tmp_path / "password"
     password_file.write_text(PASSWORD + "\n")

@@ -211,7 +211,6 @@ def closes_after_handshake(pki) -> Iterator[int]:
     listener.close()
 
 
-@pytest.mark.xfail(strict=True, reason=MISSING_CERT_AS_FULL)
 def test_a_close_after_a_completed_tls_handshake_is_not_a_full_server(pki, closes_after_handshake: int):
     proc = run("status", f"rediss://127.0.0.1:{closes_after_handshake}?ssl_ca_certs={pki['ca']}", "--connect-timeout", "1")
     line = one_line(proc, code=3)
