@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import random
@@ -160,6 +161,19 @@ def parse_target(url: str | None = None, env: Mapping[str, str] | None = None) -
     except ValueError:
         raise BadTarget(f"URL {shown!r}: database {db_text!r} is not a number >= 0") from None
     return Target(scheme, host, port if scheme != "unix" else None, path, db, username, password, query)
+
+
+def verification_off(target: Target) -> bool:
+    """True when the TLS certificate of the server is not checked (?ssl_cert_reqs=none, or --insecure)."""
+    return target.tls and target.query.get("ssl_cert_reqs", "required").lower() == "none"
+
+
+def insecure(target: Target) -> Target:
+    """`target` with certificate verification switched off (--insecure). Only a TLS URL has any to switch off."""
+    if not target.tls:
+        raise BadTarget(f"--insecure switches off TLS certificate checks, but {target.redacted} is not a TLS URL "
+                        "(rediss://)")
+    return dataclasses.replace(target, query={**target.query, "ssl_cert_reqs": "none"})
 
 
 def _check_tls_options(scheme: str, query: Mapping[str, str], shown: str) -> None:
