@@ -101,18 +101,9 @@ ROWS = [
 ]
 
 # Cells whose current behaviour is a known bug in a file owned elsewhere: (row, command) -> reason.
-MID_REPLY_AS_HANDSHAKE = (
-    "target.py (owner: defects): classify_error words every 'Connection closed by server' as "
-    "'closed the connection during the handshake (is it a TLS-only server? then use rediss://)', also when "
-    "HeldConnection.execute lost the connection mid-reply to INFO/CLIENT LIST after a complete handshake")
-WATCH_SILENT_OK = (
-    "commands/watch (owner: watch): the first connection succeeds (the handshake is answered) but every sample "
-    "fails (INFO cut mid-reply); `watch --count 1` then prints reachable:false and exits 0, with nothing on stderr: "
-    "a run that never observed the server reads as OK")
-KNOWN_BUGS: dict[tuple[str, str], str] = {
-    **{("half_bulk", c): MID_REPLY_AS_HANDSHAKE for c in ("status", "doctor", "kill", "config")},
-    ("half_bulk", "watch"): WATCH_SILENT_OK,
-}
+# (Empty since the fixer branch: the mid-reply close is no longer called a handshake close, and a watch that never
+# observed the server says why and exits 3.)
+KNOWN_BUGS: dict[tuple[str, str], str] = {}
 
 
 # -- fake servers ------------------------------------------------------------------------------------

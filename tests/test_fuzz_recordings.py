@@ -103,7 +103,6 @@ RECORDING_TYPES = (
     "validate on read and raise BadArguments with the line number, as for bad JSON")
 
 
-@pytest.mark.xfail(strict=True, reason=RECORDING_TYPES)
 @FUZZ
 @example(text=RECORDINGS[0].read_text().replace('"target":', '"targte":', 1), as_json=False)
 @given(damaged_recordings(("delete", "replace")), st.booleans())

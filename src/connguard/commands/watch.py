@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 
 from connguard.commands._common import (
-    FiniteNumber, SECONDS, cli_target, connect_timeout_option, handle_errors, insecure_option, url_argument,
+    FiniteNumber, SECONDS, cli_target, connect_timeout_option, fail, handle_errors, insecure_option, url_argument,
 )
 from connguard.monitor.watch import WatchOptions, WatchRunner
 from connguard.monitor.watch_model import WatchSettings
@@ -76,6 +76,9 @@ def watch_command(url, interval_s, idle_threshold_s, forecast_alert_s, forecast_
         if keys is not None:
             keys.close()
         runner.close()
+    never = runner.never_observed()
+    if never is not None:  # a run that never saw the server is not OK: its one line and exit code (2 if full)
+        fail(never)
     sys.exit(code)
 
 
