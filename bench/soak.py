@@ -208,8 +208,9 @@ def concurrent_scrapes(exporter: Exporter, seconds: float, workers: int = SCRAPE
     return counts
 
 
-def run_soak(scale: float = 1.0, binary_path: str | None = None, log=lambda *_: None) -> dict:
-    """The whole soak; phase lengths are multiplied by `scale` (1.0: about 2.5 minutes; the scrape phase is 60 s)."""
+def run_soak(scale: float = 1.0, binary_path: str | None = None, log=lambda *_: None, scrape_s: float | None = None) -> dict:
+    """The whole soak; phase lengths are multiplied by `scale` (1.0: about 2.5 minutes; the scrape phase is 60 s,
+    or `scrape_s`)."""
     binary = default_binary(binary_path)
     port = free_port()
     server = ServerProcess(binary, port=port, maxclients=MAXCLIENTS).start()
@@ -229,8 +230,11 @@ def run_soak(scale: float = 1.0, binary_path: str | None = None, log=lambda *_: 
         log(f"warm: {base}")
 
         def fault(name: str, end: float) -> None:
-            settle = max(4.0, 6 * scale)
-            time.sleep(settle)
+            # Wait until both observed the server again (at most 10 s: far past any bound), then let it run steady.
+            while time.monotonic() < end + 10 and (watcher.observed_after(end) is None
+                                                   or exporter.observed_after(end) is None):
+                time.sleep(0.1)
+            time.sleep(max(1.0, 6 * scale))
             faults.append({"fault": name, "watch_resumed_s": _delay(watcher.observed_after(end), end),
                            "exporter_resumed_s": _delay(exporter.observed_after(end), end)})
             log(f"{name}: {faults[-1]}")
@@ -248,7 +252,7 @@ def run_soak(scale: float = 1.0, binary_path: str | None = None, log=lambda *_: 
             if round_ == 0:
                 killed = client_kill_all(port)
                 fault(f"CLIENT KILL ({killed} killed)", time.monotonic())
-        scrape_s = max(3.0, 60 * scale)
+        scrape_s = scrape_s or max(3.0, 60 * scale)
         result["scrapes"] = {**concurrent_scrapes(exporter, scrape_s), "seconds": scrape_s, "workers": SCRAPERS}
         time.sleep(1.0)
         end = {"watch": (proc_fds(watcher.proc.pid), proc_rss_kb(watcher.proc.pid)),
