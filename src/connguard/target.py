@@ -75,15 +75,20 @@ QUERY_OPTIONS = ("db", "password", "ssl_cert_reqs", "ssl_ca_path", *TLS_FILES)
 def _split_userinfo(scheme: str, rest: str) -> tuple[str | None, str]:
     """(userinfo, the rest) of what follows `scheme://`. The host part never holds an `@`, so userinfo ends at
     an `@`: the last one whose remainder reads as host[:port][/db][?known options]. People paste passwords
-    unencoded, with `@`, `/`, `#` and `?` in them; a query value (a file path) may hold an `@` too. When no `@`
-    leaves a well-formed remainder, the last one is taken: a misparse must hide too much, never print a secret."""
+    unencoded, with `@`, `/`, `#` and `?` in them; a query value (a file path) may hold an `@` too (when what
+    follows it could be a host, it must be written %40). When no `@` leaves a well-formed remainder and the whole
+    is not one either, the last `@` is taken: a misparse must hide too much, never print a secret."""
     if scheme == "unix":
         at = -1 if rest.startswith("/") else rest.find("@/")
         return (None, rest) if at < 0 else (rest[:at], rest[at + 1:])
     ats = [i for i, ch in enumerate(rest) if ch == "@"]
     if not ats:
         return None, rest
-    at = next((i for i in reversed(ats) if _well_formed_remainder(rest[i + 1:])), ats[-1])
+    at = next((i for i in reversed(ats) if _well_formed_remainder(rest[i + 1:])), None)
+    if at is None:
+        if _well_formed_remainder(rest):  # every '@' is inside a query value (ssl_ca_certs=/etc/a@b/ca.pem)
+            return None, rest
+        at = ats[-1]
     return rest[:at], rest[at + 1:]
 
 
