@@ -143,3 +143,14 @@ def test_the_connection_is_taken_as_soon_as_a_slot_frees(default_binary, start_s
     with open_connection(parse_target(server.url, env={}), connect_timeout_s=10, sleep=sleep) as conn:
         assert conn.attempts >= 2 and conn.client_id is not None
         assert conn.execute("PING") in (b"PONG", "PONG", True)
+
+
+def test_an_at_sign_inside_a_query_file_path_is_not_userinfo(tmp_path):
+    """The userinfo ends at an '@' only when what follows reads as a host; an '@' in ssl_ca_certs stays in the path."""
+    ca = tmp_path / "redis@prod" / "ca.pem"
+    ca.parent.mkdir()
+    ca.write_text("")
+    t = parse_target(f"rediss://cache:6380?ssl_ca_certs={ca}", env={})
+    assert (t.host, t.port, t.username, t.password, t.query["ssl_ca_certs"]) == ("cache", 6380, None, None, str(ca))
+    pasted = parse_target(f"rediss://:s3cr3t?x@cache:6380?ssl_ca_certs={ca}", env={})
+    assert (pasted.host, pasted.password) == ("cache", "s3cr3t?x")

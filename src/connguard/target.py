@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import random
@@ -72,16 +73,35 @@ QUERY_OPTIONS = ("db", "password", "ssl_cert_reqs", "ssl_ca_path", *TLS_FILES)
 
 
 def _split_userinfo(scheme: str, rest: str) -> tuple[str | None, str]:
-    """(userinfo, the rest) of what follows `scheme://`. The host part never holds an `@`, so userinfo
-    ends at the last `@` before the query: a password with an unencoded `@` (or `/`) still parses."""
+    """(userinfo, the rest) of what follows `scheme://`. The host part never holds an `@`, so userinfo ends at
+    an `@`: the last one whose remainder reads as host[:port][/db][?known options]. People paste passwords
+    unencoded, with `@`, `/`, `#` and `?` in them; a query value (a file path) may hold an `@` too (when what
+    follows it could be a host, it must be written %40). When no `@` leaves a well-formed remainder and the whole
+    is not one either, the last `@` is taken: a misparse must hide too much, never print a secret."""
     if scheme == "unix":
         at = -1 if rest.startswith("/") else rest.find("@/")
-    else:
-        q = rest.find("?")
-        at = rest.rfind("@", 0, q if q >= 0 else len(rest))
-    if at < 0:
+        return (None, rest) if at < 0 else (rest[:at], rest[at + 1:])
+    ats = [i for i, ch in enumerate(rest) if ch == "@"]
+    if not ats:
         return None, rest
+    at = next((i for i in reversed(ats) if _well_formed_remainder(rest[i + 1:])), None)
+    if at is None:
+        if _well_formed_remainder(rest):  # every '@' is inside a query value (ssl_ca_certs=/etc/a@b/ca.pem)
+            return None, rest
+        at = ats[-1]
     return rest[:at], rest[at + 1:]
+
+
+def _well_formed_remainder(text: str) -> bool:
+    """Does `text` read as what follows the userinfo: host[:port][/db][?option=value&...], nothing else?"""
+    try:
+        parts = urlsplit(f"redis://{text}")
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+        pairs = parse_qs(parts.query, keep_blank_values=True, strict_parsing=True) if parts.query else {}
+    except ValueError:
+        return False
+    return bool(parts.hostname) and "@" not in parts.netloc and not parts.fragment and "#" not in text and (
+        parts.path.lstrip("/").isdigit() or parts.path in ("", "/")) and set(pairs) <= set(QUERY_OPTIONS)
 
 
 def parse_target(url: str | None = None, env: Mapping[str, str] | None = None) -> Target:
@@ -146,6 +166,19 @@ def parse_target(url: str | None = None, env: Mapping[str, str] | None = None) -
     except ValueError:
         raise BadTarget(f"URL {shown!r}: database {db_text!r} is not a number >= 0") from None
     return Target(scheme, host, port if scheme != "unix" else None, path, db, username, password, query)
+
+
+def verification_off(target: Target) -> bool:
+    """True when the TLS certificate of the server is not checked (?ssl_cert_reqs=none, or --insecure)."""
+    return target.tls and target.query.get("ssl_cert_reqs", "required").lower() == "none"
+
+
+def insecure(target: Target) -> Target:
+    """`target` with certificate verification switched off (--insecure). Only a TLS URL has any to switch off."""
+    if not target.tls:
+        raise BadTarget(f"--insecure switches off TLS certificate checks, but {target.redacted} is not a TLS URL "
+                        "(rediss://)")
+    return dataclasses.replace(target, query={**target.query, "ssl_cert_reqs": "none"})
 
 
 def _check_tls_options(scheme: str, query: Mapping[str, str], shown: str) -> None:
@@ -217,6 +250,18 @@ class PlainNotTls(redis.exceptions.ConnectionError):
     """rediss:// reached a server that speaks plain RESP."""
 
 
+class TlsClosedInHandshake(redis.exceptions.ConnectionError):
+    """The server closed (EOF or reset) before the TLS handshake completed. A full Redis does exactly this
+    (it checks maxclients before it accepts the TLS connection, REDIS-FACTS); a close *after* a completed
+    handshake is something else (a refused client certificate, a kill) and is not raised as this."""
+
+
+def _closed_in_handshake(exc: BaseException) -> bool:
+    low = str(exc).lower()
+    return isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionResetError, BrokenPipeError)) or (
+        "eof" in low or "reset" in low or "closed" in low)
+
+
 def sniff(host: str, port: int, timeout_s: float = 1.0) -> bytes | None:
     """What a TCP port says to an inline `PING`: RESP starts with + or -, HTTP with HTTP/ or <, TLS with 0x15.
     None when it says nothing in time. Used only to name a failed handshake precisely."""
@@ -245,11 +290,15 @@ class _TlsPatience:
             sock = redis.Connection._connect(self)  # type: ignore[arg-type]
             try:
                 ssock = self._wrap_socket_with_ssl(sock)  # type: ignore[attr-defined]
-            except (OSError, redis.exceptions.RedisError):
+            except (OSError, redis.exceptions.RedisError) as exc:
                 sock.close()
+                if isinstance(exc, OSError) and _closed_in_handshake(exc):
+                    raise TlsClosedInHandshake(f"closed during the TLS handshake ({exc})") from None
                 raise
-        except (OSError, redis.exceptions.RedisError):
+        except (OSError, redis.exceptions.RedisError) as exc:
             sock.close()
+            if isinstance(exc, OSError) and not isinstance(exc, TimeoutError) and _closed_in_handshake(exc):
+                raise TlsClosedInHandshake(f"closed during the TLS handshake ({exc})") from None
             raise
         ssock.settimeout(self.socket_timeout)  # type: ignore[attr-defined]
         return ssock
@@ -299,8 +348,10 @@ def _connection_for(target: Target, socket_timeout_s: float, *, named: bool = Tr
     return _Conn(host=target.host, port=target.port, **common)
 
 
-def classify_error(exc: BaseException, target: Target) -> ConnguardError:
-    """Map whatever redis-py or the OS raised to one of our errors, with one line for a person."""
+def classify_error(exc: BaseException, target: Target, *, handshake_done: bool = False) -> ConnguardError:
+    """Map whatever redis-py or the OS raised to one of our errors, with one line for a person.
+    `handshake_done`: the connection was up and answering (a command lost it), so a close is not a
+    handshake or TLS problem."""
     where = target.redacted
     text = str(exc)
     low = text.lower()
@@ -310,6 +361,8 @@ def classify_error(exc: BaseException, target: Target) -> ConnguardError:
         return Unreachable(f"{where} speaks plain Redis, not TLS: use redis:// instead of rediss://")
     if MAXCLIENTS_MESSAGE in low:
         return ServerFull(f"{where} refuses new connections: {text.strip()}")
+    if isinstance(exc, TlsClosedInHandshake):
+        return Unreachable(f"{where} closed the connection during the TLS handshake")
     if isinstance(exc, redis.exceptions.AuthenticationError) or "noauth" in low or "wrongpass" in low or (
         "invalid password" in low or "invalid username-password" in low
     ):
@@ -346,8 +399,15 @@ def classify_error(exc: BaseException, target: Target) -> ConnguardError:
     if "name or service not known" in low or "nodename nor servname" in low or "temporary failure in name" in low:
         return Unreachable(f"cannot resolve the host of {where}")
     if "closed by server" in low or "connection reset" in low or "broken pipe" in low:
-        hint = "" if target.tls else " (is it a TLS-only server? then use rediss://)"
-        return Unreachable(f"{where} closed the connection during the handshake{hint}")
+        if handshake_done:
+            return Unreachable(f"{where} closed the connection in the middle of a reply (the server went away, "
+                               "restarted, or killed this connection)")
+        if target.tls:  # the TLS handshake completed (else TlsClosedInHandshake): not a full server
+            return Unreachable(f"{where} closed the connection right after the TLS handshake: does it require a "
+                               "client certificate (tls-auth-clients yes)? then add ?ssl_certfile=/path/client.crt"
+                               "&ssl_keyfile=/path/client.key to the URL")
+        return Unreachable(f"{where} closed the connection during the handshake (is it a TLS-only server? "
+                           "then use rediss://)")
     if isinstance(exc, redis.exceptions.NoPermissionError) or "noperm" in low or "no permissions" in low:
         return Denied(f"{where}: this user may not run a command the connection needs ({_short(text)})")
     if isinstance(exc, redis.exceptions.ResponseError):
@@ -389,10 +449,10 @@ def _short(text: str, limit: int = 120) -> str:
 def _is_refusal(exc: BaseException, target: Target) -> bool:
     if isinstance(exc, MaxClientsRefused) or MAXCLIENTS_MESSAGE in str(exc).lower():
         return True
-    # Over TLS a full server closes without a word; count that as a possible refusal and retry.
-    # Python reports that close as "EOF occurred in violation of protocol" or a reset.
-    low = str(exc).lower()
-    return target.tls and any(w in low for w in ("closed", "eof", "reset"))
+    # Over TLS a full server closes without a word, before the TLS handshake completes (it checks maxclients
+    # before accepting the connection): only that close counts as a possible refusal and is retried. A close
+    # after a completed handshake (a missing client certificate whose alert lost the race) is not one.
+    return target.tls and isinstance(exc, TlsClosedInHandshake)
 
 
 class HeldConnection:
@@ -419,7 +479,7 @@ class HeldConnection:
         except redis.exceptions.ResponseError:
             raise
         except (redis.exceptions.RedisError, OSError) as exc:
-            raise classify_error(exc, self.target) from None
+            raise classify_error(exc, self.target, handshake_done=True) from None
 
     def close(self) -> None:
         try:

@@ -6,11 +6,14 @@ import functools
 import json
 import math
 import sys
-from typing import Any, Callable, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, TypeVar
 
 import click
 
 from connguard.errors import BadArguments, ConnguardError, Denied, ExitCode
+
+if TYPE_CHECKING:
+    from connguard.target import Target
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -72,6 +75,37 @@ SECONDS = FiniteNumber(0, 86_400 * 7, low_open=True)  # any positive duration up
 
 def url_argument(func: F) -> F:
     return click.argument("url", required=False, metavar="[URL]")(func)
+
+
+INSECURE_KEY = "connguard.insecure"
+INSECURE_WARNING = ("connguard: warning: TLS certificate verification is OFF for {where} ({how}): the server's "
+                    "identity is not checked")
+
+
+def insecure_option(func: F) -> F:
+    """--insecure: over rediss://, do not verify the server's certificate (said on stderr at each run)."""
+    def remember(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+        ctx.meta[INSECURE_KEY] = value
+        return value
+    return click.option("--insecure", is_flag=True, expose_value=False, callback=remember,
+                        help="rediss:// only: do not verify the server's TLS certificate (= ?ssl_cert_reqs=none); "
+                             "said on stderr.")(func)
+
+
+def cli_target(url: str | None) -> "Target":
+    """The command's target: parsed, with --insecure applied, and a line on stderr whenever certificate
+    verification is off (an opt-out nobody should forget is on)."""
+    from connguard.target import insecure, parse_target, verification_off
+
+    target = parse_target(url)
+    ctx = click.get_current_context(silent=True)
+    flag = bool(ctx and ctx.meta.get(INSECURE_KEY))
+    if flag:
+        target = insecure(target)
+    if verification_off(target):
+        click.echo(INSECURE_WARNING.format(where=target.redacted, how="--insecure" if flag else "ssl_cert_reqs=none"),
+                   err=True)
+    return target
 
 
 def connect_timeout_option(func: F) -> F:

@@ -7,11 +7,12 @@ import sys
 import click
 
 from connguard.commands._common import (
+    cli_target,
     FiniteNumber, OneLineCommand, connect_timeout_option, emit_json, handle_errors, json_option, url_argument,
 )
 from connguard.errors import BadArguments, ConnguardError, Denied
 from connguard.render.json import error_object
-from connguard.target import open_connection, parse_target
+from connguard.target import open_connection
 
 SCHEMA = "connguard.config/1"
 
@@ -38,7 +39,7 @@ def config_command(url: str | None, maxclients: int | None, timeout: int | None,
     try:
         if (maxclients is None) == (timeout is None):
             raise BadArguments("give exactly one of --maxclients N or --timeout S")
-        target = parse_target(url)
+        target = cli_target(url)
         target_text = target.redacted
         payload = _configure(target, maxclients, timeout, force, yes, connect_timeout_s)
     except ConnguardError as err:

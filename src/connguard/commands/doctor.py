@@ -12,6 +12,7 @@ from connguard.analysis.diagnosis import Diagnosis, DoctorSettings
 from connguard.analysis.window import DEFAULT_SAMPLES
 from connguard.commands.fleet import fleet_options, wants_fleet
 from connguard.commands._common import (
+    cli_target, insecure_option,
     EXIT_BY_STATUS, FiniteNumber, connect_timeout_option, emit_json, handle_errors, json_option, url_argument,
 )
 from connguard.errors import BadArguments, ConnguardError
@@ -48,6 +49,7 @@ RECORDED = ("interval_s", "idle_threshold_s", "top")  # taken from the recording
               help="Diagnose a recording offline (its last session), with no server: the live run's verdict.")
 @json_option
 @connect_timeout_option
+@insecure_option
 @click.pass_context
 @handle_errors
 def doctor_command(ctx: click.Context, url: str | None, fleet_file: str | None, cluster: bool, all_members: bool,
@@ -68,13 +70,12 @@ def doctor_command(ctx: click.Context, url: str | None, fleet_file: str | None, 
             target_text = session.redacted
             diag = _replay(session, settings)
         else:
-            from connguard.target import parse_target
 
             if once and "samples" in given:
                 raise BadArguments("--once takes one Snapshot; --samples asks for several: give one of them")
 
             settings = DoctorSettings(interval_s=interval_s, idle_threshold_s=idle_threshold_s, top=top)
-            target = parse_target(url)
+            target = cli_target(url)
             target_text = target.redacted
             diag = _live(target, settings, once=once, samples=samples, record=record,
                          connect_timeout_s=connect_timeout_s)

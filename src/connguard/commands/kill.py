@@ -11,12 +11,13 @@ import click
 import redis
 
 from connguard.commands._common import (
+    cli_target, insecure_option,
     FiniteNumber, OneLineCommand, connect_timeout_option, emit_json, handle_errors, json_option, url_argument,
 )
 from connguard.errors import BadArguments, ConnguardError, Denied, ServerFull
 from connguard.render.json import error_object
 from connguard.render.console import console_for
-from connguard.target import Target, open_connection, parse_target
+from connguard.target import Target, open_connection
 
 SCHEMA = "connguard.kill/1"
 SHOWN_IN_TEXT = 200  # clients listed one by one in text; --json lists them all
@@ -44,6 +45,7 @@ SHOWN_IN_TEXT = 200  # clients listed one by one in text; --json lists them all
 @click.option("--yes", is_flag=True, help="Really disconnect. Without it, only show what would happen.")
 @json_option
 @connect_timeout_option
+@insecure_option
 @handle_errors
 def kill_command(url, sources, idle_min_s, names, ids, output_buffer_min, include_blocked, force, max_kills, sockets,
                  yes, as_json, connect_timeout_s) -> None:
@@ -52,7 +54,7 @@ def kill_command(url, sources, idle_min_s, names, ids, output_buffer_min, includ
     When the server is full, it waits for a free slot for --connect-timeout, like `doctor`."""
     target_text = "(invalid URL)" if url else "(default)"  # never echo a raw URL: it may hold a password
     try:
-        target = parse_target(url)
+        target = cli_target(url)
         target_text = target.redacted
         if sockets and output_buffer_min is not None:
             raise BadArguments("--sockets cannot see output buffers: choose by --output-buffer-over without --sockets")

@@ -9,6 +9,7 @@ import redis
 
 from connguard.analysis.capacity import CRITICAL_RATIO, WARNING_RATIO, Capacity, Thresholds, capacity
 from connguard.commands._common import (
+    cli_target, insecure_option,
     EXIT_BY_STATUS, FiniteNumber, OneLineCommand, connect_timeout_option, denied, emit_json, handle_errors,
     json_option, url_argument,
 )
@@ -17,7 +18,7 @@ from connguard.errors import ConnguardError
 from connguard.probe import take_snapshot
 from connguard.probe.model import Snapshot
 from connguard.render.json import error_object
-from connguard.target import Target, open_connection, parse_target
+from connguard.target import Target, open_connection
 
 SCHEMA = "connguard.status/1"
 
@@ -67,6 +68,7 @@ RATIO = FiniteNumber(0, 1, low_open=True)
 @fleet_options
 @json_option
 @connect_timeout_option
+@insecure_option
 @click.option("--warning", "warning_ratio", type=RATIO, default=WARNING_RATIO, show_default=True,
               help="Ratio for WARNING (exit 1), reached at or above it.")
 @click.option("--critical", "critical_ratio", type=RATIO, default=CRITICAL_RATIO, show_default=True,
@@ -87,7 +89,7 @@ def status_command(url: str | None, fleet_file: str | None, cluster: bool, all_m
         fleet(cluster)
     target_text = "(invalid URL)" if url else "(default)"  # never echo a raw URL: it may hold a password
     try:
-        target = parse_target(url)
+        target = cli_target(url)
         target_text = target.redacted
         with open_connection(target, connect_timeout_s=connect_timeout_s) as conn:
             try:

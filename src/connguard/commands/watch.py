@@ -8,10 +8,11 @@ import sys
 import click
 from rich.console import Console
 
-from connguard.commands._common import FiniteNumber, SECONDS, connect_timeout_option, handle_errors, url_argument
+from connguard.commands._common import (
+    FiniteNumber, SECONDS, cli_target, connect_timeout_option, fail, handle_errors, insecure_option, url_argument,
+)
 from connguard.monitor.watch import WatchOptions, WatchRunner
 from connguard.monitor.watch_model import WatchSettings
-from connguard.target import parse_target
 
 
 @click.command("watch", short_help="Watch a server live: usage, rates and a forecast of when it fills, every interval.")
@@ -41,6 +42,7 @@ from connguard.target import parse_target
 @click.option("--alert-timeout", "alert_timeout_s", type=FiniteNumber(0.1, 3600), default=10.0, show_default=True,
               help="Seconds --alert-cmd may run before it is killed.")
 @connect_timeout_option
+@insecure_option
 @handle_errors
 def watch_command(url, interval_s, idle_threshold_s, forecast_alert_s, forecast_window_s, diagnose_every_s,
                   clients_every_s, top, as_json, count, record_path, alert_cmd, alert_timeout_s,
@@ -54,7 +56,7 @@ def watch_command(url, interval_s, idle_threshold_s, forecast_alert_s, forecast_
     json_mode = as_json or not sys.stdout.isatty()
     options = WatchOptions(settings=settings, as_json=json_mode, count=count, alert_cmd=alert_cmd,
                            alert_timeout_s=alert_timeout_s, record=record_path, connect_timeout_s=connect_timeout_s)
-    target = parse_target(url)
+    target = cli_target(url)
     runner = WatchRunner(target, options)
     runner.open()  # fail fast: the same one-line errors and exit codes as `connguard status`
     signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` leaves as cleanly as Ctrl-C: terminal restored
@@ -74,6 +76,9 @@ def watch_command(url, interval_s, idle_threshold_s, forecast_alert_s, forecast_
         if keys is not None:
             keys.close()
         runner.close()
+    never = runner.never_observed()
+    if never is not None:  # a run that never saw the server is not OK: its one line and exit code (2 if full)
+        fail(never)
     sys.exit(code)
 
 

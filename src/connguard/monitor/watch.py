@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.live import Live
 
 from connguard.analysis.diagnosis import DoctorSettings, diagnose, diagnose_unreachable
-from connguard.errors import ConnguardError
+from connguard.errors import ConnguardError, ServerFull, Unreachable
 from connguard.monitor.watch_kill import KillPreview, kill_log_line, plan_for_source, preview_renderable
 from connguard.monitor.watch_model import WatchFrame, WatchModel, WatchSettings
 from connguard.monitor.watch_notify import AlertHook
@@ -88,6 +88,8 @@ class WatchRunner:
             if options.alert_cmd else None
         self.recorder = None
         self.ticks = 0
+        self.observed = 0  # ticks with a snapshot
+        self.last_failure: ConnguardError | None = None
         self.frame: WatchFrame | None = None
         self.view = ViewState()
         self.pending: KillPreview | None = None
@@ -110,6 +112,12 @@ class WatchRunner:
             self.recorder.close()
         self.sampler.close()
 
+    def never_observed(self) -> ConnguardError | None:
+        """Why a run that ticked but never saw the server observed nothing (its exit code: 2 when refused at
+        maxclients, 3 otherwise), else None. The run loops stop at a first tick that observed nothing (like a
+        failed open(), before any output); a run that observed once stays up through faults and exits 0."""
+        return self.last_failure if self.ticks and not self.observed else None
+
     def done(self) -> bool:
         return self.options.count is not None and self.ticks >= self.options.count
 
@@ -118,6 +126,12 @@ class WatchRunner:
         obs = self.sampler.sample(client_list=self.model.wants_client_list(time.monotonic()))
         frame = self.model.update(obs)
         self.ticks += 1
+        if obs.snapshot is not None:
+            self.observed += 1
+        elif obs.refused and not isinstance(obs.failure, ServerFull):
+            self.last_failure = ServerFull(f"{self.target.redacted} is at maxclients and refused watch's connection")
+        else:
+            self.last_failure = obs.failure or Unreachable(f"{self.target.redacted} could not be observed")
         if self.recorder is not None:
             self.recorder.write(obs)
         if self.hook is not None:
@@ -130,6 +144,8 @@ class WatchRunner:
         next_at = time.monotonic()
         while not self.done():
             frame = self.tick()
+            if self.never_observed() is not None:  # fail fast, as open() does: the caller prints why
+                return 3
             try:
                 self.out.write(json.dumps(frame.to_json()) + "\n")
                 self.out.flush()
@@ -143,6 +159,8 @@ class WatchRunner:
     def run_live(self, console: Console, keys: Any) -> int:
         self.view = ViewState(interactive=keys is not None)
         first = self.tick()
+        if self.never_observed() is not None:  # fail fast, as open() does: the caller prints why
+            return 3
         with Live(render(first, self.view), console=console, screen=True, auto_refresh=False,
                   redirect_stdout=False, redirect_stderr=False) as live:
             next_at = time.monotonic() + self.settings.interval_s

@@ -52,12 +52,20 @@ def census_from_tables(tables: Iterable[str], port: int, taken_at: float | None 
             # Cheap filter before decoding: a port is the hex suffix of an address.
             if not fields[1].endswith(suffix):
                 if fields[3] == TIME_WAIT and fields[2].endswith(suffix):
-                    outbound.append((decode_address(fields[1]), decode_address(fields[2])))
+                    try:
+                        outbound.append((decode_address(fields[1]), decode_address(fields[2])))
+                    except ValueError:
+                        pass  # see below
                 continue
-            server_ips.add(decode_address(fields[1])[0])
+            try:
+                local, peer = decode_address(fields[1]), decode_address(fields[2])
+            except ValueError:
+                # The kernel never writes a malformed address, but a census runs when the server is full:
+                # a line that does not decode is skipped, never a traceback in the doctor.
+                continue
+            server_ips.add(local[0])
             if fields[3] == LISTEN:
                 continue
-            peer = decode_address(fields[2])
             if fields[3] == TIME_WAIT:
                 waiting.add(peer)
                 continue

@@ -244,18 +244,24 @@ class ClientTable:
         return tuple(map(tuple.__new__, repeat(ClientRecord, n), zip(*cols)))  # type: ignore[arg-type]
 
 
+def _is_field_name(key: str) -> bool:
+    return key.replace("-", "").isalnum()
+
+
 def _parse_slow(text: str) -> ClientTable:
     """Per-line parse, tolerant of values with spaces (a unix path) and of lines with differing fields."""
     rows: list[dict[str, str]] = []
     order: dict[str, None] = {}
-    for line in text.splitlines():
+    # Lines end at "\n" only, as on the fast path: splitlines() would also cut at \v, \f, \x1c-\x1e, \x85,
+    # \u2028/9, which an ACL user name may hold.
+    for line in text.split("\n"):
         line = line.rstrip("\r ")
         row: dict[str, str] = {}
         last = None
         for token in line.split(" "):
             key, sep, value = token.partition("=")
             # A token without '=' or with a key that cannot be a field name continues the last value.
-            if sep and (last is None or key.replace("-", "").isalnum()):
+            if sep and (last is None or _is_field_name(key)):
                 row[key] = value
                 last = key
                 order.setdefault(key, None)
@@ -284,9 +290,17 @@ def parse_client_list(reply: str | bytes) -> ClientTable:
     first = text[:first_end if first_end >= 0 else body_end].rstrip("\r")
     last = text[text.rfind("\n", 0, body_end) + 1:body_end].rstrip("\r")
     fields = _KEY.findall(first)
-    if not fields or not first.startswith(fields[0] + "=") or _KEY.findall(last) != fields:
+    # A field named twice in a line (no server does it, a damaged reply might) has no single column; a
+    # "key" that is not a field name continues the value before it, as the per-line parser reads it.
+    if (not fields or not first.startswith(fields[0] + "=") or _KEY.findall(last) != fields
+            or len(set(fields)) != len(fields) or not all(_is_field_name(f) for f in fields[1:])):
         return _parse_slow(text)
-    return ClientTable(fields, text, text.count("\n", 0, body_end) + 1)
+    rows = text.count("\n", 0, body_end) + 1
+    # The first field's regex is not anchored to a line start, so a line with a field in front of it
+    # ("x=1 id=5 ...") would still match; every line must start with the first field (one C-speed count).
+    if text.count("\n" + fields[0] + "=", 0, body_end) != rows - 1:
+        return _parse_slow(text)
+    return ClientTable(fields, text, rows)
 
 
 def parse_client_records(reply: str | bytes) -> tuple[ClientRecord, ...]:

@@ -13,6 +13,7 @@ options are kept). Client names and addresses are kept: they are the evidence.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,6 +120,90 @@ def observation_from_dict(data: Mapping[str, Any]) -> Observation:
     )
 
 
+# -- validation on read: a damaged or hand-edited file is one line (BadArguments), never a crash further on --
+_NUM, _INT, _STR, _BOOL, _DICT, _LIST, _NONE = "number", "integer", "text", "true/false", "object", "list", "null"
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return _NONE
+    if isinstance(value, bool):
+        return _BOOL
+    if isinstance(value, int):
+        return _INT
+    if isinstance(value, float):
+        return _NUM if math.isfinite(value) else "a non-finite number"
+    return {str: _STR, dict: _DICT, list: _LIST}.get(type(value), type(value).__name__)
+
+
+def _check(data: Mapping[str, Any], where: str, fields: Mapping[str, tuple[str, ...]], required: tuple[str, ...] = ()) -> None:
+    """Each of `fields` present has one of the allowed JSON types (an integer is a number too); `required` are there."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where or 'the line'} is {_type_name(data)}, not an object")
+    for name in required:
+        if name not in data:
+            raise ValueError(f"{where}{name} is missing")
+    for name, allowed in fields.items():
+        if name in data:
+            got = _type_name(data[name])
+            if got not in allowed and not (got == _INT and _NUM in allowed):
+                raise ValueError(f"{where}{name} is {got}, want {' or '.join(allowed)}")
+
+
+def _check_header(data: Mapping[str, Any]) -> None:
+    _check(data, "", {"tool": (_STR,), "target": (_DICT,), "settings": (_DICT, _NONE)}, required=("target",))
+    target = data["target"]
+    _check(target, "target.", {"scheme": (_STR,), "host": (_STR, _NONE), "port": (_INT, _NONE), "path": (_STR, _NONE),
+                               "db": (_INT, _NONE), "username": (_STR, _NONE), "redacted": (_STR,),
+                               "query": (_DICT, _NONE)}, required=("scheme",))
+    if target["scheme"] not in ("redis", "rediss", "unix"):
+        raise ValueError(f"target.scheme {target['scheme']!r} is not redis, rediss or unix")
+    if (target.get("db") or 0) < 0 or not 0 <= (target.get("port") or 0) <= 65535:
+        raise ValueError("target.db or target.port is out of range")
+    for value in (target.get("query") or {}).values():
+        if not isinstance(value, str):
+            raise ValueError(f"a target.query value is {_type_name(value)}, want text")
+    settings = data.get("settings") or {}
+    _check(settings, "settings.", {"interval_s": (_NUM,), "idle_threshold_s": (_NUM,), "top": (_INT,),
+                                   "samples": (_INT, _NONE)})
+
+
+def _check_observation(data: Mapping[str, Any]) -> None:
+    _check(data, "", {"wall": (_NUM,), "monotonic": (_NUM,), "refused": (_BOOL,), "failure": (_DICT, _NONE),
+                      "observer_connects": (_INT,), "refusals": (_INT,), "client_list_included": (_BOOL,),
+                      "own_client_id": (_INT, _NONE), "observed": (_BOOL,), "raw": (_DICT, _NONE),
+                      "census": (_DICT, _NONE), "host": (_DICT, _NONE)},
+           required=("wall", "monotonic", "refused", "observer_connects", "client_list_included"))
+    if data.get("failure") is not None:
+        _check(data["failure"], "failure.", {"kind": (_STR,), "message": (_STR,), "exit_code": (_INT,)},
+               required=("kind", "message", "exit_code"))
+        if data["failure"]["exit_code"] not in (0, 1, 2, 3):
+            raise ValueError("failure.exit_code is not 0-3")
+    if data.get("raw") is not None:
+        raw = data["raw"]
+        _check(raw, "raw.", {"taken_at": (_NUM,), "info_all": (_STR,), "config_maxclients": (_INT, _NONE),
+                             "client_list": (_STR, _NONE), "limitations": (_LIST,)},
+               required=("taken_at", "info_all", "config_maxclients", "client_list", "limitations"))
+        if not all(isinstance(x, str) for x in raw["limitations"]):
+            raise ValueError("raw.limitations holds something other than text")
+    if data.get("census") is not None:
+        census = data["census"]
+        _check(census, "census.", {"port": (_INT,), "by_host": (_DICT,), "peers": (_LIST,), "unaccepted": (_INT,),
+                                   "time_wait_peers": (_LIST,), "taken_at": (_NUM, _NONE)}, required=("port", "by_host"))
+        if not all(_type_name(n) == _INT for n in census["by_host"].values()):
+            raise ValueError("census.by_host holds something other than integers")
+        for key in ("peers", "time_wait_peers"):
+            for peer in census.get(key, ()):
+                if not (isinstance(peer, list) and len(peer) == 2 and isinstance(peer[0], str)
+                        and _type_name(peer[1]) == _INT):
+                    raise ValueError(f"census.{key} holds something other than [ip, port] pairs")
+    if data.get("host") is not None:
+        _check(data["host"], "host.", {"pid": (_INT,), "fd_limit_soft": (_INT, _NONE), "fd_limit_hard": (_INT, _NONE),
+                                       "open_fds": (_INT, _NONE)}, required=("pid", "fd_limit_soft", "fd_limit_hard", "open_fds"))
+        if set(data["host"]) - {"pid", "fd_limit_soft", "fd_limit_hard", "open_fds"}:
+            raise ValueError("host has fields this version does not know")
+
+
 # -- files ----------------------------------------------------------------------------------------------------
 class Recorder:
     """Appends one session to a JSON Lines file: a header now, then one line per `write(observation)`,
@@ -185,13 +270,18 @@ def read_recordings(path: str | Path) -> list[Recording]:
             continue
         try:
             data = json.loads(text)
+            if not isinstance(data, dict):
+                raise ValueError(f"a JSON {_type_name(data)}, not an object")
             if data.get("schema") == HEADER_SCHEMA:
+                _check_header(data)
                 sessions.append((data, []))
                 continue
             if data.get("schema") == EVENT_SCHEMA:
                 continue
             if not sessions:
                 raise ValueError(f"an observation before any {HEADER_SCHEMA} header")
+            if data.get("schema") == OBSERVATION_SCHEMA:
+                _check_observation(data)
             sessions[-1][1].append(observation_from_dict(data))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise BadArguments(f"{path}:{number}: not a connguard recording line ({exc})") from None
