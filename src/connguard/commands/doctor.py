@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from connguard.analysis.diagnosis import Diagnosis, DoctorSettings
-from connguard.analysis.window import DEFAULT_SAMPLES
+from connguard.commands._window_options import window_options
 from connguard.commands.fleet import fleet_options, wants_fleet
 from connguard.commands._common import (
     cli_target, insecure_option,
-    EXIT_BY_STATUS, FiniteNumber, connect_timeout_option, emit_json, handle_errors, json_option, url_argument,
+    EXIT_BY_STATUS, connect_timeout_option, emit_json, handle_errors, json_option, url_argument,
 )
 from connguard.errors import BadArguments, ConnguardError
 
@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from connguard.probe.recording import Recording
     from connguard.target import Target
 
-DEFAULTS = DoctorSettings()  # the one home of the doctor's defaults; the options below only show them
 # Options that shape a live look, meaningless for a replay (the recording already holds what was seen).
 LIVE_ONLY = {"once": "--once", "samples": "--samples", "connect_timeout_s": "--connect-timeout", "record": "--record",
              "fleet_file": "--fleet", "cluster": "--cluster", "all_members": "--all-members",
@@ -32,16 +31,7 @@ RECORDED = ("interval_s", "idle_threshold_s", "top")  # taken from the recording
 @click.command("doctor")
 @url_argument
 @fleet_options
-@click.option("--interval", "interval_s", type=FiniteNumber(0, 3600, low_open=True), default=DEFAULTS.interval_s,
-              show_default=True, help="Seconds between Snapshots (rates, growth, churn).")
-@click.option("--samples", type=FiniteNumber(1, 1000, integer=True), default=DEFAULT_SAMPLES, show_default=True,
-              help="Snapshots in the window, --interval apart: rates, growth and churn cover all of them.")
-@click.option("--once", is_flag=True, help="One Snapshot only: faster, but no rates or growth.")
-@click.option("--idle-threshold", "idle_threshold_s", type=FiniteNumber(0, 86_400 * 365, low_open=True),
-              default=DEFAULTS.idle_threshold_s, show_default=True,
-              help="Seconds idle after which a connection counts as idle (leak candidate).")
-@click.option("--top", type=FiniteNumber(0, 100_000, integer=True), default=DEFAULTS.top, show_default=True,
-              help="Sources to list; the rest fold into one row.")
+@window_options
 @click.option("--record", "record", metavar="FILE.jsonl", default=None,
               help="Append every observation (INFO, CLIENT LIST, census, host facts, clocks; never a password) "
                    "to FILE as JSON lines, for --replay.")

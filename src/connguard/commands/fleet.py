@@ -19,6 +19,7 @@ from rich.console import Console
 from connguard.analysis.capacity import CRITICAL_RATIO, WARNING_RATIO, Thresholds, capacity
 from connguard.analysis.diagnosis import DoctorSettings
 from connguard.analysis.window import DEFAULT_SAMPLES
+from connguard.commands._window_options import window_options
 from connguard.commands._common import (
     EXIT_BY_STATUS, FiniteNumber, OneLineCommand, connect_timeout_option, denied, emit_json, handle_errors,
     json_option,
@@ -38,7 +39,6 @@ from connguard.render.json import error_json, error_object
 from connguard.target import Target, open_connection, parse_target
 
 F = TypeVar("F", bound=Callable[..., Any])
-DOCTOR = DoctorSettings()  # the doctor's defaults have one home; these options only show them
 Observer = Callable[[Member], Row]
 
 
@@ -290,16 +290,7 @@ def fleet_status_command(source: str | None, fleet_file: str | None, cluster: bo
 @fleet_group.command("doctor", cls=OneLineCommand)
 @_source_argument
 @fleet_options
-@click.option("--interval", "interval_s", type=FiniteNumber(0, 3600, low_open=True), default=DOCTOR.interval_s,
-              show_default=True, help="Seconds between each target's Snapshots (the targets wait in parallel).")
-@click.option("--samples", type=FiniteNumber(1, 1000, integer=True), default=DEFAULT_SAMPLES, show_default=True,
-              help="Snapshots per target, --interval apart.")
-@click.option("--once", is_flag=True, help="One Snapshot per target: faster, but no rates or growth.")
-@click.option("--idle-threshold", "idle_threshold_s", type=FiniteNumber(0, 86_400 * 365, low_open=True),
-              default=DOCTOR.idle_threshold_s, show_default=True,
-              help="Seconds idle after which a connection counts as idle (leak candidate).")
-@click.option("--top", type=FiniteNumber(0, 100_000, integer=True), default=DOCTOR.top, show_default=True,
-              help="Sources kept per target.")
+@window_options
 @json_option
 @connect_timeout_option
 @handle_errors
