@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import redis
 
 from connguard.errors import BadTarget, ServerFull
 from connguard.target import classify_error, open_connection, parse_target
@@ -154,3 +155,15 @@ def test_an_at_sign_inside_a_query_file_path_is_not_userinfo(tmp_path):
     assert (t.host, t.port, t.username, t.password, t.query["ssl_ca_certs"]) == ("cache", 6380, None, None, str(ca))
     pasted = parse_target(f"rediss://:s3cr3t?x@cache:6380?ssl_ca_certs={ca}", env={})
     assert (pasted.host, pasted.password) == ("cache", "s3cr3t?x")
+
+
+def test_a_tls_close_right_after_the_handshake_names_the_missing_client_certificate():
+    """Captured from Redis 7.0 with tls-auth-clients yes: TLS 1.3 lets the client finish its handshake before
+    the server checks for a certificate, so the first write finds the socket closed, with no alert to name it."""
+    eof = redis.exceptions.ConnectionError(
+        "Error 8 while writing to socket. EOF occurred in violation of protocol (_ssl.c:2427).")
+    line = classify_error(eof, parse_target("rediss://127.0.0.1:6380")).line()
+    assert "requires a client certificate" in line and "ssl_certfile" in line
+    # With a certificate given, the same close is not blamed on a missing one.
+    with_cert = parse_target("rediss://127.0.0.1:6380?ssl_certfile=/etc/hosts&ssl_keyfile=/etc/hosts")
+    assert "requires a client certificate" not in classify_error(eof, with_cert).line()

@@ -348,6 +348,11 @@ def _connection_for(target: Target, socket_timeout_s: float, *, named: bool = Tr
     return _Conn(host=target.host, port=target.port, **common)
 
 
+_CLOSED_AFTER_TLS = ("{where} closed the connection right after the TLS handshake: it probably requires a client "
+                     "certificate (tls-auth-clients yes): add ?ssl_certfile=/path/client.crt"
+                     "&ssl_keyfile=/path/client.key to the URL")
+
+
 def classify_error(exc: BaseException, target: Target, *, handshake_done: bool = False) -> ConnguardError:
     """Map whatever redis-py or the OS raised to one of our errors, with one line for a person.
     `handshake_done`: the connection was up and answering (a command lost it), so a close is not a
@@ -385,6 +390,13 @@ def classify_error(exc: BaseException, target: Target, *, handshake_done: bool =
                                               "alert_bad_certificate", "alert_unknown_ca")):
         return Unreachable(f"{where} rejected the client certificate (ssl_certfile): is it signed by a CA the "
                            "server trusts (tls-ca-cert-file)?")
+    if target.tls and not handshake_done and not target.query.get("ssl_certfile") and any(
+            w in low for w in ("eof occurred in violation of protocol", "unexpected eof", "closed by server",
+                               "connection reset", "broken pipe")):
+        # The TLS handshake completed (else TlsClosedInHandshake) and the first write found the socket closed:
+        # with TLS 1.3 a server that wants a client certificate checks it only after the client's side of the
+        # handshake is done, and then may just close (no alert reaches us), so the EOF is the only sign.
+        return Unreachable(_CLOSED_AFTER_TLS.format(where=where))
     if isinstance(exc, ssl.SSLError) or "ssl" in low or "wrong version number" in low:
         return Unreachable(f"TLS handshake with {where} failed ({_short(text)}): is the server really TLS (rediss://)?")
     if isinstance(exc, (redis.exceptions.TimeoutError, socket.timeout, TimeoutError)) or "timed out" in low:
@@ -403,9 +415,7 @@ def classify_error(exc: BaseException, target: Target, *, handshake_done: bool =
             return Unreachable(f"{where} closed the connection in the middle of a reply (the server went away, "
                                "restarted, or killed this connection)")
         if target.tls:  # the TLS handshake completed (else TlsClosedInHandshake): not a full server
-            return Unreachable(f"{where} closed the connection right after the TLS handshake: does it require a "
-                               "client certificate (tls-auth-clients yes)? then add ?ssl_certfile=/path/client.crt"
-                               "&ssl_keyfile=/path/client.key to the URL")
+            return Unreachable(_CLOSED_AFTER_TLS.format(where=where))
         return Unreachable(f"{where} closed the connection during the handshake (is it a TLS-only server? "
                            "then use rediss://)")
     if isinstance(exc, redis.exceptions.NoPermissionError) or "noperm" in low or "no permissions" in low:
