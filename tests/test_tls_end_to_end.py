@@ -23,6 +23,10 @@ from typing import Iterator
 import pytest
 
 from connguard.lab.servers import ServerBinary, ServerProcess, free_port
+from exporter_running import run_exporter  # noqa: F401 (a fixture)
+
+from connguard.guard import guarded_client
+
 
 COMMANDS = {
     "status": ("status", "--connect-timeout", "1"),
@@ -227,3 +231,21 @@ def test_a_close_after_a_completed_tls_handshake_is_not_a_full_server(pki, close
     proc = run("status", f"rediss://127.0.0.1:{closes_after_handshake}?ssl_ca_certs={pki['ca']}", "--connect-timeout", "1")
     line = one_line(proc, code=3)
     assert "server full" not in line, line
+
+
+def test_the_exporter_and_the_guard_work_over_tls_with_client_certificates(default_binary, start_server, pki,
+                                                                          run_exporter):
+    _, required = tls_server(start_server, default_binary, pki, "yes")
+    ca = f"rediss://127.0.0.1:{required}?ssl_ca_certs={pki['ca']}"
+    url = f"{ca}&ssl_certfile={pki['client']}&ssl_keyfile={pki['client.key']}"
+    refused = run_exporter().probe(ca)  # without the client certificate first: targets are kept by endpoint
+    seen = run_exporter().probe(url)
+    assert seen["connguard_up"] == 1 and seen["connguard_maxclients"] == 50, seen
+    assert refused["connguard_up"] == 0
+    assert [k for k in refused if k.startswith("connguard_probe_error")] == ['connguard_probe_error{reason="tls"}'], refused
+    client = guarded_client(url, budget=2)
+    try:
+        client.set("tls-key", "v")
+        assert client.get("tls-key") == b"v" and client.ping() is True
+    finally:
+        client.close()
