@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 import logging
 import os
 import threading
@@ -84,6 +86,11 @@ class EndpointGuard:
         if isinstance(exc, AuthenticationError):
             self.breaker.success(probe)  # admitted, then refused the password: not a capacity problem
             return exc
+        if _closed_by_this_process(exc):
+            # pool.disconnect() closed the socket under the handshake: our own doing, no word on the server.
+            if probe:
+                self.breaker.abandon_probe()
+            return exc
         refusal = is_maxclients_refusal(exc)
         if refusal or isinstance(exc, (ConnectionError, TimeoutError, OSError)):
             with self._lock:
@@ -153,3 +160,9 @@ class Registry:
 
 REGISTRY = Registry()
 os.register_at_fork(after_in_child=REGISTRY._after_fork_in_child)
+
+
+def _closed_by_this_process(exc: BaseException) -> bool:
+    """EBADF: the socket was closed by this process (a racing disconnect()), not refused or dropped by the server.
+    redis-py reports it as `Error 9 while writing to socket. Bad file descriptor.`"""
+    return getattr(exc, "errno", None) == errno.EBADF or "Bad file descriptor" in str(exc)
