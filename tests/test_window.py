@@ -104,9 +104,11 @@ def test_rates_sum_every_interval_and_leave_a_restart_out():
     r = window_rates(w)
     assert r is not None
     assert (r.interval_s, r.connections_received, r.rejected) == (4.0, 60 + 20, 20 + 4)
-    assert (r.snapshots, r.restarts, r.used_delta, r.used_min, r.used_max) == (4, 1, 1, 2, 3)
+    # used_min/used_max count as capacity.used does: connguard's own connection left out (one definition).
+    assert (r.snapshots, r.restarts, r.used_delta, r.used_min, r.used_max) == (4, 1, 1, 1, 2)
     assert r.connections_received_per_s == 20.0 and r.rejected_per_s == 6.0
     diag = diagnose(w.snapshots, SETTINGS, TARGET)
+    assert (diag.capacity.used, r.used_max) == (2, 2), "capacity.used and rates.used_max agree"
     assert any("restarted 1 time" in lim for lim in diag.limitations)
     assert diag.sources[0].growth == 1, "growth counts from the restart on: client IDs start over there"
 

@@ -20,6 +20,7 @@ INTERVAL_MAX_S = 3600.0  # the longest --interval either accepts
 WATCH_INTERVAL_MIN_S = 0.1  # watch ticks INFO every interval: faster than this is load, not insight
 DIAGNOSE_EVERY_S = 10.0  # watch and the exporter run the doctor's rules at most this often
 TOP_SOURCES = 10  # sources listed per target
+NAMES_LISTED = 5  # client names / libraries / users shown per source
 
 # -- the forecast and its alert ----------------------------------------------------------------------------
 FORECAST_WINDOW_S = 600.0  # the recent past the forecast fits

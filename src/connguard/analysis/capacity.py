@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from connguard.probe.model import Snapshot, slots_used
+from connguard.analysis.window import observer_slots, used_slots
+from connguard.probe.model import Snapshot
 
 WARNING_RATIO = 0.8  # the runbook's alert line
 CRITICAL_RATIO = 0.9  # the runbook's danger zone
@@ -21,6 +22,16 @@ class Thresholds:
             raise ValueError(
                 f"thresholds must satisfy 0 < warning <= critical <= 1 (got warning={self.warning}, critical={self.critical})"
             )
+
+    def status(self, ratio: float | None) -> str:
+        """The one ratio -> status mapping: ok | warning | critical, unknown without a ratio."""
+        if ratio is None:
+            return "unknown"
+        if ratio >= self.critical:
+            return "critical"
+        if ratio >= self.warning:
+            return "warning"
+        return "ok"
 
 
 @dataclass(frozen=True)
@@ -39,21 +50,15 @@ class Capacity:
     observer_connections: int = 0
 
     def status(self, thresholds: Thresholds = Thresholds()) -> str:
-        if self.ratio is None:
-            return "unknown"
-        if self.ratio >= thresholds.critical:
-            return "critical"
-        if self.ratio >= thresholds.warning:
-            return "warning"
-        return "ok"
+        return thresholds.status(self.ratio)
 
 
 def capacity(snapshot: Snapshot) -> Capacity:
-    """Usage as the server would count it without connguard's own probe connection."""
+    """Usage as the server would count it without connguard's own probe connection (`used_slots`)."""
     info = snapshot.info
-    observer = min(snapshot.observer_connections, info.connected_clients)
+    observer = observer_slots(snapshot)
     connected_clients = info.connected_clients - observer
-    used = slots_used(connected_clients, info.connected_slaves, info.cluster_connections)
+    used = used_slots(snapshot)
     maxclients = snapshot.maxclients
     ratio = round(used / maxclients, 4) if maxclients else None
     return Capacity(

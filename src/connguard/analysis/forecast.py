@@ -1,4 +1,5 @@
-"""Time to exhaustion: a robust (Theil–Sen) fit of used connections over the recent window, with its confidence.
+"""Time to exhaustion: a robust (Theil–Sen) fit of used connections over the recent window, with its confidence,
+and the lifecycle that decides when such a fit may be shown at all (`ForecastTracker`, docs/forecast.md).
 
 Pure: points in, a Forecast out; no clock, no I/O. Points are (monotonic seconds, used)."""
 
@@ -6,12 +7,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from collections import deque
 from statistics import median
 from typing import Sequence
 
+from connguard.settings import FORECAST_WINDOW_S, WINDOW_MAX_POINTS
+
 MIN_POINTS = 5  # never forecast from fewer points (issue #10)
 MIN_SPAN_S = 20.0  # ... or from less than this much time
-WINDOW_S = 600.0  # only the recent past says where usage is heading
+WINDOW_S = FORECAST_WINDOW_S  # only the recent past says where usage is heading
 MAX_FIT_POINTS = 120  # Theil–Sen is O(n²) in pairs; an even subsample keeps a tick cheap
 MIN_RISE = 2.0  # a fitted rise of less than this many connections over the window is noise, not a trend
 OUTLIER_MADS = 3.0  # residuals beyond this many (scaled) MADs are dropped before the final fit
@@ -132,6 +136,117 @@ def forecast(points: Sequence[tuple[float, float]], maxclients: int | None, *, w
     return Forecast(horizon, slope, n, _confidence(tau, n, fit_span, horizon), span, dropped)
 
 
+# -- the lifecycle ------------------------------------------------------------------------------------------
+RELEASE_MIN = 3.0  # connections: a fall smaller than this is noise, not a release
+RELEASE_FRACTION = 0.1  # ... and so is a fall smaller than this share of the peak
+REFIT_S = 5.0  # refit at most this often; between fits the forecast counts down
+LEVEL_POINTS = 3  # usage level = median of the last 3 points: a one-tick blip is neither a peak nor a release
+NEW_HIGH_SLOTS = 3.0  # growth has stopped when no new high came in the time the trend needs for this many slots
+
+
+def _release_drop(peak: float) -> float:
+    return max(RELEASE_MIN, RELEASE_FRACTION * peak)
+
+
+class ForecastTracker:
+    """The forecast over a stream of (time, used): one object per target, fed every observation.
+
+    It shows the robust fit of `forecast()` only while usage is still rising, over the points since the
+    last change point (the last release, restart or kill):
+    - a release (usage falls by max(3, 10 % of its peak)) withdraws it at once, and the fit starts over
+      from the fall;
+    - after a natural release, a climb back that stays below the previous peak (plus the same margin) is a
+      cycle, not a leak: no forecast until usage passes that peak (a sawtooth never raises an alert after
+      its first rise);
+    - a plateau withdraws it once no new high came for max(20 s, a quarter of the fitted span, the time
+      the trend needs for 3 slots), and never later than half the fit window;
+    - between fits (every `refit_s`) the seconds to full count down with elapsed time;
+    - `reset()` (a restart, a kill by our hand) forgets everything; `unobserved()` gives no forecast.
+
+    O(1) per observation between fits; a fit is O(n^2) over at most `MAX_FIT_POINTS` points."""
+
+    def __init__(self, window_s: float = WINDOW_S, *, refit_s: float = REFIT_S,
+                 max_points: int = WINDOW_MAX_POINTS) -> None:
+        self.window_s, self.refit_s = window_s, refit_s
+        self._points: deque[tuple[float, float]] = deque(maxlen=max_points)
+        self._cycle_peak: tuple[float, float] | None = None  # (peak, when released) of the last natural release
+        self.reset()
+
+    def reset(self) -> None:
+        """A restart or our own kill: nothing before now says where usage is heading."""
+        self._points.clear()
+        self._recent: deque[float] = deque(maxlen=LEVEL_POINTS)
+        self._peak: float | None = None  # highest level of the current segment
+        self._high_at = 0.0  # when the level last rose above the peak
+        self._cycle_peak = None
+        self._forget_fit()
+
+    def _forget_fit(self) -> None:
+        self._fit: Forecast | None = None
+        self._fit_at = -math.inf
+        self._full_at: float | None = None
+
+    @property
+    def points(self) -> tuple[tuple[float, float], ...]:
+        """The current segment's points, oldest first (at most the fit window)."""
+        return tuple(self._points)
+
+    def unobserved(self) -> Forecast:
+        """No observation: no forecast (absent, never 0). The points stay; the next observation (or the
+        restart it reveals) decides what they are worth, and forces a refit."""
+        self._fit_at = -math.inf
+        return Forecast(None, 0.0, len(self._points), "none", reason="not observed")
+
+    def _withdrawn(self, reason: str, span: float) -> Forecast:
+        return Forecast(None, 0.0, len(self._points), "low", span, reason=reason)
+
+    def observe(self, t: float, used: float, limit: int | None) -> Forecast:
+        """One observation at monotonic `t`: the forecast now. `limit` is the slots left to the watched
+        clients (maxclients less connguard's own)."""
+        if self._points and t <= self._points[-1][0]:
+            t = self._points[-1][0] + 1e-6  # a clock that did not move: keep the order, never divide by 0
+        self._points.append((t, used))
+        while self._points[0][0] < t - self.window_s:
+            self._points.popleft()
+        span = t - self._points[0][0]
+        self._recent.append(used)
+        level = median(self._recent)
+        if limit is not None and limit > 0 and used >= limit:
+            return Forecast(0.0, 0.0, len(self._points), "high", span, reason="full now")
+        peak = self._peak
+        if peak is not None and level <= peak - _release_drop(peak):
+            # Confirmed over LEVEL_POINTS ticks: a new segment starts at the fall.
+            self._cycle_peak = (peak, t)
+            self._points.clear()
+            self._points.append((t, used))
+            self._recent.clear()
+            self._recent.append(used)
+            self._peak, self._high_at = used, t
+            self._forget_fit()
+            return self._withdrawn("released", 0.0)
+        if peak is not None and used <= peak - _release_drop(peak):
+            return self._withdrawn("released", span)  # at once, before the level confirms it
+        if peak is None or level > peak:
+            self._peak, self._high_at = level, t
+        cycle = self._cycle_peak
+        if cycle is not None and t - cycle[1] > self.window_s:
+            cycle = self._cycle_peak = None  # a cycle older than the fit window says nothing any more
+        if cycle is not None and level <= cycle[0] + _release_drop(cycle[0]):
+            return self._withdrawn(f"cycling below the peak of {cycle[0]:.0f} before the last release", span)
+        if t - self._fit_at >= self.refit_s or self._fit is None:
+            self._fit, self._fit_at = forecast(self._points, limit, window_s=self.window_s), t
+            stf = self._fit.seconds_to_full
+            self._full_at = None if stf is None else t + stf
+        fit = self._fit
+        if fit.seconds_to_full is None or self._full_at is None:
+            return fit
+        stall = min(self.window_s / 2, max(MIN_SPAN_S, span / 4, NEW_HIGH_SLOTS / max(fit.slope_per_s, 1e-9)))
+        if t - self._high_at > stall:
+            return self._withdrawn("growth stopped", span)
+        return Forecast(max(0.0, self._full_at - t), fit.slope_per_s, fit.points, fit.confidence, span,
+                        fit.dropped)
+
+
 def _duration(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s"
@@ -147,7 +262,7 @@ def describe(fc: Forecast) -> str:
     if fc.confidence == "none":
         return "not enough data" if fc.reason.startswith("not enough") else f"no forecast ({fc.reason})"
     if fc.seconds_to_full is None:
-        return "no trend"
+        return "no trend" if fc.reason in ("", "no trend") else f"no forecast ({fc.reason})"
     if fc.seconds_to_full <= 0:
         return "full now"
     return f"full in ~{_duration(fc.seconds_to_full)} at {fc.per_min:+.1f}/min"

@@ -19,7 +19,7 @@ class Rates:
     rejected: int
     snapshots: int = 2  # how many Snapshots the window held
     restarts: int = 0  # server restarts inside the window (their intervals are not counted)
-    used_min: int | None = None  # lowest and highest usage seen at any Snapshot of the window
+    used_min: int | None = None  # lowest and highest `used_slots` at any Snapshot of the window (as capacity.used)
     used_max: int | None = None
 
     def to_dict(self) -> dict[str, object]:
@@ -50,12 +50,12 @@ def window_rates(window: Window | Sequence[Snapshot]) -> Rates | None:
     received = sum(max(0, (b.info.total_connections_received - a.info.total_connections_received)
                        - max(0, b.observer_connects - a.observer_connects)) for a, b in pairs)
     rejected = sum(b.info.rejected_connections - a.info.rejected_connections for a, b in pairs)
-    used = [s.used for s in w.snapshots]
+    used = w.used
     return Rates(
         interval_s=round(interval, 3),
         connections_received_per_s=round(received / interval, 2),
         rejected_per_s=round(rejected / interval, 2),
-        used_delta=w.now.used - w.first.used,
+        used_delta=used[-1] - used[0],
         connections_received=received,
         rejected=rejected,
         snapshots=len(w),

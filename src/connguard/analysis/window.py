@@ -1,19 +1,50 @@
 """A window of Snapshots: in time order, cut at restarts, and who came and went across all of it.
 
 Pure. Everything that compares Snapshots (rates, per-host growth, churn by client ID) reads a Window, so a
-window of two is today's doctor and a window of a hundred is `watch`, with the same meaning."""
+window of two is today's doctor and a window of a hundred is `watch`, with the same meaning.
+
+`Window` is one frozen look (what the doctor's rules read); `LiveWindow` is the incremental one that `watch`
+and the exporter feed every tick: bounded in time and count, it owns restart detection, per-tick rates, the
+forecast's lifecycle and per-host growth, and hands the rules a `Window` of what it kept.
+
+"Used" has one definition here, `used_slots`: the slots the server's clients hold, connguard's own
+connection left out. The slot connguard holds is taken off the limit instead (`slots_left`), so the ratio,
+the forecast and the doctor all say how much room the application has (docs/design.md)."""
 
 from __future__ import annotations
 
-from collections import defaultdict
-from dataclasses import dataclass
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Sequence
+from typing import Iterable, Sequence
 
-from connguard.analysis.classify import client_records
-from connguard.probe.model import Snapshot
+from connguard.analysis.classify import NORMAL, client_records, kind_of
+from connguard.analysis.forecast import Forecast, ForecastTracker
+from connguard.probe.model import ClientRecord, Snapshot, slots_used
+from connguard.settings import (
+    FORECAST_WINDOW_S, NAMES_LISTED, WINDOW_MAX_POINTS, WINDOW_MAX_SNAPSHOTS, WINDOW_SPAN_S,
+)
 
 DEFAULT_SAMPLES = 2  # the classic doctor's window: two Snapshots an interval apart
+GROWTH_WINDOW_S = 60.0  # a host's growth per minute is measured over about the last minute
+MIN_GROWTH_SPAN_S = 5.0  # ... and never over less than this
+
+
+def observer_slots(snapshot: Snapshot) -> int:
+    """Connections connguard itself holds inside the server's counts (never more than it reports)."""
+    return min(snapshot.observer_connections, snapshot.info.connected_clients)
+
+
+def used_slots(snapshot: Snapshot) -> int:
+    """THE definition of used: slots held by clients, replicas and cluster links, connguard's own left out."""
+    info = snapshot.info
+    return slots_used(info.connected_clients - observer_slots(snapshot), info.connected_slaves,
+                      info.cluster_connections)
+
+
+def slots_left(snapshot: Snapshot) -> int | None:
+    """The limit `used_slots` runs into: maxclients less the slots connguard holds (the server counts them)."""
+    return None if snapshot.maxclients is None else snapshot.maxclients - observer_slots(snapshot)
 
 
 def restarted(a: Snapshot, b: Snapshot) -> bool:
@@ -102,6 +133,11 @@ class Window:
         """The current process's Snapshots that carry CLIENT LIST (INFO-only ticks have no per-client view)."""
         return tuple(s for s in self.current if s.clients is not None)
 
+    @property
+    def used(self) -> tuple[int, ...]:
+        """`used_slots` at every Snapshot, oldest first."""
+        return tuple(used_slots(s) for s in self.snapshots)
+
     def pairs(self) -> list[tuple[Snapshot, Snapshot]]:
         """Consecutive Snapshots of the same process: the intervals counter deltas are valid over."""
         return [(a, b) for seg in self.segments for a, b in zip(seg, seg[1:])]
@@ -128,3 +164,153 @@ class Window:
             begin, end = first.get(host, set()), last.get(host, set())
             out[host] = HostChurn(host, len(begin), len(end), len(seen_after - begin), len(seen_before - end))
         return out
+
+
+# -- per-host grouping --------------------------------------------------------------------------------------
+@dataclass
+class HostGroup:
+    """One client host in one CLIENT LIST."""
+
+    connections: int = 0
+    idle: int = 0  # plain connections idle over the threshold (the kind `kill` may touch)
+    names: list[str] = field(default_factory=list)
+    libs: list[str] = field(default_factory=list)
+
+
+def group_by_host(records: Iterable[ClientRecord], idle_threshold_s: float) -> dict[str, HostGroup]:
+    """Per client host: connections, plain connections idle over the threshold, a few names and libraries.
+    One pass and no percentiles: this runs on every CLIENT LIST, which at 10k clients is 10k records."""
+    groups: dict[str, HostGroup] = {}
+    for r in records:
+        g = groups.get(r.host)
+        if g is None:
+            g = groups[r.host] = HostGroup()
+        g.connections += 1
+        if r.idle_s >= idle_threshold_s and kind_of(r) == NORMAL:
+            g.idle += 1
+        if r.name and len(g.names) < NAMES_LISTED and r.name not in g.names:
+            g.names.append(r.name)
+        if r.lib_name and len(g.libs) < NAMES_LISTED:
+            lib = r.lib
+            if lib and lib not in g.libs:
+                g.libs.append(lib)
+    return groups
+
+
+# -- the incremental window ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Step:
+    """What one observation added to a LiveWindow."""
+
+    used: int
+    limit: int | None  # slots_left
+    restarted: bool  # the server is not the process of the previous observation
+    rates: "TickRates | None"  # None on the first observation and across a restart
+    forecast: Forecast
+
+
+@dataclass(frozen=True)
+class TickRates:
+    interval_s: float
+    new_per_s: float  # connections received per second, connguard's own (re)connects left out
+    rejected_per_s: float
+
+
+def tick_rates(a: Snapshot, b: Snapshot) -> TickRates | None:
+    """The counters' rates between two Snapshots of one process; None across a restart or no elapsed time."""
+    dt = interval_s(a, b)
+    if dt <= 0 or restarted(a, b):
+        return None
+    ours = max(0, b.observer_connects - a.observer_connects)
+    received = max(0, b.info.total_connections_received - a.info.total_connections_received - ours)
+    rejected = max(0, b.info.rejected_connections - a.info.rejected_connections)
+    return TickRates(round(dt, 3), round(received / dt, 2), round(rejected / dt, 2))
+
+
+class LiveWindow:
+    """The Snapshots of one target as they arrive, bounded: cheap per tick however long it runs.
+
+    - full Snapshots (what the rules read) are thinned to at most `max_snapshots`, spread over `span_s`;
+      a Snapshot with CLIENT LIST is never replaced by one without (churn needs the listed ones);
+    - (time, used) points for the forecast are kept for the forecast window, at most `max_points`;
+    - per-host connection counts are kept for about two growth windows."""
+
+    def __init__(self, *, span_s: float = WINDOW_SPAN_S, max_snapshots: int = WINDOW_MAX_SNAPSHOTS,
+                 forecast_window_s: float = FORECAST_WINDOW_S, max_points: int = WINDOW_MAX_POINTS) -> None:
+        if max_snapshots < 2 or span_s <= 0:
+            raise ValueError("a live window keeps at least 2 Snapshots over a positive span")
+        self.span_s, self.max_snapshots = span_s, max_snapshots
+        self.forecaster = ForecastTracker(forecast_window_s, max_points=max_points)
+        self._kept: list[Snapshot] = []
+        self._latest: Snapshot | None = None
+        self._hosts: deque[tuple[float, dict[str, int]]] = deque()
+        self.restarts = 0
+        self.forecast: Forecast = self.forecaster.unobserved()
+
+    @property
+    def latest(self) -> Snapshot | None:
+        return self._latest
+
+    def push(self, snap: Snapshot) -> Step:
+        """One observed Snapshot."""
+        prev = self._latest
+        was_restart = prev is not None and restarted(prev, snap)
+        if was_restart:
+            self.restarts += 1
+            self.forecaster.reset()  # a new process: its usage starts over
+            self._hosts.clear()
+        rates = tick_rates(prev, snap) if prev is not None else None
+        self._latest = snap
+        self._keep(snap)
+        used, limit = used_slots(snap), slots_left(snap)
+        self.forecast = self.forecaster.observe(snap.clock, float(used), limit)
+        return Step(used, limit, was_restart, rates, self.forecast)
+
+    def unobserved(self) -> Forecast:
+        """A tick that observed nothing: no forecast while the server cannot be seen."""
+        self.forecast = self.forecaster.unobserved()
+        return self.forecast
+
+    def reset_forecast(self) -> None:
+        """Usage changed by our own hand (a kill): the forecast starts over from here."""
+        self.forecaster.reset()
+
+    def _keep(self, snap: Snapshot) -> None:
+        kept = self._kept
+        spacing = self.span_s / (self.max_snapshots - 1)
+        last = kept[-1] if kept else None
+        if last is not None and len(kept) >= 2 and snap.clock - kept[-2].clock < spacing \
+                and (snap.clients is not None or last.clients is None):
+            kept[-1] = snap
+        elif last is None or snap.clients is not None or last.clients is None or snap.clock - last.clock >= spacing:
+            kept.append(snap)
+        while len(kept) > 2 and (len(kept) > self.max_snapshots or snap.clock - kept[1].clock >= self.span_s):
+            kept.pop(0)
+
+    def window(self, *, listed_only: bool = False) -> Window | None:
+        """The frozen Window of what is kept, ending with the latest Snapshot (or the latest with CLIENT LIST)."""
+        snaps = list(self._kept)
+        if self._latest is not None and (not snaps or snaps[-1] is not self._latest):
+            snaps.append(self._latest)
+        if listed_only:
+            snaps = [s for s in snaps if s.clients is not None]
+        return Window.of(snaps) if snaps else None
+
+    def note_hosts(self, t: float, counts: dict[str, int]) -> None:
+        """Per-host connections from a CLIENT LIST at monotonic `t` (for growth per minute)."""
+        while self._hosts and t - self._hosts[0][0] > GROWTH_WINDOW_S * 2:
+            self._hosts.popleft()
+        self._hosts.append((t, counts))
+
+    @property
+    def previous_hosts(self) -> dict[str, int] | None:
+        return self._hosts[-1][1] if self._hosts else None
+
+    def host_growth_per_min(self, t: float, host: str, count: int) -> float | None:
+        """Connections per minute from the oldest count within the growth window; None when too short."""
+        for mono, counts in self._hosts:  # oldest first: the start of the growth window
+            if t - mono <= GROWTH_WINDOW_S:
+                if t - mono < MIN_GROWTH_SPAN_S:
+                    return None
+                return round((count - counts.get(host, 0)) / (t - mono) * 60.0, 1)
+        return None
