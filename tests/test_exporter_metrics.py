@@ -13,7 +13,7 @@ from connguard.monitor.exporter import render
 from connguard.monitor.exporter_metrics import (
     ProbeView, families, host_rows, maxclients_lowered,
 )
-from connguard.monitor.exporter_targets import probe_reason, push_window
+from connguard.monitor.exporter_targets import probe_reason
 from connguard.errors import AuthFailed, BadTarget, NotRedis, ServerFull, Unreachable
 from test_analysis_golden import CASES, load
 
@@ -103,16 +103,3 @@ def test_probe_error_reasons():
     assert probe_reason(Unreachable("TLS handshake with rediss://h:1 failed")) == "tls"
     assert probe_reason(Unreachable("redis://h:1 did not answer in time")) == "unreachable"
     assert probe_reason(None) is None
-
-
-def test_the_window_keeps_a_few_anchors_over_its_span():
-    snaps, _, _ = load(CASES[0])
-    window: list = []
-    from dataclasses import replace
-
-    for t in range(0, 200, 1):
-        push_window(window, replace(snaps[0], monotonic=float(t)), 60.0)
-        assert len(window) <= 7
-    clocks = [s.clock for s in window]
-    assert clocks[-1] == 199 and clocks == sorted(clocks)
-    assert clocks[-1] - clocks[1] < 60 <= clocks[-1] - clocks[0] + 15

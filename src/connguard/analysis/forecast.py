@@ -142,6 +142,17 @@ RELEASE_FRACTION = 0.1  # ... and so is a fall smaller than this share of the pe
 REFIT_S = 5.0  # refit at most this often; between fits the forecast counts down
 LEVEL_POINTS = 3  # usage level = median of the last 3 points: a one-tick blip is neither a peak nor a release
 NEW_HIGH_SLOTS = 3.0  # growth has stopped when no new high came in the time the trend needs for this many slots
+STEP_SHARE = 0.5  # a rise more than half of which came in one interval is a step (a level shift), not a trend
+
+
+def _stepped(points: Sequence[tuple[float, float]]) -> bool:
+    """Most of the rise came between two consecutive points: a deploy, a batch job's pool opening at
+    once. Extrapolating that jump as a rate would call a new level a leak."""
+    rise = points[-1][1] - points[0][1]
+    if rise <= 0 or len(points) < 2:
+        return False
+    jump = max(b[1] - a[1] for a, b in zip(points, list(points)[1:]))
+    return jump > STEP_SHARE * rise
 
 
 def _release_drop(peak: float) -> float:
@@ -160,6 +171,7 @@ class ForecastTracker:
       its first rise);
     - a plateau withdraws it once no new high came for max(20 s, a quarter of the fitted span, the time
       the trend needs for 3 slots), and never later than half the fit window;
+    - a step (more than half the rise in one interval) is a new level, not a trend: no forecast;
     - between fits (every `refit_s`) the seconds to full count down with elapsed time;
     - `reset()` (a restart, a kill by our hand) forgets everything; `unobserved()` gives no forecast.
 
@@ -232,9 +244,13 @@ class ForecastTracker:
         if cycle is not None and t - cycle[1] > self.window_s:
             cycle = self._cycle_peak = None  # a cycle older than the fit window says nothing any more
         if cycle is not None and level <= cycle[0] + _release_drop(cycle[0]):
-            return self._withdrawn(f"cycling below the peak of {cycle[0]:.0f} before the last release", span)
+            return self._withdrawn(f"below the peak of {cycle[0]:.0f} before the last release (a cycle, not a leak)", span)
         if t - self._fit_at >= self.refit_s or self._fit is None:
-            self._fit, self._fit_at = forecast(self._points, limit, window_s=self.window_s), t
+            fit = forecast(self._points, limit, window_s=self.window_s)
+            if fit.seconds_to_full is not None and _stepped(self._points):
+                fit = Forecast(None, fit.slope_per_s, fit.points, "low", fit.span_s, fit.dropped,
+                               reason="a step, not a trend")
+            self._fit, self._fit_at = fit, t
             stf = self._fit.seconds_to_full
             self._full_at = None if stf is None else t + stf
         fit = self._fit

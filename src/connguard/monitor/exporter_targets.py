@@ -7,26 +7,27 @@ only when its budget allows (INFO runs every time); the doctor's rules run at mo
 
 from __future__ import annotations
 
-import collections
 import logging
 import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Protocol
 
 from connguard.analysis.diagnosis import Diagnosis, DoctorSettings, diagnose, diagnose_unreachable
+from connguard.analysis.forecast import Forecast
+from connguard.analysis.window import LiveWindow
 from connguard.errors import AuthFailed, BadArguments, BadTarget, ConnguardError, NotRedis, ServerFull
 from connguard.monitor.exporter_metrics import ProbeView, client_families, host_rows
 from connguard.monitor.watch_budget import ClientListBudget
 from connguard.probe.model import Snapshot
+from connguard.settings import EXPORTER_CONNECT_TIMEOUT_S, FORECAST_WINDOW_S
 from connguard.target import Target
 
 log = logging.getLogger("connguard.exporter")
 
-FORECAST_HORIZON_S = 1800.0  # used-over-time points kept for the forecast: the last 30 minutes
-FORECAST_POINTS = 900
+WINDOW_SNAPSHOTS = 5  # listed Snapshots kept for the rules: a few anchors over window_s (10k clients is megabytes)
 
 
 class SamplerLike(Protocol):
@@ -57,30 +58,12 @@ def probe_reason(err: ConnguardError | None) -> str | None:
     return "unreachable"
 
 
-def push_window(window: list[Snapshot], snap: Snapshot, span_s: float) -> None:
-    """Keep a few anchors spread over `span_s` plus the latest, so memory stays a handful of Snapshots
-    however often we scrape (a 10k-client Snapshot is megabytes)."""
-    if len(window) >= 2 and snap.clock - window[-2].clock < span_s / 4:
-        window[-1] = snap
-    else:
-        window.append(snap)
-    while len(window) > 2 and snap.clock - window[1].clock >= span_s:
-        window.pop(0)
-
-
-def _forecast_seconds(points: Sequence[tuple[float, float]], maxclients: int | None) -> float | None:
-    """watch's forecast when it exists: seconds until used reaches maxclients, +Inf when not heading
-    there, None (NaN on the page) when unknown."""
-    try:
-        from connguard.analysis.forecast import forecast  # built by the `watch` work; optional here
-    except ImportError:
-        return None
-    if not maxclients or len(points) < 2:
-        return None
-    result = forecast(points, maxclients)
-    if result.seconds_to_full is not None:
-        return float(result.seconds_to_full)
-    return None if result.confidence == "none" else math.inf
+def exhaustion_seconds(fc: Forecast) -> float | None:
+    """The forecast as `connguard_seconds_to_exhaustion`: seconds to full; +Inf when observed and not heading
+    there (no trend, growth stopped, released); None (no value, never 0) when not observed or too little data."""
+    if fc.seconds_to_full is not None:
+        return float(fc.seconds_to_full)
+    return None if fc.confidence == "none" else math.inf
 
 
 @dataclass
@@ -95,18 +78,17 @@ class Entry:
     last_scrape: float = 0.0
     done_at: float = -math.inf
     view: ProbeView | None = None
-    window: list[Snapshot] = field(default_factory=list)
+    window: LiveWindow = field(default_factory=LiveWindow)  # restarts, the forecast, the rules' Snapshots
     listed: Snapshot | None = None  # the latest Snapshot with a CLIENT LIST
     listed_at: float | None = None
     client_metrics: tuple = ()  # client_families(listed): computed once per CLIENT LIST
     listed_pubsub: int | None = None
-    refusals_at: dict = field(default_factory=dict)  # the Sampler's refusal count at each window Snapshot's clock
+    refusals_at: dict = field(default_factory=dict)  # the Sampler's refusal count at each listed Snapshot's clock
     diagnosis: Diagnosis | None = None
     diagnosed_at: float = -math.inf
     diagnosing: bool = False  # a verdict is being computed on the diagnosis thread
     failure_line: str | None = None  # the last failure logged, so a lasting one is logged once
     generation: int = 0  # bumped when a newer verdict is set here: a verdict computed from before is dropped
-    points: collections.deque = field(default_factory=lambda: collections.deque(maxlen=FORECAST_POINTS))
 
 
 @dataclass(frozen=True)
@@ -117,7 +99,8 @@ class ExporterSettings:
     target_idle_s: float = 600.0
     max_targets: int = 100
     window_s: float = 60.0
-    connect_timeout_s: float = 2.0
+    connect_timeout_s: float = EXPORTER_CONNECT_TIMEOUT_S
+    forecast_window_s: float = FORECAST_WINDOW_S
     doctor: DoctorSettings = DoctorSettings()
 
 
@@ -148,7 +131,10 @@ class TargetRegistry:
             if entry is None:
                 if len(self._entries) >= self.settings.max_targets:
                     return None
-                entry = Entry(target, self._factory(target), ClientListBudget(self.settings.clients_every_s))
+                window = LiveWindow(span_s=self.settings.window_s, max_snapshots=WINDOW_SNAPSHOTS,
+                                    forecast_window_s=self.settings.forecast_window_s)
+                entry = Entry(target, self._factory(target), ClientListBudget(self.settings.clients_every_s),
+                              window=window)
                 self._entries[key] = entry
                 log.info("target %s: added (%d held)", target.redacted, len(self._entries))
             entry.last_scrape = now
@@ -190,24 +176,23 @@ class TargetRegistry:
                 entry.failure_line = None
             listed = bool(obs.client_list_included) and snap.clients is not None  # type: ignore[attr-defined]
             entry.budget.note(now, snap.info.sections, listed)
+            entry.window.push(snap)  # restarts and the forecast's lifecycle: the window's, as in watch
+            rules_window = entry.window.window(listed_only=True)  # the rules read CLIENT LIST Snapshots
             if listed:
                 entry.listed, entry.listed_at = snap, now
                 rows, entry.listed_pubsub = host_rows(snap, s.doctor.idle_threshold_s)
                 entry.client_metrics = tuple(client_families(snap, s.top_sources, s.doctor.idle_threshold_s, rows))
-                push_window(entry.window, snap, s.window_s)
                 refusals = getattr(obs, "refusals", 0)
-                entry.refusals_at = {w.clock: entry.refusals_at.get(w.clock, refusals) for w in entry.window}
-            entry.points.append((now, float(snap.used)))
-            while entry.points and now - entry.points[0][0] > FORECAST_HORIZON_S:
-                entry.points.popleft()
-            if entry.window and now - entry.diagnosed_at >= s.diagnose_every_s and not entry.diagnosing:
+                entry.refusals_at = {w.clock: entry.refusals_at.get(w.clock, refusals)
+                                     for w in (rules_window.snapshots if rules_window else ())}
+            if rules_window is not None and now - entry.diagnosed_at >= s.diagnose_every_s and not entry.diagnosing:
                 # Refusals of our own (re)connects within the window: first-hand evidence the server refuses.
-                refused_us = getattr(obs, "refusals", 0) - entry.refusals_at.get(entry.window[0].clock, 0)
+                refused_us = getattr(obs, "refusals", 0) - entry.refusals_at.get(rules_window.first.clock, 0)
                 entry.diagnosed_at = now
                 if entry.diagnosis is None:  # the first verdict comes with the first scrape
-                    entry.diagnosis = diagnose(tuple(entry.window), s.doctor, entry.target, refused_us=refused_us)
+                    entry.diagnosis = diagnose(rules_window.snapshots, s.doctor, entry.target, refused_us=refused_us)
                 else:  # later ones off the scrape's path: at 10k clients the rules take ~0.5 s
-                    self._diagnose_later(entry, tuple(entry.window), refused_us)
+                    self._diagnose_later(entry, rules_window.snapshots, refused_us)
         else:
             failure = obs.failure  # type: ignore[attr-defined]
             line = failure.line() if failure else "not observed"
@@ -223,7 +208,9 @@ class TargetRegistry:
             else:
                 entry.diagnosis = None  # no verdict about a server we cannot see
             entry.generation += 1  # a verdict still being computed from before is stale now
-        maxclients = snap.maxclients if snap is not None else (entry.listed.maxclients if entry.listed else None)
+            entry.window.unobserved()  # no forecast while the server cannot be seen (never a stale one, never 0)
+        # Refused at maxclients is the server saying it is full: 0, an observation. Otherwise the window's.
+        forecast_s = 0.0 if snap is None and obs.refused else exhaustion_seconds(entry.window.forecast)  # type: ignore[attr-defined]
         return ProbeView(
             snapshot=snap,
             listed=entry.listed if snap is not None else None,
@@ -233,7 +220,7 @@ class TargetRegistry:
             observer_connects=obs.observer_connects,  # type: ignore[attr-defined]
             observer_refusals=getattr(obs, "refusals", 0),
             diagnosis=entry.diagnosis,
-            seconds_to_exhaustion=_forecast_seconds(entry.points, maxclients),
+            seconds_to_exhaustion=forecast_s,
             top_sources=s.top_sources,
             idle_threshold_s=s.doctor.idle_threshold_s,
             scrape_s=self._clock() - started,

@@ -14,13 +14,14 @@ from rich.console import Console
 from rich.live import Live
 
 from connguard.analysis.diagnosis import DoctorSettings, diagnose, diagnose_unreachable
+from connguard.analysis.window import Window
 from connguard.errors import ConnguardError, ServerFull, Unreachable
 from connguard.monitor.watch_kill import KillPreview, kill_log_line, plan_for_source, preview_renderable
 from connguard.monitor.watch_model import WatchFrame, WatchModel, WatchSettings
 from connguard.monitor.watch_notify import AlertHook
 from connguard.monitor.watch_view import ViewState, clock, render
 from connguard.probe.census import compare_censuses
-from connguard.probe.model import Snapshot, SocketCensus
+from connguard.probe.model import SocketCensus
 from connguard.probe.recording import Recorder
 from connguard.probe.sampler import Sampler
 from connguard.remedy.kill import execute_kills
@@ -43,13 +44,12 @@ def _doctor_settings(settings: WatchSettings) -> DoctorSettings:
                           top=settings.top)
 
 
-def snapshot_causes(target: Target, settings: WatchSettings) -> Callable[[Snapshot | None, Snapshot, float], tuple[str, ...]]:
-    """The doctor over watch's window: the snapshot of the previous verdict and now."""
+def snapshot_causes(target: Target, settings: WatchSettings) -> Callable[[Window, float], tuple[str, ...]]:
+    """The doctor's rules over watch's real window (the LiveWindow's kept Snapshots, oldest first)."""
     ds = _doctor_settings(settings)
 
-    def run(base: Snapshot | None, now: Snapshot, wall: float) -> tuple[str, ...]:
-        window = (base, now) if base is not None else (now,)
-        return tuple(f.cause for f in diagnose(window, ds, target).findings)
+    def run(window: Window, wall: float) -> tuple[str, ...]:
+        return tuple(f.cause for f in diagnose(window.snapshots, ds, target).findings)
 
     return run
 

@@ -1,26 +1,31 @@
-"""What `watch` knows: observations folded into a frozen WatchFrame per tick (rates, forecast, sources, alerts).
+"""What `watch` shows: observations folded into a frozen WatchFrame per tick (rates, forecast, sources, alerts).
 
-No I/O and no clock of its own: every time comes from the Observation. The runner feeds it; the screen,
-the NDJSON line and the demo snapshot all render the same WatchFrame."""
+No I/O and no clock of its own: every time comes from the Observation. The facts about time (restarts,
+rates, the forecast's lifecycle, per-host growth, "used") are the analysis layer's LiveWindow; this model
+keeps only what is watch's to show (history for the sparklines, the sources table, alerts, the budget) and
+runs the doctor's rules over the LiveWindow's real window. The screen, the NDJSON line and the demo snapshot
+all render the same WatchFrame."""
 
 from __future__ import annotations
 
 import collections
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 from connguard.analysis.alerts import Alert, AlertEvent, AlertSettings, AlertState, SourceTrend, Tick, active_alerts, step
 from connguard.analysis.capacity import capacity
-from connguard.analysis.forecast import Forecast, forecast
-from connguard.analysis.classify import NORMAL, client_records, kind_of
-from connguard.analysis.sources import MAX_LISTED, host_key
+from connguard.analysis.classify import client_records
+from connguard.analysis.forecast import Forecast
+from connguard.analysis.sources import host_key
+from connguard.analysis.window import LiveWindow, Window, group_by_host
 from connguard.monitor.watch_budget import BudgetView, ClientListBudget
-from connguard.probe.model import ClientRecord, Snapshot, SocketCensus
+from connguard.probe.model import Snapshot, SocketCensus
+from connguard.settings import (
+    DIAGNOSE_EVERY_S, FORECAST_ALERT_S, FORECAST_WINDOW_S, IDLE_THRESHOLD_S, TOP_SOURCES, WATCH_INTERVAL_S,
+)
 
 SCHEMA = "connguard.watch/1"
 HISTORY = 120  # ticks kept for the sparklines (4 minutes at the default 2 s)
-GROWTH_WINDOW_S = 60.0  # a source's growth per minute is measured over about the last minute
-MIN_GROWTH_SPAN_S = 5.0  # ... and never over less than this
 CHANGED_MARKS = 3  # sources marked as changed most since the last CLIENT LIST
 
 
@@ -102,38 +107,19 @@ class WatchFrame:
 
 @dataclass(frozen=True)
 class WatchSettings:
-    interval_s: float = 2.0
-    idle_threshold_s: float = 300.0
-    forecast_alert_s: float = 900.0
-    forecast_window_s: float = 600.0
-    diagnose_every_s: float = 10.0
+    interval_s: float = WATCH_INTERVAL_S
+    idle_threshold_s: float = IDLE_THRESHOLD_S
+    forecast_alert_s: float = FORECAST_ALERT_S
+    forecast_window_s: float = FORECAST_WINDOW_S
+    diagnose_every_s: float = DIAGNOSE_EVERY_S
     clients_every_s: float | None = None  # None: adaptive (<= 1% of server time)
-    top: int = 10
+    top: int = TOP_SOURCES
 
     def alert_settings(self) -> AlertSettings:
         return AlertSettings(idle_threshold_s=self.idle_threshold_s, forecast_alert_s=self.forecast_alert_s)
 
 
-@dataclass
-class _Counters:
-    mono: float
-    received: int
-    rejected: int
-    observer_connects: int
-    process_id: int | None
-    uptime_s: int | None
-
-
-def restarted(before: _Counters, info_pid: int | None, received: int, rejected: int, uptime: int | None) -> bool:
-    """A different process, counters that went backwards, or an uptime that did."""
-    if before.process_id and info_pid and before.process_id != info_pid:
-        return True
-    if received < before.received or rejected < before.rejected:
-        return True
-    return before.uptime_s is not None and uptime is not None and uptime < before.uptime_s
-
-
-Diagnoser = Callable[[Snapshot | None, Snapshot, float], "tuple[str, ...]"]
+Diagnoser = Callable[[Window, float], "tuple[str, ...]"]  # (the live window, wall) -> cause names
 
 
 @dataclass
@@ -142,7 +128,7 @@ class WatchModel:
 
     target: str
     settings: WatchSettings = WatchSettings()
-    diagnoser: Diagnoser | None = None  # (previous diagnosed snapshot, now, wall) -> cause names
+    diagnoser: Diagnoser | None = None  # the doctor's rules over the live window
     census_diagnoser: Callable | None = None  # (previous census, census, error line, host facts) -> causes
     budget: ClientListBudget = field(init=False)
     history: collections.deque = field(init=False)
@@ -151,18 +137,15 @@ class WatchModel:
     def __post_init__(self) -> None:
         self.budget = ClientListBudget(self.settings.interval_s, fixed_every_s=self.settings.clients_every_s)
         self.history = collections.deque(maxlen=HISTORY)
-        self.points: list[tuple[float, float]] = []  # (monotonic, used) for the forecast, since the last break
-        self.counters: _Counters | None = None
+        self.window = LiveWindow(forecast_window_s=self.settings.forecast_window_s)
         self.sources: tuple[SourceRow, ...] = ()
         self.sources_from: str | None = None
         self.sources_wall: float | None = None
-        self.source_history: collections.deque = collections.deque()  # (mono, {host: connections})
         self.restarts: list[float] = []
         self.refusing_since: float | None = None
         self.last_causes: tuple[str, ...] | None = None
         self.last_diag_mono: float | None = None
         self.last_diag_wall: float | None = None
-        self.diag_base: Snapshot | None = None
         self.diag_census: SocketCensus | None = None
         self.last_snapshot: Snapshot | None = None  # with CLIENT LIST, for kill previews
         self.maxclients: int | None = None
@@ -177,7 +160,7 @@ class WatchModel:
     def note_kill(self, line: str) -> None:
         """A kill changes usage by our hand: the forecast restarts from here, not from a fitted cliff."""
         self.kills.append(line)
-        self.points.clear()
+        self.window.reset_forecast()
 
     # -- one tick -----------------------------------------------------------------------------------------
     def update(self, obs) -> WatchFrame:  # obs: connguard.probe.sampler.Observation
@@ -193,29 +176,14 @@ class WatchModel:
         self.budget.note(obs.monotonic, info.sections, obs.client_list_included)
         cap = capacity(snap)
         self.maxclients = cap.maxclients
-        rejected_per_s = new_per_s = None
-        gap = self._pending_gap
-        c = self.counters
-        received, rejected = info.total_connections_received, info.rejected_connections
-        if c is not None and restarted(c, info.process_id, received, rejected, info.uptime_s):
-            gap = True  # counters reset: no rate across the restart, and the forecast starts over
+        moved = self.window.push(snap)  # restarts, rates and the forecast: the window's
+        gap = self._pending_gap or moved.restarted  # counters reset: no rate across the restart
+        if moved.restarted:
             self.restarts.append(obs.wall)
-            self.points.clear()
-            self.source_history.clear()
-            self.diag_base = None
-        elif c is not None and obs.monotonic > c.mono:
-            dt = obs.monotonic - c.mono
-            ours = max(0, obs.observer_connects - c.observer_connects)
-            new_per_s = round(max(0, received - c.received - ours) / dt, 2)
-            rejected_per_s = round(max(0, rejected - c.rejected) / dt, 2)
         self._pending_gap = False
-        self.counters = _Counters(obs.monotonic, received, rejected, obs.observer_connects, info.process_id,
-                                  info.uptime_s)
-        self.points.append((obs.monotonic, float(cap.used)))
-        self._trim_points(obs.monotonic)
-        # The server counts our held slot too: it refuses others once used + ours reaches maxclients.
-        limit = None if cap.maxclients is None else cap.maxclients - cap.observer_connections
-        fc = forecast(self.points, limit, window_s=self.settings.forecast_window_s)
+        rejected_per_s = moved.rates.rejected_per_s if moved.rates else None
+        new_per_s = moved.rates.new_per_s if moved.rates else None
+        fc = moved.forecast
         trends = None
         if snap.clients is not None and obs.client_list_included:
             trends = self._client_list_sources(obs, snap)
@@ -243,10 +211,10 @@ class WatchModel:
             used = maxclients  # refused for maxclients: full is what the server just told us
         if used is not None and maxclients:
             ratio, headroom = round(used / maxclients, 4), maxclients - used
-        if obs.refused:
-            fc = Forecast(0.0, 0.0, len(self.points), "high", reason="full now")
-        else:
-            fc = Forecast(None, 0.0, 0, "none", reason="not observed")
+        if obs.refused:  # the server just said it is full: an observation, not a forecast
+            fc = Forecast(0.0, 0.0, 0, "high", reason="full now")
+        else:  # absent while the server cannot be seen, never 0
+            fc = self.window.unobserved()
         causes = self._maybe_diagnose_refused(obs)
         point = Point(obs.wall, used, None, None, None, False)
         tick = Tick(obs.wall, ratio, None, None, None, None, fc)
@@ -269,34 +237,18 @@ class WatchModel:
             server=self.server, kills=tuple(self.kills), used_from_census=from_census,
         )
 
-    def _trim_points(self, now: float) -> None:
-        horizon = now - self.settings.forecast_window_s
-        if self.points and self.points[0][0] < horizon:
-            self.points = [p for p in self.points if p[0] >= horizon]
-
     # -- sources --------------------------------------------------------------------------------------------
-    def _growth(self, now: float, host: str, count: int) -> float | None:
-        for mono, counts in self.source_history:  # oldest first: the start of the growth window
-            if now - mono <= GROWTH_WINDOW_S:
-                if now - mono < MIN_GROWTH_SPAN_S:
-                    return None
-                return round((count - counts.get(host, 0)) / (now - mono) * 60.0, 1)
-        return None
-
     def _client_list_sources(self, obs, snap: Snapshot) -> tuple[SourceTrend, ...]:
-        groups = group_sources(client_records(snap), self.settings.idle_threshold_s)
-        before = self.source_history[-1][1] if self.source_history else None
-        counts = {host: g.connections for host, g in groups.items()}
-        while self.source_history and obs.monotonic - self.source_history[0][0] > GROWTH_WINDOW_S * 2:
-            self.source_history.popleft()
+        groups = group_by_host(client_records(snap), self.settings.idle_threshold_s)
+        before = self.window.previous_hosts
         rows = []
         trends = []
         for host, g in sorted(groups.items(), key=lambda kv: (-kv[1].connections, -kv[1].idle, host_key(kv[0]))):
-            growth = self._growth(obs.monotonic, host, g.connections)
+            growth = self.window.host_growth_per_min(obs.monotonic, host, g.connections)
             delta = g.connections - before.get(host, 0) if before is not None else 0
             trends.append(SourceTrend(host, g.connections, g.idle, growth))
             rows.append(SourceRow(host, g.connections, g.idle, growth, tuple(g.names), tuple(g.libs), delta))
-        self.source_history.append((obs.monotonic, counts))
+        self.window.note_hosts(obs.monotonic, {host: g.connections for host, g in groups.items()})
         self.sources = _mark_changed(rows)[: self.settings.top]
         self.sources_from, self.sources_wall = "client_list", obs.wall
         self.last_snapshot = snap
@@ -314,8 +266,8 @@ class WatchModel:
         due = self.last_diag_mono is None or obs.monotonic - self.last_diag_mono >= self.settings.diagnose_every_s
         if not due or (snap.clients is None and not obs.client_list_included):
             return None  # wait for a CLIENT LIST tick; if CLIENT LIST is denied, judge from INFO alone
-        causes = self.diagnoser(self.diag_base, snap, obs.wall)
-        self.diag_base = snap
+        window = self.window.window()
+        causes = self.diagnoser(window, obs.wall) if window is not None else ()
         self.last_causes, self.last_diag_mono, self.last_diag_wall = causes, obs.monotonic, obs.wall
         return causes
 
@@ -332,36 +284,6 @@ class WatchModel:
         self.diag_census = obs.census
         self.last_causes, self.last_diag_mono, self.last_diag_wall = causes, obs.monotonic, obs.wall
         return causes
-
-
-@dataclass
-class _Group:
-    connections: int = 0
-    idle: int = 0
-    names: list = field(default_factory=list)
-    libs: list = field(default_factory=list)
-
-
-def group_sources(records: Iterable[ClientRecord], idle_threshold_s: float) -> dict[str, _Group]:
-    """Per client host: connections, plain connections idle over the threshold (the kind `kill` may touch
-    and analysis.sources counts), and a few names and libraries. One pass and no percentiles: this runs on
-    every CLIENT LIST, which at 10k clients is 10k records a tick."""
-    groups: dict[str, _Group] = {}
-    for r in records:
-        host = r.host
-        g = groups.get(host)
-        if g is None:
-            g = groups[host] = _Group()
-        g.connections += 1
-        if r.idle_s >= idle_threshold_s and kind_of(r) == NORMAL:
-            g.idle += 1
-        if r.name and len(g.names) < MAX_LISTED and r.name not in g.names:
-            g.names.append(r.name)
-        if r.lib_name and len(g.libs) < MAX_LISTED:
-            lib = r.lib
-            if lib not in g.libs:
-                g.libs.append(lib)
-    return groups
 
 
 def _mark_changed(rows: Sequence[SourceRow]) -> tuple[SourceRow, ...]:
