@@ -155,6 +155,44 @@ def _stepped(points: Sequence[tuple[float, float]]) -> bool:
     return jump > STEP_SHARE * rise
 
 
+CHANGE_MIN_SEGMENT = 5  # points on each side of a change point
+CHANGE_VARIANCE_FLOOR = 0.25  # slots²: integer counts never fit a line better than this
+CHANGE_PENALTY = 4.0  # a split must lower the squared error by this × log(n) × variance (BIC-like)
+
+
+def _sse(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Squared error of the least-squares line through the points."""
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+    syy = sum((y - my) ** 2 for y in ys)
+    return max(0.0, syy - (sxy * sxy / sxx if sxx else 0.0))
+
+
+def last_change_point(points: Sequence[tuple[float, float]], min_segment: int = CHANGE_MIN_SEGMENT) -> int:
+    """Index where the last linear regime of `points` begins (0: one regime throughout).
+
+    Binary segmentation on the right end: the best split into two lines is kept when it beats one line by
+    a BIC-like margin, then the right part is searched again. A rise that turned flat (a plateau), a jump
+    (a step) or a bend is found after `min_segment` points of the new regime."""
+    start = 0
+    while len(points) - start >= 2 * min_segment:
+        xs, ys = [p[0] for p in points[start:]], [p[1] for p in points[start:]]
+        n = len(xs)
+        whole = _sse(xs, ys)
+        best, at = whole, 0
+        for k in range(min_segment, n - min_segment + 1):
+            split = _sse(xs[:k], ys[:k]) + _sse(xs[k:], ys[k:])
+            if split < best:
+                best, at = split, k
+        variance = max(best / n, CHANGE_VARIANCE_FLOOR)
+        if not at or whole - best < CHANGE_PENALTY * math.log(n) * variance:
+            break
+        start += at
+    return start
+
+
 def _release_drop(peak: float) -> float:
     return max(RELEASE_MIN, RELEASE_FRACTION * peak)
 
@@ -177,9 +215,13 @@ class ForecastTracker:
 
     O(1) per observation between fits; a fit is O(n^2) over at most `MAX_FIT_POINTS` points."""
 
+    METHODS = ("change-point", "robust-trend")
+
     def __init__(self, window_s: float = WINDOW_S, *, refit_s: float = REFIT_S,
-                 max_points: int = WINDOW_MAX_POINTS) -> None:
-        self.window_s, self.refit_s = window_s, refit_s
+                 max_points: int = WINDOW_MAX_POINTS, method: str = "change-point") -> None:
+        if method not in self.METHODS:
+            raise ValueError(f"method must be one of {self.METHODS}")
+        self.window_s, self.refit_s, self.method = window_s, refit_s, method
         self._points: deque[tuple[float, float]] = deque(maxlen=max_points)
         self._cycle_peak: tuple[float, float] | None = None  # (peak, when released) of the last natural release
         self.reset()
@@ -228,7 +270,9 @@ class ForecastTracker:
         peak = self._peak
         if peak is not None and level <= peak - _release_drop(peak):
             # Confirmed over LEVEL_POINTS ticks: a new segment starts at the fall.
-            self._cycle_peak = (peak, t)
+            cycle = self._cycle_peak  # a fall in steps is one release: remember its highest peak
+            if cycle is None or t - cycle[1] > self.window_s or cycle[0] < peak:
+                self._cycle_peak = (peak, t)
             self._points.clear()
             self._points.append((t, used))
             self._recent.clear()
@@ -246,8 +290,11 @@ class ForecastTracker:
         if cycle is not None and level <= cycle[0] + _release_drop(cycle[0]):
             return self._withdrawn(f"below the peak of {cycle[0]:.0f} before the last release (a cycle, not a leak)", span)
         if t - self._fit_at >= self.refit_s or self._fit is None:
-            fit = forecast(self._points, limit, window_s=self.window_s)
-            if fit.seconds_to_full is not None and _stepped(self._points):
+            pts = _subsample(self._points, MAX_FIT_POINTS)
+            if self.method == "change-point":  # fit only the last regime: after a bend, a step or a plateau
+                pts = pts[last_change_point(pts):]
+            fit = forecast(pts, limit, window_s=self.window_s)
+            if fit.seconds_to_full is not None and _stepped(pts):
                 fit = Forecast(None, fit.slope_per_s, fit.points, "low", fit.span_s, fit.dropped,
                                reason="a step, not a trend")
             self._fit, self._fit_at = fit, t
