@@ -161,8 +161,8 @@ def first_withdrawn_after(ticks: list[Tickf], after: float) -> float | None:
     return round(nxt[0] - after, 1) if nxt else None
 
 
-def leak_error(ticks: list[Tickf], from_s: float = 20.0) -> tuple[float, float]:
-    """Worst and median |error| of seconds_to_full from `from_s` after the leak began, against the leak's
+def leak_error(ticks: list[Tickf], from_s: float = 20.0) -> tuple[float, float, float]:
+    """Worst and median |error| (%) of seconds_to_full, and the share of ticks that had a forecast, from `from_s` after the leak began, against the leak's
     own rate over the whole trace (first tick above 0 to the last)."""
     rising = [x for x in ticks if x.used is not None and x.used > 0]
     a, b = rising[0], rising[-1]
@@ -174,9 +174,10 @@ def leak_error(ticks: list[Tickf], from_s: float = 20.0) -> tuple[float, float]:
         truth = (x.limit - x.used) / rate  # type: ignore[operator]
         errs.append(abs(x.fc.seconds_to_full - truth) / truth)  # type: ignore[union-attr]
     errs.sort()
+    due = sum(1 for x in rising if x.t - a.t >= from_s)
     if not errs:
-        return (math.nan, math.nan)
-    return round(100 * errs[-1], 1), round(100 * errs[len(errs) // 2], 1)
+        return (math.nan, math.nan, 0.0)
+    return round(100 * errs[-1], 1), round(100 * errs[len(errs) // 2], 1), round(100 * len(errs) / due)
 
 
 def change_at(ticks: list[Tickf], kind: str) -> float:
@@ -209,8 +210,9 @@ def figures(folder: Path) -> list[tuple[str, str, str]]:
             ticks = run(path, method)
             at = change_at(ticks, shape)
             if shape == "steady_leak":
-                worst, med = leak_error(ticks)
-                text = f"error from 20 s: worst {worst} %, median {med} %; alert {alert_s(ticks)} s"
+                worst, med, cover = leak_error(ticks)
+                text = (f"from 20 s: forecast on {cover} % of ticks, error worst {worst} %, median {med} %; "
+                        f"alert {alert_s(ticks)} s")
             elif shape == "plateau":
                 text = f"withdrawn {first_withdrawn_after(ticks, at)} s after the plateau began; alert after it {alert_s(ticks, at)} s"
             elif shape == "release":

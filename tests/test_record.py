@@ -134,7 +134,7 @@ def test_a_file_that_is_not_a_recording_is_refused_with_its_line_number(tmp_path
 
 def test_a_saved_snapshot_keeps_the_census_and_the_observer_fields():
     """serialize.py used to drop observer_connections and every census field but the counts."""
-    from connguard.probe import RawCapture, build_snapshot
+    from connguard.probe.build import RawCapture, build_snapshot
     from connguard.probe.model import SocketCensus
     from connguard.probe.serialize import snapshot_from_dict, snapshot_to_dict
 

@@ -10,7 +10,7 @@ import redis
 
 from connguard.errors import AuthFailed, ServerFull, Unreachable
 from connguard.lab.servers import free_port
-from connguard.probe import capture
+from connguard.probe.capture import capture
 from connguard.probe.sampler import Sampler, supports_no_evict
 from connguard.target import open_connection, parse_target
 

@@ -10,7 +10,7 @@ from connguard.analysis.diagnosis import DoctorSettings, diagnose, diagnose_obse
 from connguard.analysis.rates import rates, window_rates
 from connguard.analysis.window import Window, interval_s, restarted
 from connguard.errors import AuthFailed
-from connguard.probe import RawCapture, build_snapshot
+from connguard.probe.build import RawCapture, build_snapshot
 from connguard.probe.census import census_from_tables, census_turnover, compare_censuses
 from connguard.probe.model import SocketCensus
 from connguard.probe.sampler import Observation

@@ -18,7 +18,7 @@ from connguard.analysis.window import Window
 from connguard.errors import ConnguardError
 from connguard.probe.census import CensusTurnover, census_turnover
 from connguard.probe.model import HostFacts, Snapshot, SocketCensus
-from connguard.target import Target, parse_target
+from connguard.target_url import Target, parse_target
 
 if TYPE_CHECKING:  # the pure analysis never imports the sampler (and with it redis-py) to run
     from connguard.probe.sampler import Observation

@@ -12,7 +12,7 @@ from connguard.analysis.findings import DoctorSettings
 from connguard.analysis.rates import Rates
 from connguard.analysis.sources import Source, SourceTable
 from connguard.probe.model import Snapshot
-from connguard.target import Target
+from connguard.target_url import Target
 
 PINNED_HEADROOM = 2  # slots: at or below this the server is pinned at its limit
 

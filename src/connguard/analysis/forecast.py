@@ -156,8 +156,8 @@ def _stepped(points: Sequence[tuple[float, float]]) -> bool:
 
 
 CHANGE_MIN_SEGMENT = 5  # points on each side of a change point
-CHANGE_VARIANCE_FLOOR = 0.25  # slots²: integer counts never fit a line better than this
-CHANGE_PENALTY = 4.0  # a split must lower the squared error by this × log(n) × variance (BIC-like)
+CHANGE_VARIANCE_FLOOR = 2.0  # slots²: integer counts never fit a line better than this
+CHANGE_PENALTY = 6.0  # a split must lower the squared error by this × log(n) × variance (BIC-like)
 
 
 def _sse(xs: Sequence[float], ys: Sequence[float]) -> float:

@@ -6,7 +6,7 @@ import shlex
 from dataclasses import dataclass
 
 from connguard.errors import ConnguardError
-from connguard.target import Target, parse_target
+from connguard.target_url import Target, parse_target
 
 MAX_IDS_IN_COMMAND = 50
 

@@ -21,7 +21,7 @@ from typing import IO, Any, Mapping
 
 from connguard import __version__
 from connguard.errors import BadArguments, ConnguardError
-from connguard.probe import RawCapture, build_snapshot
+from connguard.probe.build import RawCapture, build_snapshot
 from connguard.probe.model import HostFacts
 from connguard.probe.sampler import Observation
 from connguard.probe.serialize import census_from_dict, census_to_dict

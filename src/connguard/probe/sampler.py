@@ -26,7 +26,8 @@ from typing import Any, Callable
 import redis
 
 from connguard.errors import ConnguardError, ServerFull, Unreachable
-from connguard.probe import RawCapture, build_snapshot, capture
+from connguard.probe.build import RawCapture, build_snapshot
+from connguard.probe.capture import capture
 from connguard.probe.census import read_census
 from connguard.probe.host import is_local_server, local_pid_for, read_host_facts
 from connguard.probe.info import parse_info

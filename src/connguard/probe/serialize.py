@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from connguard.probe.model import ClientRecord, HostFacts, ServerInfo, Snapshot, SocketCensus
 
 if TYPE_CHECKING:  # the probe package imports its submodules; import RawCapture lazily at run time
-    from connguard.probe import RawCapture
+    from connguard.probe.build import RawCapture
 
 SCHEMA = "connguard.snapshot/1"
 _INFO_TYPED = tuple(f for f in ServerInfo.__dataclass_fields__ if f != "sections")
@@ -122,7 +122,7 @@ def write_raw_capture(raw: RawCapture, folder: str | Path) -> None:
 
 def read_raw_capture(folder: str | Path, *, taken_at: float = 0.0, limitations: tuple[str, ...] = ()) -> RawCapture:
     """The RawCapture saved by write_raw_capture (clock and limitations come from the caller)."""
-    from connguard.probe import RawCapture
+    from connguard.probe.build import RawCapture
 
     folder = Path(folder)
     config_path = folder / CONFIG_FILE
