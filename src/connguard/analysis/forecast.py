@@ -291,9 +291,13 @@ class ForecastTracker:
             return self._withdrawn(f"below the peak of {cycle[0]:.0f} before the last release (a cycle, not a leak)", span)
         if t - self._fit_at >= self.refit_s or self._fit is None:
             pts = _subsample(self._points, MAX_FIT_POINTS)
-            if self.method == "change-point":  # fit only the last regime: after a bend, a step or a plateau
-                pts = pts[last_change_point(pts):]
-            fit = forecast(pts, limit, window_s=self.window_s)
+            cut = last_change_point(pts) if self.method == "change-point" else 0
+            fit = forecast(pts[cut:], limit, window_s=self.window_s)  # only the last regime: after a bend, a step, a plateau
+            if cut and fit.confidence == "none" and fit.seconds_to_full is None:
+                # Enough data, but usage changed course lately: observed, and no trend to extrapolate yet.
+                fit = Forecast(None, 0.0, len(pts) - cut, "low", t - pts[cut][0],
+                               reason=f"usage changed course {t - pts[cut][0]:.0f} s ago")
+            pts = pts[cut:]
             if fit.seconds_to_full is not None and _stepped(pts):
                 fit = Forecast(None, fit.slope_per_s, fit.points, "low", fit.span_s, fit.dropped,
                                reason="a step, not a trend")
