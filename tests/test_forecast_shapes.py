@@ -140,3 +140,11 @@ def test_watch_and_the_exporter_give_the_windows_forecast(shape):
     window, watch, exporter = (seen(shape, r) for r in ("window", "watch", "exporter"))
     assert [x.seconds for x in watch] == [x.seconds for x in window]
     assert [x.seconds for x in exporter] == [x.seconds for x in window]
+
+
+def test_the_doctors_window_gives_the_same_forecast_as_live():
+    observations = read_recording(TRACES / "steady_leak.jsonl")
+    from connguard.analysis.window import Window
+
+    window = Window.of([o.snapshot for o in observations if o.snapshot is not None])
+    assert window.forecast().seconds_to_full == seen("steady_leak", "window")[-1].seconds

@@ -138,6 +138,17 @@ class Window:
         """`used_slots` at every Snapshot, oldest first."""
         return tuple(used_slots(s) for s in self.snapshots)
 
+    def forecast(self, window_s: float = FORECAST_WINDOW_S) -> Forecast:
+        """The forecast over this window's Snapshots, by the same ForecastTracker as watch and the exporter
+        (a restart inside the window resets it, as live)."""
+        tracker = ForecastTracker(window_s)
+        fc = tracker.unobserved()
+        for a, b in zip((None, *self.snapshots), self.snapshots):
+            if a is not None and restarted(a, b):
+                tracker.reset()
+            fc = tracker.observe(b.clock, float(used_slots(b)), slots_left(b))
+        return fc
+
     def pairs(self) -> list[tuple[Snapshot, Snapshot]]:
         """Consecutive Snapshots of the same process: the intervals counter deltas are valid over."""
         return [(a, b) for seg in self.segments for a, b in zip(seg, seg[1:])]
