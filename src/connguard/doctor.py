@@ -9,6 +9,7 @@ from connguard.analysis.diagnosis import Diagnosis, DoctorSettings, diagnose_obs
 from connguard.analysis.window import DEFAULT_SAMPLES
 from connguard.probe.sampler import Observation, Sampler
 from connguard.target import Target
+from connguard.settings import CONNECT_TIMEOUT_S
 
 if TYPE_CHECKING:
     from connguard.probe.recording import Recorder
@@ -57,7 +58,7 @@ def examine(
 
 def run_doctor(
     target: Target, settings: DoctorSettings, *, once: bool = False, samples: int = DEFAULT_SAMPLES,
-    connect_timeout_s: float = 10.0, sleep: Callable[[float], None] = time.sleep, recorder: Recorder | None = None,
+    connect_timeout_s: float = CONNECT_TIMEOUT_S, sleep: Callable[[float], None] = time.sleep, recorder: Recorder | None = None,
 ) -> Diagnosis:
     """Connect (riding out a full server for `connect_timeout_s`), examine, close. A server that stays full
     is diagnosed from outside; any other failure to observe raises its ConnguardError."""

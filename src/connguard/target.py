@@ -19,6 +19,7 @@ from redis.retry import Retry
 from connguard import __version__
 from connguard.wire import CLIENT_NAME, MAXCLIENTS_MESSAGE
 from connguard.errors import AuthFailed, ConnguardError, Denied, NotRedis, ServerFull, Unreachable
+from connguard.settings import CONNECT_TIMEOUT_S
 # The URL half lives in target_url (no redis-py); re-exported so `from connguard.target import Target` keeps working.
 from connguard.target_url import (  # noqa: F401
     CERT_REQS,
@@ -329,7 +330,7 @@ class HeldConnection:
 def open_connection(
     target: Target,
     *,
-    connect_timeout_s: float = 10.0,
+    connect_timeout_s: float = CONNECT_TIMEOUT_S,
     socket_timeout_s: float = 5.0,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,

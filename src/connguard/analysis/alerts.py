@@ -19,8 +19,9 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Mapping
 
-from connguard.analysis.capacity import CRITICAL_RATIO, WARNING_RATIO
+from connguard.analysis.capacity import CRITICAL_RATIO, WARNING_RATIO, Thresholds
 from connguard.analysis.forecast import Forecast
+from connguard.settings import FORECAST_ALERT_S, IDLE_THRESHOLD_S
 
 ALERT_NAMES = ("capacity", "rejections", "churn", "blocked_growth", "idle_source", "exhaustion_soon")
 
@@ -35,8 +36,8 @@ class AlertSettings:
     churn_floor_per_s: float = 5.0  # new connections/s above the baseline that are never abnormal
     blocked_floor: float = 5.0  # blocked clients above the baseline that are never abnormal
     warmup_ticks: int = 5  # ticks a baseline learns from before it may alert
-    idle_threshold_s: float = 300.0
-    forecast_alert_s: float = 900.0
+    idle_threshold_s: float = IDLE_THRESHOLD_S
+    forecast_alert_s: float = FORECAST_ALERT_S
 
     def __post_init__(self) -> None:
         if not (0 < self.warning_ratio <= self.critical_ratio <= 1.0):
@@ -130,9 +131,9 @@ Verdict = tuple[str, float, str] | None  # (severity, value, detail) when trippe
 
 
 def capacity_verdict(tick: Tick, settings: AlertSettings) -> Verdict:
-    if tick.ratio is None or tick.ratio < settings.warning_ratio:
+    severity = Thresholds(settings.warning_ratio, settings.critical_ratio).status(tick.ratio)
+    if tick.ratio is None or severity not in ("warning", "critical"):
         return None
-    severity = "critical" if tick.ratio >= settings.critical_ratio else "warning"
     line = settings.critical_ratio if severity == "critical" else settings.warning_ratio
     return severity, tick.ratio, f"ratio {tick.ratio:.0%} >= {line:.0%}"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-from connguard.analysis.capacity import Capacity
+from connguard.analysis.capacity import Capacity, Thresholds
 from connguard.analysis.classify import ConnectionClasses
 from connguard.analysis.shell import Commands
 from connguard.analysis.findings import DoctorSettings
@@ -83,8 +83,7 @@ class Facts:
         return tuple(s for s in self.sources.all if s.normal + s.blocked + s.pubsub > 0)
 
     def ratio_severity(self, floor: str = "info") -> str:
-        if self.full or self.ratio >= self.settings.critical_ratio:
+        if self.full:
             return "critical"
-        if self.ratio >= self.settings.warning_ratio:
-            return "warning"
-        return floor
+        status = Thresholds(self.settings.warning_ratio, self.settings.critical_ratio).status(self.ratio)
+        return status if status in ("warning", "critical") else floor

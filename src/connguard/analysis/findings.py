@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from connguard.analysis.capacity import CRITICAL_RATIO, WARNING_RATIO
+from connguard.settings import DOCTOR_INTERVAL_S, IDLE_THRESHOLD_S, TOP_SOURCES
 
 SEVERITIES = ("info", "warning", "critical")  # worst last
 CAUSES = (
@@ -28,9 +29,9 @@ def worst(*severities: str) -> str:
 class DoctorSettings:
     """How the doctor looks: sampling interval, what counts as idle, how many sources to show."""
 
-    interval_s: float = 5.0
-    idle_threshold_s: float = 300.0
-    top: int = 10
+    interval_s: float = DOCTOR_INTERVAL_S
+    idle_threshold_s: float = IDLE_THRESHOLD_S
+    top: int = TOP_SOURCES
     warning_ratio: float = WARNING_RATIO
     critical_ratio: float = CRITICAL_RATIO
 

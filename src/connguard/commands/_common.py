@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, NoReturn, TypeVar
 import click
 
 from connguard.errors import BadArguments, ConnguardError, Denied, ExitCode
+from connguard.settings import CONNECT_TIMEOUT_S, IDLE_THRESHOLD_S, INTERVAL_MAX_S, INTERVAL_MIN_S
 
 if TYPE_CHECKING:
     from connguard.target import Target
@@ -110,9 +111,26 @@ def cli_target(url: str | None) -> "Target":
 
 def connect_timeout_option(func: F) -> F:
     return click.option(
-        "--connect-timeout", "connect_timeout_s", type=FiniteNumber(0, 3600), default=10.0, show_default=True,
-        help="Seconds to keep retrying (with jittered backoff) while the server refuses for maxclients.",
+        "--connect-timeout", "connect_timeout_s", type=FiniteNumber(0, 3600), default=CONNECT_TIMEOUT_S,
+        show_default=True, help="Seconds to keep retrying (with jittered backoff) while the server refuses for maxclients.",
     )(func)
+
+
+# The shared options, declared once: one range and one type each; a command gives its default and its words.
+INTERVAL = FiniteNumber(INTERVAL_MIN_S, INTERVAL_MAX_S)  # faster than 0.1 s is load on the server, not insight
+IDLE_THRESHOLD = FiniteNumber(0, 86_400 * 365, low_open=True)
+
+
+def interval_option(default_s: float, help: str) -> Callable[[F], F]:
+    """--interval: seconds between Snapshots (doctor) or ticks (watch)."""
+    return click.option("--interval", "interval_s", type=INTERVAL, default=default_s, show_default=True, help=help)
+
+
+def idle_threshold_option(help: str = "Seconds idle after which a connection counts as idle (leak candidate).",
+                          ) -> Callable[[F], F]:
+    """--idle-threshold: what counts as idle, the same default everywhere (connguard.settings)."""
+    return click.option("--idle-threshold", "idle_threshold_s", type=IDLE_THRESHOLD, default=IDLE_THRESHOLD_S,
+                        show_default=True, help=help)
 
 
 def json_option(func: F) -> F:

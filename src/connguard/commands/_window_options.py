@@ -9,7 +9,7 @@ import click
 
 from connguard.analysis.findings import DoctorSettings
 from connguard.analysis.window import DEFAULT_SAMPLES
-from connguard.commands._common import FiniteNumber
+from connguard.commands._common import FiniteNumber, idle_threshold_option, interval_option
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -18,16 +18,13 @@ DEFAULTS = DoctorSettings()
 
 def window_options(func: F) -> F:
     options = [
-        click.option("--interval", "interval_s", type=FiniteNumber(0, 3600, low_open=True),
-                     default=DEFAULTS.interval_s, show_default=True,
-                     help="Seconds between Snapshots (rates, growth, churn); a fleet's targets wait in parallel."),
+        interval_option(DEFAULTS.interval_s,
+                        "Seconds between Snapshots (rates, growth, churn); a fleet's targets wait in parallel."),
         click.option("--samples", type=FiniteNumber(1, 1000, integer=True), default=DEFAULT_SAMPLES,
                      show_default=True,
                      help="Snapshots in the window, --interval apart: rates, growth and churn cover all of them."),
         click.option("--once", is_flag=True, help="One Snapshot only: faster, but no rates or growth."),
-        click.option("--idle-threshold", "idle_threshold_s", type=FiniteNumber(0, 86_400 * 365, low_open=True),
-                     default=DEFAULTS.idle_threshold_s, show_default=True,
-                     help="Seconds idle after which a connection counts as idle (leak candidate)."),
+        idle_threshold_option(),
         click.option("--top", type=FiniteNumber(0, 100_000, integer=True), default=DEFAULTS.top, show_default=True,
                      help="Sources to list per target; the rest fold into one row."),
     ]

@@ -8,8 +8,9 @@ from dataclasses import replace
 import click
 
 from connguard.analysis.findings import DoctorSettings
-from connguard.commands._common import FiniteNumber, handle_errors
+from connguard.commands._common import FiniteNumber, handle_errors, idle_threshold_option
 from connguard.errors import BadArguments
+from connguard.settings import EXPORTER_CONNECT_TIMEOUT_S
 
 
 @click.command("exporter", short_help="Serve connguard's view of a server as Prometheus metrics.")
@@ -26,15 +27,15 @@ from connguard.errors import BadArguments
               show_default=True, help="Seconds between two runs of the doctor's rules per target.")
 @click.option("--clients-every", "clients_every_s", type=FiniteNumber(0, 86_400), default=0.0, show_default=True,
               help="Minimum seconds between two CLIENT LISTs per target; the 1%-of-server-time budget may stretch it.")
-@click.option("--idle-threshold", "idle_threshold_s", type=FiniteNumber(0, 86_400 * 30, low_open=True),
-              default=300.0, show_default=True, help="Seconds idle after which a connection counts as idle.")
+@idle_threshold_option("Seconds idle after which a connection counts as idle.")
 @click.option("--window", "window_s", type=FiniteNumber(1, 86_400), default=60.0, show_default=True,
               help="Seconds of history the doctor's rules compare (growth, churn).")
 @click.option("--target-idle", "target_idle_s", type=FiniteNumber(1, 86_400 * 7), default=600.0, show_default=True,
               help="Close a target's connection after this many seconds without a scrape.")
 @click.option("--max-targets", type=FiniteNumber(1, 100_000, integer=True), default=100, show_default=True,
               help="Targets held at once; a probe beyond this answers connguard_probe_error{reason=\"max_targets\"}.")
-@click.option("--connect-timeout", "connect_timeout_s", type=FiniteNumber(0, 60, low_open=True), default=2.0,
+@click.option("--connect-timeout", "connect_timeout_s", type=FiniteNumber(0, 60, low_open=True),
+              default=EXPORTER_CONNECT_TIMEOUT_S,
               show_default=True, help="Seconds a scrape may spend (re)connecting to a server that refuses us.")
 @handle_errors
 def exporter_command(listen: str, target_url: str | None, password_file: str | None, auth_file: str | None,

@@ -37,6 +37,7 @@ from connguard.probe import take_snapshot
 from connguard.render.fleet import SCHEMA, fleet_json, render_fleet
 from connguard.render.json import error_json, error_object
 from connguard.target import Target, open_connection, parse_target
+from connguard.settings import CONNECT_TIMEOUT_S
 
 F = TypeVar("F", bound=Callable[..., Any])
 Observer = Callable[[Member], Row]
@@ -73,7 +74,7 @@ class FleetRequest:
     cluster: bool = False
     all_members: bool = False
     concurrency: int = DEFAULT_CONCURRENCY
-    connect_timeout_s: float = 10.0
+    connect_timeout_s: float = CONNECT_TIMEOUT_S
 
     def __post_init__(self) -> None:
         if self.source and self.fleet_file:

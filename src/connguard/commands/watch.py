@@ -9,23 +9,23 @@ import click
 from rich.console import Console
 
 from connguard.commands._common import (
-    FiniteNumber, SECONDS, cli_target, connect_timeout_option, fail, handle_errors, insecure_option, url_argument,
+    FiniteNumber, SECONDS, cli_target, connect_timeout_option, fail, handle_errors, idle_threshold_option,
+    insecure_option, interval_option, url_argument,
 )
 from connguard.monitor.watch import WatchOptions, WatchRunner
 from connguard.monitor.watch_model import WatchSettings
+from connguard.settings import DIAGNOSE_EVERY_S, FORECAST_ALERT_S, FORECAST_WINDOW_S, WATCH_INTERVAL_S
 
 
 @click.command("watch", short_help="Watch a server live: usage, rates and a forecast of when it fills, every interval.")
 @url_argument
-@click.option("--interval", "interval_s", type=FiniteNumber(0.1, 3600), default=2.0, show_default=True,
-              help="Seconds between ticks (INFO every tick).")
-@click.option("--idle-threshold", "idle_threshold_s", type=SECONDS, default=300.0, show_default=True,
-              help="Seconds idle after which a connection counts as idle (idle_source alert, kill preview).")
-@click.option("--forecast-alert", "forecast_alert_s", type=SECONDS, default=900.0, show_default=True,
+@interval_option(WATCH_INTERVAL_S, "Seconds between ticks (INFO every tick).")
+@idle_threshold_option("Seconds idle after which a connection counts as idle (idle_source alert, kill preview).")
+@click.option("--forecast-alert", "forecast_alert_s", type=SECONDS, default=FORECAST_ALERT_S, show_default=True,
               help="exhaustion_soon fires when the forecast says full in under this many seconds.")
-@click.option("--forecast-window", "forecast_window_s", type=FiniteNumber(20, 86_400), default=600.0,
+@click.option("--forecast-window", "forecast_window_s", type=FiniteNumber(20, 86_400), default=FORECAST_WINDOW_S,
               show_default=True, help="Seconds of recent history the forecast fits.")
-@click.option("--diagnose-every", "diagnose_every_s", type=FiniteNumber(1, 86_400), default=10.0, show_default=True,
+@click.option("--diagnose-every", "diagnose_every_s", type=FiniteNumber(1, 86_400), default=DIAGNOSE_EVERY_S, show_default=True,
               help="Run the doctor's rules at most this often (seconds).")
 @click.option("--clients-every", "clients_every_s", type=FiniteNumber(0.1, 86_400), default=None,
               help="Seconds between CLIENT LISTs. Default: adaptive, so CLIENT LIST takes <= 1% of server time.")

@@ -13,6 +13,7 @@ import redis
 from connguard.discovery.model import PRIMARY, REPLICA, Member, Topology
 from connguard.errors import BadTarget, Denied, NotRedis
 from connguard.target import HeldConnection, Target, open_connection, parse_target
+from connguard.settings import CONNECT_TIMEOUT_S
 
 NODE_ID_SHOWN = 8  # characters of a node id in tables, like redis-cli
 
@@ -147,7 +148,7 @@ def members_of(seed: Target, nodes: list[ClusterNode]) -> tuple[Member, ...]:
 
 
 def discover_cluster(
-    seed: Target, *, connect_timeout_s: float = 10.0, connect: Callable[..., HeldConnection] = open_connection,
+    seed: Target, *, connect_timeout_s: float = CONNECT_TIMEOUT_S, connect: Callable[..., HeldConnection] = open_connection,
 ) -> Topology:
     """Ask one node for every node. Nodes the cluster itself marks failed stay members: observing them gives
     their own error row."""

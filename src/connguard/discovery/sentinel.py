@@ -15,6 +15,7 @@ from connguard.discovery.model import PRIMARY, REPLICA, SENTINEL, Member, Proble
 from connguard.discovery.sentinel_url import SentinelSpec
 from connguard.errors import AuthFailed, BadTarget, ConnguardError, Unreachable
 from connguard.target import HeldConnection, Target, open_connection
+from connguard.settings import CONNECT_TIMEOUT_S
 
 
 def _text(value: Any) -> str:
@@ -90,7 +91,7 @@ def refusal(text: str, where: str, master: str) -> tuple[str, Problem]:
 
 
 def discover_sentinel(
-    spec: SentinelSpec, *, connect_timeout_s: float = 10.0,
+    spec: SentinelSpec, *, connect_timeout_s: float = CONNECT_TIMEOUT_S,
     connect: Callable[..., HeldConnection] = open_connection,
 ) -> Topology:
     """The primary, replicas and Sentinels of `spec.master_name`. Raises a ConnguardError (exit 3) when no

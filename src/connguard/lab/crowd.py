@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from connguard.lab.servers import resp_command
 
 from connguard.wire import MAXCLIENTS_MESSAGE_BYTES as REFUSED_MARKER
+from connguard.settings import CROWD_CONNECT_TIMEOUT_S
 
 
 @dataclass
@@ -26,7 +27,7 @@ class ClientGroup:
 class Crowd:
     """Opens, drives and closes many raw connections to one server. Close it, or use `with`."""
 
-    def __init__(self, host: str, port: int, password: str | None = None, connect_timeout_s: float = 5.0) -> None:
+    def __init__(self, host: str, port: int, password: str | None = None, connect_timeout_s: float = CROWD_CONNECT_TIMEOUT_S) -> None:
         self.host = host
         self.port = port
         self.password = password

@@ -20,6 +20,7 @@ from connguard.analysis.rules.fd_limit import SIGNATURES
 from connguard.analysis.sources import host_key
 from connguard.monitor.watch_budget import client_list_stat
 from connguard.probe.model import Snapshot
+from connguard.settings import IDLE_THRESHOLD_S
 
 PREFIX = "connguard"
 KINDS = ("clients", "replicas", "cluster_bus", "pubsub", "blocked", "observer")
@@ -45,7 +46,7 @@ class ProbeView:
     diagnosis: Diagnosis | None = None
     seconds_to_exhaustion: float | None = None
     top_sources: int = 10
-    idle_threshold_s: float = 300.0
+    idle_threshold_s: float = IDLE_THRESHOLD_S
     scrape_s: float | None = None
     # client_families(listed, ...) computed once per CLIENT LIST by the caller (INFO-only scrapes reuse it).
     client_metrics: tuple[Metric, ...] | None = None

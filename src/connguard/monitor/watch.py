@@ -26,6 +26,7 @@ from connguard.probe.recording import Recorder
 from connguard.probe.sampler import Sampler
 from connguard.remedy.kill import execute_kills
 from connguard.target import Target
+from connguard.settings import CONNECT_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class WatchOptions:
     alert_cmd: str | None = None
     alert_timeout_s: float = 10.0
     record: str | None = None
-    connect_timeout_s: float = 10.0
+    connect_timeout_s: float = CONNECT_TIMEOUT_S
 
 
 def _doctor_settings(settings: WatchSettings) -> DoctorSettings:

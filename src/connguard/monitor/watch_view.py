@@ -12,9 +12,11 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from connguard.analysis.capacity import CRITICAL_RATIO, WARNING_RATIO
+from connguard.analysis.capacity import CRITICAL_RATIO, WARNING_RATIO, Thresholds
 from connguard.analysis.forecast import describe
 from connguard.monitor.watch_model import WatchFrame
+
+GAUGE_STYLES = {"unknown": "green", "ok": "green", "warning": "yellow", "critical": "bold red"}
 
 BARS = "▁▂▃▄▅▆▇█"
 GAUGE_WIDTH = 40
@@ -58,7 +60,7 @@ def gauge(frame: WatchFrame, width: int = GAUGE_WIDTH) -> Text:
     text = Text("capacity  ")
     filled = 0 if ratio is None else min(width, round(ratio * width))
     warn, crit = round(WARNING_RATIO * width), round(CRITICAL_RATIO * width)
-    style = "green" if ratio is None or ratio < WARNING_RATIO else "yellow" if ratio < CRITICAL_RATIO else "bold red"
+    style = GAUGE_STYLES[Thresholds().status(ratio)]
     for i in range(width):
         if i in (warn, crit) and i >= filled:
             text.append("┃" if i == crit else "│", style="red" if i == crit else "yellow")

@@ -33,6 +33,7 @@ from connguard.probe.host import is_local_server, local_pid_for, read_host_facts
 from connguard.probe.info import parse_info
 from connguard.probe.model import HostFacts, Snapshot, SocketCensus
 from connguard.target import HeldConnection, Target, open_connection
+from connguard.settings import CONNECT_TIMEOUT_S
 
 __all__ = ["Observation", "Sampler", "supports_no_evict"]
 
@@ -85,7 +86,7 @@ class Sampler:
         self,
         target: Target,
         *,
-        connect_timeout_s: float = 10.0,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
         census: bool = False,
         reconnect_timeout_s: float = RECONNECT_TIMEOUT_S,
         socket_timeout_s: float = 5.0,
