@@ -2,16 +2,7 @@
 
 from __future__ import annotations
 
-from enum import IntEnum
-
-
-class ExitCode(IntEnum):
-    """Monitoring-plugins exit codes (DESIGN.md), so a command can serve as a Nagios check."""
-
-    OK = 0
-    WARNING = 1
-    CRITICAL = 2
-    UNKNOWN = 3
+from connguard.contract import ExitCode  # noqa: F401  (its one home, connguard.contract; re-exported here)
 
 
 class ConnguardError(Exception):

@@ -15,6 +15,7 @@ from connguard.analysis.rules import exhausted as exhausted_rule
 from connguard.analysis.rules import run_rules
 from connguard.analysis.sources import Source, source_table
 from connguard.analysis.window import Window
+from connguard.contract import DOCTOR_SCHEMA
 from connguard.errors import ConnguardError
 from connguard.probe.census import CensusTurnover, census_turnover
 from connguard.probe.model import HostFacts, Snapshot, SocketCensus
@@ -25,7 +26,7 @@ if TYPE_CHECKING:  # the pure analysis never imports the sampler (and with it re
 
 __all__ = ["Action", "Diagnosis", "DoctorSettings", "Finding", "ServerSummary", "diagnose", "diagnose_observations", "diagnose_unreachable"]
 
-SCHEMA = "connguard.doctor/1"
+SCHEMA = DOCTOR_SCHEMA
 
 
 @dataclass(frozen=True)

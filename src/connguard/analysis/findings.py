@@ -6,15 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from connguard.analysis.capacity import CRITICAL_RATIO, WARNING_RATIO
+from connguard.contract import CAUSES, SEVERITIES  # noqa: F401  (their one home; re-exported here)
 from connguard.settings import DOCTOR_INTERVAL_S, IDLE_THRESHOLD_S, TOP_SOURCES
-
-SEVERITIES = ("info", "warning", "critical")  # worst last
-CAUSES = (
-    "exhausted", "connection_leak", "pool_oversize", "serverless_fanout", "retry_storm",
-    "maxclients_too_low", "fd_limit", "internal_connections", "blocked_clients",
-    "output_buffer_bloat",  # slow consumers (subscribers, replicas) whose output buffers hold memory
-    "capacity_pressure",  # usage at or over the warning line that no other cause explains
-)
 
 
 def severity_rank(severity: str) -> int:

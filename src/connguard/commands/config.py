@@ -13,8 +13,9 @@ from connguard.commands._common import (
 from connguard.errors import BadArguments, ConnguardError, Denied
 from connguard.render.json import error_object
 from connguard.target import open_connection
+from connguard.contract import CONFIG_SCHEMA
 
-SCHEMA = "connguard.config/1"
+SCHEMA = CONFIG_SCHEMA
 
 
 class ConfigRefused(ConnguardError):

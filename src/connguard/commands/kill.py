@@ -18,8 +18,9 @@ from connguard.errors import BadArguments, ConnguardError, Denied, ServerFull
 from connguard.render.json import error_object
 from connguard.render.console import console_for
 from connguard.target import Target, open_connection
+from connguard.contract import KILL_SCHEMA
 
-SCHEMA = "connguard.kill/1"
+SCHEMA = KILL_SCHEMA
 SHOWN_IN_TEXT = 200  # clients listed one by one in text; --json lists them all
 
 

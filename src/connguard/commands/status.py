@@ -19,8 +19,9 @@ from connguard.probe import take_snapshot
 from connguard.probe.model import Snapshot
 from connguard.render.json import error_object
 from connguard.target import Target, open_connection
+from connguard.contract import STATUS_SCHEMA
 
-SCHEMA = "connguard.status/1"
+SCHEMA = STATUS_SCHEMA
 
 
 def status_payload(target: Target, snap: Snapshot, cap: Capacity, status: str,

@@ -18,8 +18,9 @@ from connguard.lab.crowd import Crowd
 from connguard.lab.servers import ServerBinary, ServerProcess, default_binary
 from connguard.probe.sampler import Sampler
 from connguard.target import Target, parse_target
+from connguard.contract import STORM_SCHEMA
 
-SCHEMA = "connguard.storm/1"
+SCHEMA = STORM_SCHEMA
 ARMS = ("redis-py", "immediate", "guard")
 ARM_LABELS = {
     "redis-py": "redis-py defaults (10 retries, jittered backoff)",

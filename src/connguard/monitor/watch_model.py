@@ -18,13 +18,14 @@ from connguard.analysis.classify import client_records
 from connguard.analysis.forecast import Forecast
 from connguard.analysis.sources import host_key
 from connguard.analysis.window import LiveWindow, Window, group_by_host
+from connguard.contract import WATCH_SCHEMA
 from connguard.monitor.watch_budget import BudgetView, ClientListBudget
 from connguard.probe.model import Snapshot, SocketCensus
 from connguard.settings import (
     DIAGNOSE_EVERY_S, FORECAST_ALERT_S, FORECAST_WINDOW_S, IDLE_THRESHOLD_S, TOP_SOURCES, WATCH_INTERVAL_S,
 )
 
-SCHEMA = "connguard.watch/1"
+SCHEMA = WATCH_SCHEMA
 HISTORY = 120  # ticks kept for the sparklines (4 minutes at the default 2 s)
 CHANGED_MARKS = 3  # sources marked as changed most since the last CLIENT LIST
 

@@ -12,8 +12,9 @@ import threading
 from dataclasses import dataclass
 
 from connguard.analysis.alerts import AlertEvent
+from connguard.contract import WATCH_ALERT_SCHEMA
 
-ALERT_SCHEMA = "connguard.watch.alert/1"
+ALERT_SCHEMA = WATCH_ALERT_SCHEMA
 QUEUE_SIZE = 100
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, Any, Mapping
 
 from connguard import __version__
+from connguard.contract import EVENT_SCHEMA, OBSERVATION_SCHEMA, RECORDING_SCHEMA
 from connguard.errors import BadArguments, ConnguardError
 from connguard.probe.build import RawCapture, build_snapshot
 from connguard.probe.model import HostFacts
@@ -29,9 +30,7 @@ from connguard.target import Target
 
 __all__ = ["Recorder", "Recording", "read_recording", "read_recordings"]
 
-HEADER_SCHEMA = "connguard.recording/1"
-OBSERVATION_SCHEMA = "connguard.observation/1"
-EVENT_SCHEMA = "connguard.event/1"  # something the tool did between observations (watch's kills): replay skips it
+HEADER_SCHEMA = RECORDING_SCHEMA  # replay skips EVENT_SCHEMA lines (watch's kills)
 SAFE_QUERY = ("ssl_cert_reqs", "ssl_ca_certs")  # URL options worth keeping; anything else may be a secret
 
 

@@ -6,12 +6,13 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
+from connguard.contract import SNAPSHOT_SCHEMA
 from connguard.probe.model import ClientRecord, HostFacts, ServerInfo, Snapshot, SocketCensus
 
 if TYPE_CHECKING:  # the probe package imports its submodules; import RawCapture lazily at run time
     from connguard.probe.build import RawCapture
 
-SCHEMA = "connguard.snapshot/1"
+SCHEMA = SNAPSHOT_SCHEMA
 _INFO_TYPED = tuple(f for f in ServerInfo.__dataclass_fields__ if f != "sections")
 
 

@@ -10,8 +10,9 @@ from rich.table import Table
 
 from connguard.discovery.model import Problem
 from connguard.discovery.summary import FleetSummary, Row, risk_sorted
+from connguard.contract import FLEET_SCHEMA
 
-SCHEMA = "connguard.fleet/1"
+SCHEMA = FLEET_SCHEMA
 STYLE = {"ok": "green", "warning": "yellow", "critical": "bold red", "unknown": "magenta"}
 NOUN = {"cluster": "node", "sentinel": "member", "fleet": "target", "single": "target"}
 
