@@ -37,7 +37,7 @@ def ran(name: str) -> None:
 # ---------------------------------------------------------------------------------------------------
 # CLIENT LIST
 # ---------------------------------------------------------------------------------------------------
-# Every field any supported server prints (REDIS-FACTS.md), in reply order; Valkey's extras at the end.
+# Every field any supported server prints (docs/redis-facts.md), in reply order; Valkey's extras at the end.
 LAYOUT = ("id addr laddr fd name age idle flags db sub psub ssub multi watch qbuf qbuf-free argv-mem multi-mem "
           "rbs rbp obl oll omem tot-mem events cmd user redir resp lib-name lib-ver io-thread "
           "capa tot-net-in tot-net-out tot-cmds").split()

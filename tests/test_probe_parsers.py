@@ -56,7 +56,7 @@ def test_fast_and_slow_parsers_agree_on_real_output(label: str):
     assert fast.fast, "a plain capture must stay on the fast path"
 
 
-# -- CLIENT LIST fields per version (REDIS-FACTS.md) -------------------------------------------------
+# -- CLIENT LIST fields per version (docs/redis-facts.md) -------------------------------------------------
 SINCE_6_2 = {"laddr", "argv-mem", "tot-mem", "redir"}
 SINCE_7_0 = {"resp", "multi-mem", "rbs", "rbp", "ssub"}
 SINCE_7_2 = {"lib-name", "lib-ver"}

@@ -163,7 +163,7 @@ def test_each_tls_mismatch_is_one_clear_line_and_exit_3(default_binary, start_se
 
 
 def test_a_full_server_over_tls_is_exhausted_not_a_tls_error(default_binary, start_server, pki):
-    """Over TLS a full server closes without a word (REDIS-FACTS.md): still `exhausted`, exit 2."""
+    """Over TLS a full server closes without a word (docs/redis-facts.md): still `exhausted`, exit 2."""
     _, port = tls_server(start_server, default_binary, pki, "optional", maxclients=2)
     context = ssl.create_default_context(cafile=str(pki["ca"]))
     held = [context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5), server_hostname="127.0.0.1")

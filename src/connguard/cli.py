@@ -76,7 +76,7 @@ def load(name: str) -> click.Command:
 
 
 class ConnguardGroup(click.Group):
-    """Lazy: commands come from COMMANDS on first use. And click exits 2 on a usage error, which DESIGN.md
+    """Lazy: commands come from COMMANDS on first use. And click exits 2 on a usage error, which docs/design.md
     reserves for CRITICAL; bad arguments are UNKNOWN (3)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -46,4 +46,3 @@ CAUSES = (
     "output_buffer_bloat",  # slow consumers (subscribers, replicas) whose output buffers hold memory
     "capacity_pressure",  # usage at or over the warning line that no other cause explains
 )
-STATUSES = ("ok", "warning", "critical", "unknown")

@@ -75,7 +75,7 @@ class PlainNotTls(redis.exceptions.ConnectionError):
 
 class TlsClosedInHandshake(redis.exceptions.ConnectionError):
     """The server closed (EOF or reset) before the TLS handshake completed. A full Redis does exactly this
-    (it checks maxclients before it accepts the TLS connection, REDIS-FACTS); a close *after* a completed
+    (it checks maxclients before it accepts the TLS connection, docs/redis-facts.md); a close *after* a completed
     handshake is something else (a refused client certificate, a kill) and is not raised as this."""
 
 

@@ -7,12 +7,3 @@ from __future__ import annotations
 MAXCLIENTS_MESSAGE = "max number of clients"  # the stable part of `-ERR max number of clients reached`
 MAXCLIENTS_MESSAGE_BYTES = MAXCLIENTS_MESSAGE.encode()
 CLIENT_NAME = "connguard"  # CLIENT SETNAME of every connection a connguard tool holds
-
-
-def is_maxclients_refusal(text: str | bytes | None) -> bool:
-    """True when a server reply or error text is the max-clients refusal."""
-    if text is None:
-        return False
-    if isinstance(text, bytes):
-        return MAXCLIENTS_MESSAGE_BYTES in text
-    return MAXCLIENTS_MESSAGE in text

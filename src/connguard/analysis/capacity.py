@@ -9,7 +9,7 @@ from connguard.probe.model import Snapshot
 
 WARNING_RATIO = 0.8  # the runbook's alert line
 CRITICAL_RATIO = 0.9  # the runbook's danger zone
-RESERVED_FDS = 32  # Redis keeps 32 descriptors for itself beyond maxclients (REDIS-FACTS.md)
+RESERVED_FDS = 32  # Redis keeps 32 descriptors for itself beyond maxclients (docs/redis-facts.md)
 
 
 @dataclass(frozen=True)

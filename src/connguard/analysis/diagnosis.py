@@ -46,7 +46,7 @@ class ServerSummary:
 
 @dataclass(frozen=True)
 class Diagnosis:
-    """Mirrors the `connguard doctor --json` contract (DESIGN.md); `to_dict()` is that object."""
+    """Mirrors the `connguard doctor --json` contract (docs/contract.md); `to_dict()` is that object."""
 
     target: str
     status: str  # ok | warning | critical | unknown

@@ -9,7 +9,7 @@ forecast's lifecycle and per-host growth, and hands the rules a `Window` of what
 
 "Used" has one definition here, `used_slots`: the slots the server's clients hold, connguard's own
 connection left out. The slot connguard holds is taken off the limit instead (`slots_left`), so the ratio,
-the forecast and the doctor all say how much room the application has (docs/design.md)."""
+the forecast and the doctor all say how much room the application has (docs/forecast.md)."""
 
 from __future__ import annotations
 

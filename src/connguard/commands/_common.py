@@ -59,7 +59,7 @@ class FiniteNumber(click.ParamType):
 
 class OneLineCommand(click.Command):
     """A usage error (unknown option, bad number) is one line on stderr and exit 3 (UNKNOWN), like every
-    other bad input; click's own format is four lines and exit 2, which DESIGN.md reserves for CRITICAL."""
+    other bad input; click's own format is four lines and exit 2, which docs/design.md reserves for CRITICAL."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         try:

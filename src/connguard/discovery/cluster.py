@@ -15,7 +15,6 @@ from connguard.errors import BadTarget, Denied, NotRedis
 from connguard.target import HeldConnection, Target, open_connection, parse_target
 from connguard.settings import CONNECT_TIMEOUT_S
 
-NODE_ID_SHOWN = 8  # characters of a node id in tables, like redis-cli
 
 
 @dataclass(frozen=True)

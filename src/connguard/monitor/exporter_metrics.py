@@ -25,7 +25,6 @@ from connguard.settings import IDLE_THRESHOLD_S
 PREFIX = "connguard"
 KINDS = ("clients", "replicas", "cluster_bus", "pubsub", "blocked", "observer")
 # Probe-error reasons (docs/exporter.md). The first five are the issue's; the others name what they say.
-REASONS = ("auth", "refused", "not_redis", "tls", "bad_target", "unreachable", "max_targets", "internal")
 # Seconds: a request (<1 s), a pool's keep-alive (minutes), the runbook's 5 min idle line, hours, a day.
 DURATION_BUCKETS = (1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0)
 OTHER = "other"
@@ -68,7 +67,7 @@ def _labelled(name: str, doc: str, labels: Sequence[str], rows: Iterable[tuple[S
 
 def is_refusing(snapshot: Snapshot) -> bool:
     """The server would refuse the next connection: its own count (ours included) is at maxclients.
-    Admission compares clients + replicas + cluster slots with maxclients (REDIS-FACTS.md)."""
+    Admission compares clients + replicas + cluster slots with maxclients (docs/redis-facts.md)."""
     return snapshot.maxclients is not None and snapshot.info.used >= snapshot.maxclients
 
 

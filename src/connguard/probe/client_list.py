@@ -301,7 +301,3 @@ def parse_client_list(reply: str | bytes) -> ClientTable:
     if text.count("\n" + fields[0] + "=", 0, body_end) != rows - 1:
         return _parse_slow(text)
     return ClientTable(fields, text, rows)
-
-
-def parse_client_records(reply: str | bytes) -> tuple[ClientRecord, ...]:
-    return parse_client_list(reply).records()

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Mapping, NamedTuple
 
-# CLIENT LIST flag letters (REDIS-FACTS.md). Valkey adds I, i, E for import/slot-migration clients.
+# CLIENT LIST flag letters (docs/redis-facts.md). Valkey adds I, i, E for import/slot-migration clients.
 FLAG_NAMES: Mapping[str, str] = {
     "N": "none",
     "S": "replica",
@@ -41,7 +41,7 @@ _NO_EXTRA: Mapping[str, str] = MappingProxyType({})
 
 def slots_used(connected_clients: int, connected_slaves: int, cluster_connections: int) -> int:
     """The one definition of usage against maxclients: INFO's connected_clients leaves out replicas, and
-    the cluster bus takes slots too (REDIS-FACTS.md), so a server can refuse below connected_clients."""
+    the cluster bus takes slots too (docs/redis-facts.md), so a server can refuse below connected_clients."""
     return connected_clients + connected_slaves + cluster_connections
 
 

@@ -56,7 +56,7 @@ class Observation:
     host: HostFacts | None
     observer_connects: int  # cumulative connects this Sampler made (so churn can exclude our own)
     client_list_included: bool  # False on INFO-only ticks (and when an ACL denies CLIENT LIST)
-    # Added beyond the agreed interface:
+    # What recordings and replays need beyond the tick itself:
     raw: RawCapture | None = None  # what the server said, verbatim: what a recording keeps
     own_client_id: int | None = None  # the held connection's CLIENT ID (None when an ACL denies it)
     refusals: int = 0  # cumulative connection attempts the server turned away with "max number of clients"
