@@ -100,12 +100,6 @@ ROWS = [
     Row("not_finite", "number not finite (nan, inf)", {c: Expect((3,), "") for c in COMMANDS}),
 ]
 
-# Cells whose current behaviour is a known bug in a file owned elsewhere: (row, command) -> reason.
-# (Empty since the fixer branch: the mid-reply close is no longer called a handshake close, and a watch that never
-# observed the server says why and exits 3.)
-KNOWN_BUGS: dict[tuple[str, str], str] = {}
-
-
 # -- fake servers ------------------------------------------------------------------------------------
 class FakeServer:
     """A TCP listener on a free loopback port with one behaviour per connection; closed with the test."""
@@ -340,11 +334,7 @@ def _listening(port: int) -> bool:
 CELLS = [(row, cmd) for row in ROWS for cmd in COMMANDS if row.expect[cmd] is not None]
 
 
-@pytest.mark.parametrize("row, cmd", [
-    pytest.param(row, cmd, id=f"{row.key}-{cmd}",
-                 marks=[pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[(row.key, cmd)])] if (row.key, cmd) in KNOWN_BUGS else [])
-    for row, cmd in CELLS
-])
+@pytest.mark.parametrize("row, cmd", [pytest.param(row, cmd, id=f"{row.key}-{cmd}") for row, cmd in CELLS])
 def test_bad_input_gets_one_line_and_its_exit_code(matrix, row: Row, cmd: str):
     if row.key == "empty_redis_url" and _listening(6379):
         pytest.skip("something listens on 127.0.0.1:6379, the default target")
@@ -371,7 +361,7 @@ def markdown(results: dict[tuple[str, str], Result]) -> str:
                 continue
             got = results[(row.key, cmd)]
             problem = verdict(row, cmd, got)
-            mark = "ok" if problem is None else ("known bug" if (row.key, cmd) in KNOWN_BUGS else "FAIL")
+            mark = "ok" if problem is None else "FAIL"
             err = got.stderr.strip().splitlines()[0] if got.stderr.strip() else ""
             kind = err.removeprefix("connguard: ").split(":", 1)[0] if err else "report"
             cells.append(f"{got.exit} {mark} ({kind})")
