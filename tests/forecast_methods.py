@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from connguard.analysis.alerts import AlertState, Tick, step
-from connguard.analysis.forecast import WINDOW_S, Forecast, ForecastTracker, forecast
+from connguard.analysis.forecast import (
+    MAX_FIT_POINTS, WINDOW_S, Forecast, ForecastTracker, _subsample, forecast, last_change_point,
+)
 from connguard.analysis.window import restarted, slots_left, used_slots
 from connguard.probe.recording import read_recording
 
@@ -27,60 +29,29 @@ Point = tuple[float, float]
 
 
 class TheilSen:
+    """The stateless robust fit over the fit window; points dropped only at a restart."""
+
     def __init__(self) -> None:
         self.points: list[Point] = []
 
     def reset(self) -> None:
         self.points.clear()
+
+    def segment(self) -> list[Point]:
+        return self.points
 
     def observe(self, t: float, used: float, limit: int | None) -> Forecast:
         self.points.append((t, used))
         self.points = [p for p in self.points if p[0] >= t - WINDOW_S]
-        return forecast(self.points, limit)
+        return forecast(self.segment(), limit)
 
 
-def _sse(xs: Sequence[float], ys: Sequence[float]) -> float:
-    n = len(xs)
-    mx, my = sum(xs) / n, sum(ys) / n
-    sxx = sum((x - mx) ** 2 for x in xs)
-    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
-    syy = sum((y - my) ** 2 for y in ys)
-    return max(0.0, syy - (sxy * sxy / sxx if sxx else 0.0))
+class ChangePoint(TheilSen):
+    """The same fit over the points after the last change point only."""
 
-
-def last_change_point(points: Sequence[Point], min_seg: int = 5) -> int:
-    """Index where the last linear regime starts (0: one regime)."""
-    start = 0
-    while len(points) - start >= 2 * min_seg:
-        xs, ys = [p[0] for p in points[start:]], [p[1] for p in points[start:]]
-        n = len(xs)
-        whole = _sse(xs, ys)
-        best, at = whole, None
-        for k in range(min_seg, n - min_seg + 1):
-            split = _sse(xs[:k], ys[:k]) + _sse(xs[k:], ys[k:])
-            if split < best:
-                best, at = split, k
-        sigma2 = max(best / n, 0.25)  # integer counts: never trust a variance under a quarter slot squared
-        if at is None or whole - best < 4 * math.log(n) * sigma2:
-            break
-        start += at
-    return start
-
-
-class ChangePoint:
-    MAX_POINTS = 120
-
-    def __init__(self) -> None:
-        self.points: list[Point] = []
-
-    def reset(self) -> None:
-        self.points.clear()
-
-    def observe(self, t: float, used: float, limit: int | None) -> Forecast:
-        self.points.append((t, used))
-        self.points = [p for p in self.points if p[0] >= t - WINDOW_S][-self.MAX_POINTS:]
-        seg = self.points[last_change_point(self.points):]
-        return forecast(seg, limit)
+    def segment(self) -> list[Point]:
+        pts = _subsample(self.points, MAX_FIT_POINTS)  # as the tracker fits: O(n²) on at most 120 points
+        return pts[last_change_point(pts):]
 
 
 class Lifecycle:

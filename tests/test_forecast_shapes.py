@@ -36,6 +36,11 @@ def first_fall(ticks: tuple[Seen, ...], by: int = 10) -> float:
     raise AssertionError("no fall in the trace")
 
 
+def assert_withdrawn_from(ticks: tuple[Seen, ...], t: float) -> None:
+    """No forecast and (in watch) no exhaustion_soon from `t` to the end of the trace."""
+    assert all(x.seconds is None and not x.exhaustion_alert for x in ticks if x.t >= t)
+
+
 def assert_accurate(ticks: tuple[Seen, ...], start: Seen, rate: float, limit: int, upto: float | None = None) -> None:
     late = [x for x in ticks if x.t - start.t >= 20 and x.used is not None and (upto is None or x.t < upto)]
     assert late, "the trace has ticks 20 s into the leak"
@@ -90,19 +95,14 @@ def test_a_release_withdraws_the_forecast_at_once(reader):
     released = first_fall(ticks)
     before = [x for x in ticks if x.t < released]
     assert before[-1].seconds is not None, "the leak before the release was forecast"
-    assert all(x.seconds is None for x in ticks if x.t >= released)
-    if reader == "watch":
-        assert not any(x.exhaustion_alert for x in ticks if x.t >= released)
+    assert_withdrawn_from(ticks, released)
 
 
 @pytest.mark.parametrize("reader", READER_NAMES)
 def test_a_sawtooth_below_the_limit_raises_no_alert_after_its_first_rise(reader):
     ticks = seen("sawtooth", reader)
     assert max(x.used for x in ticks if x.used is not None) < 0.7 * LIMIT
-    fell = first_fall(ticks)
-    assert all(x.seconds is None for x in ticks if x.t >= fell)
-    if reader == "watch":
-        assert not any(x.exhaustion_alert for x in ticks if x.t >= fell)
+    assert_withdrawn_from(ticks, first_fall(ticks))
 
 
 @pytest.mark.parametrize("reader", READER_NAMES)
