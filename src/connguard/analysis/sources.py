@@ -10,8 +10,9 @@ from typing import Iterable, Mapping, Sequence
 from connguard.analysis.classify import BLOCKED, INTERNAL_KINDS, NORMAL, PUBSUB, client_records, kind_of
 from connguard.analysis.window import HostChurn
 from connguard.probe.model import ClientRecord, Snapshot
+from connguard.settings import NAMES_LISTED
 
-MAX_LISTED = 5  # names/libs/users shown per source
+MAX_LISTED = NAMES_LISTED  # names/libs/users shown per source (connguard.settings)
 ACTIVE_IDLE_CAP_S = 30  # a connection that ran a command this recently is in use, whatever the threshold
 
 

@@ -10,7 +10,7 @@ import click
 from connguard.analysis.findings import DoctorSettings
 from connguard.commands._common import FiniteNumber, handle_errors, idle_threshold_option
 from connguard.errors import BadArguments
-from connguard.settings import EXPORTER_CONNECT_TIMEOUT_S
+from connguard.settings import DIAGNOSE_EVERY_S, EXPORTER_CONNECT_TIMEOUT_S, TOP_SOURCES
 
 
 @click.command("exporter", short_help="Serve connguard's view of a server as Prometheus metrics.")
@@ -21,9 +21,9 @@ from connguard.settings import EXPORTER_CONNECT_TIMEOUT_S
               help="File whose first line is the password for every target (else $REDISCLI_AUTH).")
 @click.option("--auth-file", type=click.Path(dir_okay=False), default=None,
               help="Per-target passwords: lines `redis://[user@]host:port PASSWORD`.")
-@click.option("--top-sources", type=FiniteNumber(0, 1000, integer=True), default=10, show_default=True,
+@click.option("--top-sources", type=FiniteNumber(0, 1000, integer=True), default=TOP_SOURCES, show_default=True,
               help="Client hosts with their own series; the rest fold into source=\"other\".")
-@click.option("--diagnose-every", "diagnose_every_s", type=FiniteNumber(0, 86_400), default=10.0,
+@click.option("--diagnose-every", "diagnose_every_s", type=FiniteNumber(0, 86_400), default=DIAGNOSE_EVERY_S,
               show_default=True, help="Seconds between two runs of the doctor's rules per target.")
 @click.option("--clients-every", "clients_every_s", type=FiniteNumber(0, 86_400), default=0.0, show_default=True,
               help="Minimum seconds between two CLIENT LISTs per target; the 1%-of-server-time budget may stretch it.")

@@ -14,7 +14,7 @@ from connguard.commands._common import (
 )
 from connguard.monitor.watch import WatchOptions, WatchRunner
 from connguard.monitor.watch_model import WatchSettings
-from connguard.settings import DIAGNOSE_EVERY_S, FORECAST_ALERT_S, FORECAST_WINDOW_S, WATCH_INTERVAL_S
+from connguard.settings import DIAGNOSE_EVERY_S, FORECAST_ALERT_S, FORECAST_WINDOW_S, TOP_SOURCES, WATCH_INTERVAL_S
 
 
 @click.command("watch", short_help="Watch a server live: usage, rates and a forecast of when it fills, every interval.")
@@ -29,7 +29,7 @@ from connguard.settings import DIAGNOSE_EVERY_S, FORECAST_ALERT_S, FORECAST_WIND
               help="Run the doctor's rules at most this often (seconds).")
 @click.option("--clients-every", "clients_every_s", type=FiniteNumber(0.1, 86_400), default=None,
               help="Seconds between CLIENT LISTs. Default: adaptive, so CLIENT LIST takes <= 1% of server time.")
-@click.option("--top", type=FiniteNumber(1, 1000, integer=True), default=10, show_default=True,
+@click.option("--top", type=FiniteNumber(1, 1000, integer=True), default=TOP_SOURCES, show_default=True,
               help="Sources to show.")
 @click.option("--json", "as_json", is_flag=True,
               help="NDJSON, one connguard.watch/1 object per tick (also when stdout is not a terminal).")

@@ -22,7 +22,7 @@ from connguard.errors import AuthFailed, BadArguments, BadTarget, ConnguardError
 from connguard.monitor.exporter_metrics import ProbeView, client_families, host_rows
 from connguard.monitor.watch_budget import ClientListBudget
 from connguard.probe.model import Snapshot
-from connguard.settings import EXPORTER_CONNECT_TIMEOUT_S, FORECAST_WINDOW_S
+from connguard.settings import DIAGNOSE_EVERY_S, EXPORTER_CONNECT_TIMEOUT_S, FORECAST_WINDOW_S, TOP_SOURCES
 from connguard.target import Target
 
 log = logging.getLogger("connguard.exporter")
@@ -93,8 +93,8 @@ class Entry:
 
 @dataclass(frozen=True)
 class ExporterSettings:
-    top_sources: int = 10
-    diagnose_every_s: float = 10.0
+    top_sources: int = TOP_SOURCES
+    diagnose_every_s: float = DIAGNOSE_EVERY_S
     clients_every_s: float = 0.0  # the floor between CLIENT LISTs; the 1% budget may stretch it
     target_idle_s: float = 600.0
     max_targets: int = 100
