@@ -223,3 +223,37 @@ def test_nothing_observed_raises_the_failure_as_the_live_run_did():
         diagnose_observations([_obs(None, failure=AuthFailed("rejected the password"))], SETTINGS, TARGET)
     with pytest.raises(ValueError):
         diagnose_observations([], SETTINGS, TARGET)
+
+
+# -- the live window ---------------------------------------------------------------------------------------------
+def test_the_live_window_stays_bounded_and_keeps_its_client_list_snapshots():
+    from connguard.analysis.window import LiveWindow
+
+    live = LiveWindow(span_s=60.0, max_snapshots=5, max_points=50)
+    for t in range(0, 300):
+        step = live.push(snap({"h": range(1, 1 + t // 10)}, t=1000 + t, mono=float(t), received=1000 + t,
+                              listed=t % 7 == 0))
+        kept = live.window().snapshots
+        assert len(kept) <= 6, "5 kept plus the latest"
+        assert kept[-1].clock == t and [s.clock for s in kept] == sorted(s.clock for s in kept)
+        assert len(live.forecaster.points) <= 50
+        assert step.used == t // 10, "used leaves connguard's own connection out"
+        assert step.limit == 999, "and takes its slot off the limit"
+    kept = live.window().snapshots
+    assert kept[-1].clock - kept[1].clock < 60 <= kept[-1].clock - kept[0].clock + 60 / 4 + 7
+    listed = live.window(listed_only=True).snapshots
+    assert listed and all(s.clients is not None for s in listed) and listed[-1].clock == 294  # the last t % 7 == 0
+
+
+def test_the_live_window_sees_a_restart_once_and_starts_the_forecast_over():
+    from connguard.analysis.window import LiveWindow
+
+    live = LiveWindow()
+    for t in range(0, 40):
+        live.push(snap({"h": range(1, 1 + 2 * t)}, t=1000 + t, mono=float(t), received=1000 + 2 * t, listed=False))
+    assert live.forecast.seconds_to_full is not None
+    moved = live.push(snap({"h": [1]}, t=1041, mono=41.0, received=3, pid=78, uptime=1, listed=False))
+    assert moved.restarted and moved.rates is None and live.restarts == 1
+    assert moved.forecast.seconds_to_full is None and len(live.forecaster.points) == 1
+    again = live.push(snap({"h": [1, 2]}, t=1042, mono=42.0, received=4, pid=78, uptime=2, listed=False))
+    assert not again.restarted and again.rates is not None and again.rates.new_per_s == 1.0
