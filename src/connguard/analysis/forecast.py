@@ -200,8 +200,9 @@ def _release_drop(peak: float) -> float:
 class ForecastTracker:
     """The forecast over a stream of (time, used): one object per target, fed every observation.
 
-    It shows the robust fit of `forecast()` only while usage is still rising, over the points since the
-    last change point (the last release, restart or kill):
+    It shows the robust fit of `forecast()` only while usage is still rising, over the points of the last
+    regime: after the last change point of the series (`last_change_point`) and the last release, restart
+    or kill (docs/forecast.md has the comparison that chose this):
     - a release (usage falls by max(3, 10 % of its peak)) withdraws it at once, and the fit starts over
       from the fall;
     - after a natural release, a climb back that stays below the previous peak (plus the same margin) is a
@@ -288,11 +289,12 @@ class ForecastTracker:
         if cycle is not None and t - cycle[1] > self.window_s:
             cycle = self._cycle_peak = None  # a cycle older than the fit window says nothing any more
         if cycle is not None and level <= cycle[0] + _release_drop(cycle[0]):
-            return self._withdrawn(f"below the peak of {cycle[0]:.0f} before the last release (a cycle, not a leak)", span)
+            return self._withdrawn(f"below the peak of {cycle[0]:.0f} before the last release (a cycle, not a leak)",
+                                   span)
         if t - self._fit_at >= self.refit_s or self._fit is None:
             pts = _subsample(self._points, MAX_FIT_POINTS)
-            cut = last_change_point(pts) if self.method == "change-point" else 0
-            fit = forecast(pts[cut:], limit, window_s=self.window_s)  # only the last regime: after a bend, a step, a plateau
+            cut = last_change_point(pts) if self.method == "change-point" else 0  # after a bend, step, plateau
+            fit = forecast(pts[cut:], limit, window_s=self.window_s)
             if cut and fit.confidence == "none" and fit.seconds_to_full is None:
                 # Enough data, but usage changed course lately: observed, and no trend to extrapolate yet.
                 fit = Forecast(None, 0.0, len(pts) - cut, "low", t - pts[cut][0],

@@ -210,7 +210,8 @@ class TargetRegistry:
             entry.generation += 1  # a verdict still being computed from before is stale now
             entry.window.unobserved()  # no forecast while the server cannot be seen (never a stale one, never 0)
         # Refused at maxclients is the server saying it is full: 0, an observation. Otherwise the window's.
-        forecast_s = 0.0 if snap is None and obs.refused else exhaustion_seconds(entry.window.forecast)  # type: ignore[attr-defined]
+        refused = snap is None and bool(obs.refused)  # type: ignore[attr-defined]
+        forecast_s = 0.0 if refused else exhaustion_seconds(entry.window.forecast)
         return ProbeView(
             snapshot=snap,
             listed=entry.listed if snap is not None else None,
