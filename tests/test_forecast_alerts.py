@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from connguard.analysis.alerts import AlertSettings, AlertState, SourceTrend, Tick, active_alerts, step
-from connguard.analysis.forecast import Forecast, describe, forecast
+from connguard.analysis.forecast import Forecast, ForecastTracker, describe, forecast
 
 
 def line(n: int, every_s: float, start: float, per_s: float, noise: float = 0.0, seed: int = 1):
@@ -204,3 +204,34 @@ def test_a_cheap_client_list_runs_every_tick_and_a_fixed_spacing_is_kept():
     for t in range(12):
         fixed.note(t, None, fixed.due(t))
     assert fixed.calls == 3  # at 0, 5 and 10 s
+
+
+# -- the lifecycle ---------------------------------------------------------------------------------------------
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.integers(0, 400)), min_size=1, max_size=150), st.integers(1, 400),
+       st.sampled_from(ForecastTracker.METHODS))
+def test_the_tracker_never_crashes_never_goes_negative_and_is_absent_when_unobserved(series, limit, method):
+    tracker = ForecastTracker(method=method)
+    for i, used in enumerate(series):
+        fc = tracker.unobserved() if used is None else tracker.observe(float(i), float(used), limit)
+        assert fc.seconds_to_full is None or fc.seconds_to_full >= 0
+        if used is None:
+            assert fc.seconds_to_full is None and fc.confidence == "none"
+        elif used >= limit:
+            assert fc.seconds_to_full == 0.0
+
+
+def test_a_release_withdraws_at_once_and_a_reset_forgets_the_cycle():
+    tracker = ForecastTracker()
+    for t in range(60):
+        fc = tracker.observe(float(t), 10.0 + 2 * t, 1000)
+    assert fc.seconds_to_full == pytest.approx((1000 - 128) / 2, rel=0.05)
+    assert tracker.observe(60.0, 20.0, 1000).reason == "released"  # the very tick usage fell
+    for t in range(61, 120):  # climbing back under the old peak: a cycle
+        fc = tracker.observe(float(t), 20.0 + (t - 60), 1000)
+    assert fc.seconds_to_full is None and "cycle" in fc.reason
+    tracker.reset()  # a restart or our own kill: the old peak says nothing any more
+    for t in range(120, 160):
+        fc = tracker.observe(float(t), 5.0 + (t - 120), 1000)
+    assert fc.seconds_to_full == pytest.approx(1000 - 44, rel=0.05)
