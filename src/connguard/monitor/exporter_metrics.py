@@ -50,6 +50,10 @@ class ProbeView:
     # client_families(listed, ...) computed once per CLIENT LIST by the caller (INFO-only scrapes reuse it).
     client_metrics: tuple[Metric, ...] | None = None
     listed_pubsub: int | None = None  # pub/sub clients in `listed`, computed with client_metrics
+    # No Snapshot (refused at maxclients) but the server is local: slots held, from the socket census, against
+    # the last maxclients seen (watch does the same), so a full server is not a blind spot.
+    census_used: int | None = None
+    known_maxclients: int | None = None
 
 
 def _gauge(name: str, doc: str, value: float | None) -> GaugeMetricFamily | None:
@@ -125,6 +129,8 @@ def families(view: ProbeView) -> list[Metric]:
     out.append(_gauge("seconds_to_exhaustion", "Seconds until used reaches maxclients at the current trend "
                       "(watch's forecast); +Inf when not growing, NaN when unknown.",
                       math.nan if view.seconds_to_exhaustion is None else view.seconds_to_exhaustion))
+    if snap is None and view.census_used is not None:
+        out += _census_families(view.census_used, view.known_maxclients)
     if snap is not None:
         listed_pubsub = view.listed_pubsub
         if listed_pubsub is None and view.listed is not None and view.listed.clients is not None:
@@ -141,6 +147,24 @@ def families(view: ProbeView) -> list[Metric]:
     if view.diagnosis is not None:
         out.append(_cause_family(view.diagnosis))
     return [m for m in out if m is not None]
+
+
+FROM_CENSUS_DOC = ("1 when connections_used (and capacity_ratio, headroom) come from the socket census of a local "
+                   "server that refuses the exporter at maxclients, 0 when from INFO over the held connection.")
+
+
+def _census_families(used: int, maxclients: int | None) -> list[Metric | None]:
+    """Usage of a full local server that refused us, from /proc: established connections it accepted."""
+    return [
+        _gauge("connections_used", "Slots in use against maxclients: connected_clients + connected_slaves + "
+               "cluster_connections, without the exporter's own connection.", used),
+        _gauge("connections_used_from_census", FROM_CENSUS_DOC, 1),
+        _gauge("maxclients", "The server's effective maxclients (CONFIG GET, else INFO).", maxclients),
+        _gauge("capacity_ratio", "connections_used / maxclients (the runbook's 0.8 / 0.9 lines).",
+               used / maxclients if maxclients else None),
+        _gauge("headroom", "maxclients - connections_used: connections that can still be admitted.",
+               max(0, maxclients - used) if maxclients else None),
+    ]
 
 
 def _server_families(snap: Snapshot, listed_pubsub: int | None) -> list[Metric | None]:
@@ -161,6 +185,7 @@ def _server_families(snap: Snapshot, listed_pubsub: int | None) -> list[Metric |
                   [((info.flavor, info.version, info.role), 1.0)]),
         _gauge("connections_used", "Slots in use against maxclients: connected_clients + connected_slaves + "
                "cluster_connections, without the exporter's own connection.", cap.used),
+        _gauge("connections_used_from_census", FROM_CENSUS_DOC, 0),
         _labelled("connections", "Slots by kind. clients, replicas, cluster_bus and observer add up to the "
                   "server's count; pubsub and blocked are part of clients.", ["kind"], kinds),
         _gauge("maxclients", "The server's effective maxclients (CONFIG GET, else INFO).", cap.maxclients),
@@ -218,12 +243,17 @@ def host_rows(snap: Snapshot, idle_threshold_s: float) -> tuple[tuple[HostRow, .
 
 
 def client_families(snap: Snapshot, top: int, idle_threshold_s: float,
-                    rows: tuple[HostRow, ...] | None = None) -> list[Metric]:
+                    rows: tuple[HostRow, ...] | None = None, chosen: Sequence[HostRow] | None = None) -> list[Metric]:
     """Per-source gauges and the idle/age histograms from one CLIENT LIST: bounded by `top` + 1 sources.
-    `rows`: host_rows(snap, idle_threshold_s)[0] when the caller has it already."""
+    `rows`: host_rows(snap, idle_threshold_s)[0] when the caller has it already. `chosen`: the hosts that get
+    their own label (the exporter's sticky top K, exporter_topk), default the `top` busiest now."""
     if rows is None:
         rows = host_rows(snap, idle_threshold_s)[0]
-    shown, rest = rows[:top], rows[top:]
+    if chosen is None:
+        shown, rest = rows[:top], rows[top:]
+    else:
+        labelled = {r.host for r in chosen}
+        shown, rest = tuple(chosen), tuple(r for r in rows if r.host not in labelled)
     labels = ["source", "name", "lib"]
     other = (OTHER, "", "")
     records = list(client_records(snap))
