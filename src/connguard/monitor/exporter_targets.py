@@ -146,6 +146,11 @@ class TargetRegistry:
         with self._lock:
             return len(self._entries)
 
+    def targets(self) -> list[str]:
+        """The redacted URLs of every target this exporter has been asked for and still keeps."""
+        with self._lock:
+            return sorted(e.target.redacted for e in self._entries.values())
+
     def held(self) -> int:
         """Targets this exporter holds a connection to (a target never reached holds nothing)."""
         with self._lock:
