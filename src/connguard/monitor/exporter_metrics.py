@@ -149,6 +149,11 @@ def families(view: ProbeView) -> list[Metric]:
     return [m for m in out if m is not None]
 
 
+USED_DOC = ("Slots in use against maxclients: connected_clients + connected_slaves + cluster_connections, without "
+            "the exporter's own connection.")
+MAXCLIENTS_DOC = "The server's effective maxclients (CONFIG GET, else INFO)."
+RATIO_DOC = "connections_used / maxclients (the runbook's 0.8 / 0.9 lines)."
+HEADROOM_DOC = "maxclients - connections_used: connections that can still be admitted."
 FROM_CENSUS_DOC = ("1 when connections_used (and capacity_ratio, headroom) come from the socket census of a local "
                    "server that refuses the exporter at maxclients, 0 when from INFO over the held connection.")
 
@@ -156,13 +161,12 @@ FROM_CENSUS_DOC = ("1 when connections_used (and capacity_ratio, headroom) come 
 def _census_families(used: int, maxclients: int | None) -> list[Metric | None]:
     """Usage of a full local server that refused us, from /proc: established connections it accepted."""
     return [
-        _gauge("connections_used", "Slots in use against maxclients: connected_clients + connected_slaves + "
-               "cluster_connections, without the exporter's own connection.", used),
+        _gauge("connections_used", USED_DOC, used),
         _gauge("connections_used_from_census", FROM_CENSUS_DOC, 1),
-        _gauge("maxclients", "The server's effective maxclients (CONFIG GET, else INFO).", maxclients),
-        _gauge("capacity_ratio", "connections_used / maxclients (the runbook's 0.8 / 0.9 lines).",
+        _gauge("maxclients", MAXCLIENTS_DOC, maxclients),
+        _gauge("capacity_ratio", RATIO_DOC,
                used / maxclients if maxclients else None),
-        _gauge("headroom", "maxclients - connections_used: connections that can still be admitted.",
+        _gauge("headroom", HEADROOM_DOC,
                max(0, maxclients - used) if maxclients else None),
     ]
 
@@ -183,14 +187,13 @@ def _server_families(snap: Snapshot, listed_pubsub: int | None) -> list[Metric |
     out: list[Metric | None] = [
         _labelled("info", "1, labelled with the server's flavor, version and role.", ["flavor", "version", "role"],
                   [((info.flavor, info.version, info.role), 1.0)]),
-        _gauge("connections_used", "Slots in use against maxclients: connected_clients + connected_slaves + "
-               "cluster_connections, without the exporter's own connection.", cap.used),
+        _gauge("connections_used", USED_DOC, cap.used),
         _gauge("connections_used_from_census", FROM_CENSUS_DOC, 0),
         _labelled("connections", "Slots by kind. clients, replicas, cluster_bus and observer add up to the "
                   "server's count; pubsub and blocked are part of clients.", ["kind"], kinds),
-        _gauge("maxclients", "The server's effective maxclients (CONFIG GET, else INFO).", cap.maxclients),
-        _gauge("capacity_ratio", "connections_used / maxclients (the runbook's 0.8 / 0.9 lines).", cap.ratio),
-        _gauge("headroom", "maxclients - connections_used: connections that can still be admitted.", cap.headroom),
+        _gauge("maxclients", MAXCLIENTS_DOC, cap.maxclients),
+        _gauge("capacity_ratio", RATIO_DOC, cap.ratio),
+        _gauge("headroom", HEADROOM_DOC, cap.headroom),
         CounterMetricFamily(f"{PREFIX}_rejected_connections", "Connections the server refused at maxclients "
                             "(INFO rejected_connections).", value=float(info.rejected_connections)),
         CounterMetricFamily(f"{PREFIX}_connections_received", "Connections the server accepted "
