@@ -1,8 +1,8 @@
 """Real Prometheus and Alertmanager (Debian's binaries) on free loopback ports, a webhook receiver, and the
 shipped rules and Alertmanager route rewritten to a faster clock, so the shipped files are what is tested.
 
-Time scale: every duration in the shipped rules (`for:`, `keep_firing_for:`, range selectors, the 3600 s
-horizons) is divided by `factor`, so 20 turns the 10 minutes of ConnguardExhaustionSoon's `for:` into 30 s
+Time scale: every duration in the shipped rules (`for:`, `keep_firing_for:`, range selectors, the 3600 s and
+7200 s horizons) is divided by `factor`, so 20 turns the 10 minutes of ConnguardExhaustionSoon's `for:` into 30 s
 and its 5 minute trend into 15 s; scrapes and evaluations run every 0.5 s to keep several samples per window.
 """
 
@@ -41,11 +41,11 @@ def _scaled(text: str, factor: float) -> str:
 
 def scaled_rules(factor: float, source: Path = RULES) -> str:
     """The shipped rules with every duration divided by `factor`: `for:` / `keep_firing_for:` values, PromQL
-    range selectors, and the one-hour horizon (3600 s) of the forecast alert and recording rule."""
+    range selectors, and the horizons in seconds of the forecast alert and recording rule (3600, 7200)."""
     text = source.read_text()
     text = re.sub(r"(?m)^(\s*(?:for|keep_firing_for):\s*)(\S+)$", lambda m: m.group(1) + _scaled(m.group(2), factor), text)
     text = re.sub(r"\[(\d+(?:ms|s|m|h|d))\]", lambda m: f"[{_scaled(m.group(1), factor)}]", text)
-    return re.sub(r"\b3600\b", f"{3600 / factor:g}", text)
+    return re.sub(r"\b(3600|7200)\b", lambda m: f"{int(m.group(1)) / factor:g}", text)
 
 
 def scaled_alertmanager(webhook_url: str, factor: float, source: Path = ALERTMANAGER_YML) -> str:

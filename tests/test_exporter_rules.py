@@ -62,7 +62,7 @@ def test_an_alert_identity_never_carries_a_value_that_switches_during_one_incide
     assert "reason" not in alerts["ConnguardTargetDown"]["expr"]
     assert "connguard_probe_error" in alerts["ConnguardTargetDown"]["annotations"]["summary"]
     growth = alerts["ConnguardExhaustionSoon"]["expr"]
-    assert "deriv(connguard_connections_used[5m]) > 0" in growth and "predict1h_recent" in growth
+    assert "connguard:connections_used:deriv5m > 0" in growth and "predict1h" in growth
 
 
 @pytest.mark.skipif(AMTOOL is None, reason="amtool not installed (Debian: apt-get install prometheus-alertmanager)")
