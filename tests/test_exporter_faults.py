@@ -220,3 +220,30 @@ def test_a_new_heavy_source_gets_its_label_at_once_and_names_stay_pinned():
     later = leak + (HostRow("10.0.0.7", 900, 0, "", ""),)
     assert "10.0.0.7" not in {r.host for r in topk.choose(later, 60.0)}
     assert "10.0.0.7" in {r.host for r in topk.choose(later, 1.0 + 1800.0)}
+
+
+def test_the_exporter_keeps_source_labels_through_churn_on_a_real_server(default_binary, start_server, crowd_for,
+                                                                          run_exporter):
+    """Wiring: the registry's CLIENT LIST goes through the sticky top K. Three hosts get labels; then six
+    heavier hosts arrive one by one and the first three leave: within one swap interval (3600/K s) only one
+    newcomer takes a slot and the rest fold into `other`."""
+    server = start_server(default_binary, maxclients=200)
+    crowd = crowd_for(server)
+    first = [crowd.open(2, source=f"127.0.8.{i}") for i in range(1, 4)]
+    running = run_exporter(top_sources=3)
+    url = f"redis://127.0.0.1:{server.port}"
+
+    def labelled() -> set[str]:
+        m = running.probe(url)
+        return {k.split('source="')[1].split('"')[0] for k in m if k.startswith("connguard_source_connections{")}
+
+    seen = labelled()
+    assert seen == {"127.0.8.1", "127.0.8.2", "127.0.8.3", "other"}
+    for group in first:
+        crowd.close_group(group)
+    for i in range(1, 7):
+        crowd.open(10 + i, source=f"127.0.9.{i}")
+        seen |= labelled()
+    # The first three, one newcomer (whichever CLIENT LIST first saw a newcomer: CLIENT LIST is budgeted), other.
+    assert len(seen) == 3 + 1 + 1, seen
+    assert len({s for s in seen if s.startswith("127.0.9.")}) == 1
