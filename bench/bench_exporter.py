@@ -13,7 +13,12 @@ Run:  python bench/bench_exporter.py [--clients 10000] [--hosts 100] [--scrapes 
    scrape (INFO total_connections_received), server time per scrape (INFO commandstats usec, all commands)
    and server CPU per scrape (INFO used_cpu_sys + used_cpu_user, which includes writing the replies).
 4. The full server: lowers maxclients to what is connected, fills the last slot, and scrapes each exporter
-   once: connguard still reports connguard_connections_used, redis_exporter reports redis_up 0.
+   once: connguard still reports connguard_connections_used, redis_exporter reports redis_up 0. Then the
+   server kills connguard's held connection: its reconnect is refused, and the next scrape reports usage from
+   the socket census (connguard_connections_used_from_census 1).
+5. A target that cannot be observed (a loopback listener that accepts and never answers, so an attempt costs
+   the whole --connect-timeout): the first scrape makes one attempt, the scrapes that follow within the
+   backoff step answer from cached state; their median and max wall time.
 Prints a Markdown table; ratios are against redis_exporter --export-client-list in the same run.
 """
 
@@ -24,6 +29,7 @@ import os
 import platform
 import resource
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -139,6 +145,33 @@ def redis_exporter(port: int, server_port: int, extra: list[str]) -> Exporter:
                      "-web.listen-address", f"127.0.0.1:{port}", *extra])
 
 
+def blackhole() -> tuple[socket.socket, int]:
+    """A loopback port whose kernel completes the TCP handshake (listen backlog) but nobody ever answers."""
+    sock = socket.create_server(("127.0.0.1", 0), backlog=64)
+    return sock, sock.getsockname()[1]
+
+
+def down_target(scrapes: int = 10) -> tuple[float, list[float]]:
+    """(first scrape, the cached scrapes after it) wall times of connguard against a target that never answers."""
+    hole, hole_port = blackhole()
+    port = free_port()
+    exp = connguard(port, ["--connect-timeout", "2"])
+    try:
+        wait_http(f"http://127.0.0.1:{port}/", exp.proc)
+        url = f"http://127.0.0.1:{port}/probe?target=" + urllib.parse.quote(f"redis://127.0.0.1:{hole_port}", safe="")
+        first, _ = get(url)
+        walls = []
+        for _ in range(scrapes):
+            wall, body = get(url)
+            assert b"connguard_up 0.0" in body
+            walls.append(wall)
+            time.sleep(0.02)
+        return first, walls
+    finally:
+        exp.stop()
+        hole.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clients", type=int, default=10_000)
@@ -204,6 +237,16 @@ def main() -> None:
                                                                 "connguard_connections_used", "connguard_maxclients"}))))
             full.append(("redis_exporter", "; ".join(pick(re_body, {"redis_up", "redis_connected_clients",
                                                                      "redis_config_maxclients"})) or "(no redis_ series)"))
+            # The server drops connguard's held connection and a client takes the slot: the reconnect is refused,
+            # usage comes from /proc.
+            for client in admin.client_list():
+                if client["name"].startswith("connguard"):
+                    admin.execute_command("CLIENT", "KILL", "ID", client["id"])
+            crowd.open(3, source="127.0.0.9")  # someone else takes the freed slot before connguard is back
+            wall, cg_body = get(f"http://127.0.0.1:{cg_port}/probe?target={target}")
+            full.append((f"connguard, its connection killed ({wall * 1000:.0f} ms)", "; ".join(pick(cg_body, {
+                "connguard_up", "connguard_server_refusing", "connguard_connections_used",
+                "connguard_connections_used_from_census", "connguard_maxclients"}))))
         finally:
             cg.stop()
             re_.stop()
@@ -231,6 +274,10 @@ def main() -> None:
     print("\nFull server (maxclients lowered to what is connected, last slot taken):\n")
     for who, text in full:
         print(f"- {who}: `{text}`")
+    first, cached = down_target()
+    print(f"\nA target that never answers (--connect-timeout 2): first scrape {first * 1000:.0f} ms (one attempt); "
+          f"the next {len(cached)} scrapes, from cached state within the backoff step: median "
+          f"{statistics.median(cached) * 1000:.1f} ms, max {max(cached) * 1000:.1f} ms.")
 
 
 if __name__ == "__main__":

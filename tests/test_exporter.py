@@ -114,9 +114,39 @@ def test_a_full_server_keeps_reporting_over_the_held_connection(full_server, run
     assert m["connguard_headroom"] == 1  # the exporter's own slot
 
 
+def _http_400_server() -> int:
+    """A loopback server that answers every connection with an HTTP 400 and keeps it open until the client
+    hangs up. (The exporter's own ThreadingHTTPServer closes right after its 400, and whether the client then
+    reads the 400 or a reset first is a race: the reason would flip between not_redis and unreachable.)"""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                try:
+                    conn.recv(4096)
+                    conn.sendall(b"HTTP/1.0 400 Bad request\r\nContent-Length: 0\r\n\r\n")
+                    while conn.recv(4096):
+                        pass
+                except OSError:
+                    pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener.getsockname()[1]
+
+
 def test_bad_targets_answer_up_0_with_a_reason_never_a_500(default_binary, start_server, run_exporter, caplog):
     server = start_server(default_binary, maxclients=20, password=PASSWORD)
     running = run_exporter()
+    http_port = _http_400_server()
     cases = {
         "http://127.0.0.1:80": "bad_target",
         "redis://[::1": "bad_target",
@@ -124,7 +154,7 @@ def test_bad_targets_answer_up_0_with_a_reason_never_a_500(default_binary, start
         f"redis://127.0.0.1:{server.port}": "auth",
         f"redis://user:{urllib.parse.quote(PASSWORD, safe='')}@127.0.0.1:{server.port}": "bad_target",
         f"redis://127.0.0.1:{server.port}?password={urllib.parse.quote(PASSWORD, safe='')}": "bad_target",
-        f"redis://127.0.0.1:{running.port}": "not_redis",  # the exporter's own HTTP port
+        f"redis://127.0.0.1:{http_port}": "not_redis",  # an HTTP server
         f"rediss://127.0.0.1:{server.port}": "tls",  # TLS to a plain server
     }
     with caplog.at_level(logging.INFO, logger="connguard.exporter"):
@@ -139,7 +169,7 @@ def test_bad_targets_answer_up_0_with_a_reason_never_a_500(default_binary, start
         assert parse(body)['connguard_probe_error{reason="bad_target"}'] == 1
     assert PASSWORD not in caplog.text and urllib.parse.quote(PASSWORD, safe="") not in caplog.text
     assert "Traceback" not in caplog.text
-    assert len(running.registry) == 0  # unreachable targets hold nothing
+    assert running.registry.held() == 0  # unreachable targets hold nothing
 
 
 def test_passwords_come_from_files_never_the_query(default_binary, start_server, run_exporter, tmp_path):
@@ -262,4 +292,6 @@ def test_a_server_full_before_the_first_scrape_is_refusing_and_exhausted(full_se
     assert m['connguard_probe_error{reason="refused"}'] == 1
     assert m["connguard_observer_refusals_total"] >= 1
     assert m['connguard_cause{cause="exhausted",severity="critical"}'] == 1  # from this host's socket census
-    assert "connguard_connections_used" not in m
+    # Usage from the same census (the monitor and the 9 leaked), against a maxclients never seen yet.
+    assert m["connguard_connections_used"] == 10 and m["connguard_connections_used_from_census"] == 1
+    assert "connguard_maxclients" not in m and "connguard_capacity_ratio" not in m

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "prometheus"
+ALERTMANAGER_YML = DEPLOY.parent / "alertmanager" / "alertmanager.yml"
 PROMTOOL = shutil.which("promtool")
+AMTOOL = shutil.which("amtool")
 
 pytestmark = pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian: apt-get install prometheus)")
 
@@ -36,7 +38,7 @@ def test_every_alert_has_a_unit_test_and_the_doctor_command() -> None:
     alerts = {r["alert"]: r for g in rules["groups"] for r in g["rules"] if "alert" in r}
     assert set(alerts) >= {"ConnguardCapacityWarning", "ConnguardCapacityCritical", "ConnguardRefusing",
                            "ConnguardRejections", "ConnguardChurn", "ConnguardExhaustionSoon", "ConnguardCause",
-                           "ConnguardFdLimit"}
+                           "ConnguardFdLimit", "ConnguardTargetDown"}
     for name, rule in alerts.items():
         assert rule["annotations"]["command"] == "connguard doctor {{ $labels.instance }}", name
         assert rule["annotations"]["next_step"], name
@@ -46,3 +48,26 @@ def test_every_alert_has_a_unit_test_and_the_doctor_command() -> None:
         cases = [c for c in checked if c["alertname"] == name]
         assert any(c["exp_alerts"] for c in cases), f"{name} never tested firing"
         assert any(not c["exp_alerts"] for c in cases), f"{name} never tested quiet"
+
+
+def test_an_alert_identity_never_carries_a_value_that_switches_during_one_incident() -> None:
+    """The cause (and the probe error's reason) belong in annotations: as labels, a verdict that switches
+    resolves one alert and starts another (9 firing->resolved transitions in 15 minutes on one leak)."""
+    yaml = pytest.importorskip("yaml")
+    rules = yaml.safe_load((DEPLOY / "rules.yml").read_text())
+    alerts = {r["alert"]: r for g in rules["groups"] for r in g["rules"] if "alert" in r}
+    cause = alerts["ConnguardCause"]
+    assert cause["expr"].startswith("max by (instance, job) ("), cause["expr"]
+    assert "keep_firing_for" in cause
+    assert "reason" not in alerts["ConnguardTargetDown"]["expr"]
+    assert "connguard_probe_error" in alerts["ConnguardTargetDown"]["annotations"]["summary"]
+    growth = alerts["ConnguardExhaustionSoon"]["expr"]
+    assert "connguard:connections_used:deriv5m > 0" in growth and "predict1h" in growth
+
+
+@pytest.mark.skipif(AMTOOL is None, reason="amtool not installed (Debian: apt-get install prometheus-alertmanager)")
+def test_amtool_accepts_the_example_alertmanager_config() -> None:
+    result = subprocess.run([AMTOOL, "check-config", str(ALERTMANAGER_YML)], capture_output=True, text=True,
+                            timeout=60)  # type: ignore[list-item]
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout

@@ -35,8 +35,9 @@ from connguard.settings import DIAGNOSE_EVERY_S, EXPORTER_CONNECT_TIMEOUT_S, TOP
 @click.option("--max-targets", type=FiniteNumber(1, 100_000, integer=True), default=100, show_default=True,
               help="Targets held at once; a probe beyond this answers connguard_probe_error{reason=\"max_targets\"}.")
 @click.option("--connect-timeout", "connect_timeout_s", type=FiniteNumber(0, 60, low_open=True),
-              default=EXPORTER_CONNECT_TIMEOUT_S,
-              show_default=True, help="Seconds a scrape may spend (re)connecting to a server that refuses us.")
+              default=EXPORTER_CONNECT_TIMEOUT_S, show_default=True,
+              help="Socket timeout of a connection attempt and of each command. A scrape makes at most one attempt, "
+              "and only once the target's reconnect backoff (1 s doubling to 30 s) allows.")
 @handle_errors
 def exporter_command(listen: str, target_url: str | None, password_file: str | None, auth_file: str | None,
                      top_sources: int, diagnose_every_s: float, clients_every_s: float, idle_threshold_s: float,

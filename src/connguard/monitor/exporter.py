@@ -8,6 +8,7 @@ files or the environment, never from the query string, and only redacted URLs ar
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 import socket
@@ -23,6 +24,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from connguard.errors import BadArguments, BadTarget, ConnguardError
+from connguard.monitor.exporter_faults import StateLog
 from connguard.monitor.exporter_metrics import ProbeView, families, status_families
 from connguard.monitor.exporter_targets import ExporterSettings, TargetRegistry, probe_reason
 from connguard.target import Target, parse_target
@@ -126,18 +128,21 @@ class Exporter:
         self.registry = registry
         self.creds = creds
         self.default_target = default_target
+        self._refusals = StateLog(log)  # a probe URL we refuse is logged once per distinct error, not per scrape
 
     def probe_page(self, raw_target: str | None) -> bytes:
         return render(self.probe_families(raw_target))
 
     def probe_families(self, raw_target: str | None) -> list[Metric]:
         if not raw_target:
-            log.warning("probe without ?target=: nothing to observe")
+            self._refusals.note(b"", "no target", logging.WARNING, "probe without ?target=: nothing to observe")
             return status_families(False, False, "bad_target")
         try:
             target = resolve_target(raw_target, self.creds)
         except ConnguardError as err:
-            log.warning("probe refused: %s", err.line())
+            # Keyed by a digest: the raw URL may carry a password, which must not even sit in memory here.
+            key = hashlib.sha256(raw_target.encode("utf-8", "replace")).digest()
+            self._refusals.note(key, err.line(), logging.WARNING, "probe refused: %s", err.line())
             return status_families(False, False, probe_reason(err))
         return self.target_families(target)
 
@@ -246,9 +251,11 @@ def sampler_factory(settings: ExporterSettings) -> Callable[[Target], object]:
     from connguard.probe.sampler import Sampler
 
     def make(target: Target) -> object:
-        # Short connect budgets: a scrape must answer within Prometheus's scrape timeout.
-        return Sampler(target, connect_timeout_s=settings.connect_timeout_s,
-                       reconnect_timeout_s=settings.connect_timeout_s, census=False)
+        # One connection attempt per sample (no retry budget): the registry spaces attempts across scrapes
+        # with its backoff (exporter_faults), and a scrape answers within Prometheus's scrape timeout.
+        # --connect-timeout bounds each socket operation instead, so a blackholed host costs one timeout.
+        return Sampler(target, connect_timeout_s=0.0, reconnect_timeout_s=0.0,
+                       socket_timeout_s=settings.connect_timeout_s, census=False)
 
     return make
 

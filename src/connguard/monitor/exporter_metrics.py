@@ -50,6 +50,10 @@ class ProbeView:
     # client_families(listed, ...) computed once per CLIENT LIST by the caller (INFO-only scrapes reuse it).
     client_metrics: tuple[Metric, ...] | None = None
     listed_pubsub: int | None = None  # pub/sub clients in `listed`, computed with client_metrics
+    # No Snapshot (refused at maxclients) but the server is local: slots held, from the socket census, against
+    # the last maxclients seen (watch does the same), so a full server is not a blind spot.
+    census_used: int | None = None
+    known_maxclients: int | None = None
 
 
 def _gauge(name: str, doc: str, value: float | None) -> GaugeMetricFamily | None:
@@ -125,6 +129,8 @@ def families(view: ProbeView) -> list[Metric]:
     out.append(_gauge("seconds_to_exhaustion", "Seconds until used reaches maxclients at the current trend "
                       "(watch's forecast); +Inf when not growing, NaN when unknown.",
                       math.nan if view.seconds_to_exhaustion is None else view.seconds_to_exhaustion))
+    if snap is None and view.census_used is not None:
+        out += _census_families(view.census_used, view.known_maxclients)
     if snap is not None:
         listed_pubsub = view.listed_pubsub
         if listed_pubsub is None and view.listed is not None and view.listed.clients is not None:
@@ -143,6 +149,28 @@ def families(view: ProbeView) -> list[Metric]:
     return [m for m in out if m is not None]
 
 
+USED_DOC = ("Slots in use against maxclients: connected_clients + connected_slaves + cluster_connections, without "
+            "the exporter's own connection.")
+MAXCLIENTS_DOC = "The server's effective maxclients (CONFIG GET, else INFO)."
+RATIO_DOC = "connections_used / maxclients (the runbook's 0.8 / 0.9 lines)."
+HEADROOM_DOC = "maxclients - connections_used: connections that can still be admitted."
+FROM_CENSUS_DOC = ("1 when connections_used (and capacity_ratio, headroom) come from the socket census of a local "
+                   "server that refuses the exporter at maxclients, 0 when from INFO over the held connection.")
+
+
+def _census_families(used: int, maxclients: int | None) -> list[Metric | None]:
+    """Usage of a full local server that refused us, from /proc: established connections it accepted."""
+    return [
+        _gauge("connections_used", USED_DOC, used),
+        _gauge("connections_used_from_census", FROM_CENSUS_DOC, 1),
+        _gauge("maxclients", MAXCLIENTS_DOC, maxclients),
+        _gauge("capacity_ratio", RATIO_DOC,
+               used / maxclients if maxclients else None),
+        _gauge("headroom", HEADROOM_DOC,
+               max(0, maxclients - used) if maxclients else None),
+    ]
+
+
 def _server_families(snap: Snapshot, listed_pubsub: int | None) -> list[Metric | None]:
     info = snap.info
     cap = capacity(snap)
@@ -159,13 +187,13 @@ def _server_families(snap: Snapshot, listed_pubsub: int | None) -> list[Metric |
     out: list[Metric | None] = [
         _labelled("info", "1, labelled with the server's flavor, version and role.", ["flavor", "version", "role"],
                   [((info.flavor, info.version, info.role), 1.0)]),
-        _gauge("connections_used", "Slots in use against maxclients: connected_clients + connected_slaves + "
-               "cluster_connections, without the exporter's own connection.", cap.used),
+        _gauge("connections_used", USED_DOC, cap.used),
+        _gauge("connections_used_from_census", FROM_CENSUS_DOC, 0),
         _labelled("connections", "Slots by kind. clients, replicas, cluster_bus and observer add up to the "
                   "server's count; pubsub and blocked are part of clients.", ["kind"], kinds),
-        _gauge("maxclients", "The server's effective maxclients (CONFIG GET, else INFO).", cap.maxclients),
-        _gauge("capacity_ratio", "connections_used / maxclients (the runbook's 0.8 / 0.9 lines).", cap.ratio),
-        _gauge("headroom", "maxclients - connections_used: connections that can still be admitted.", cap.headroom),
+        _gauge("maxclients", MAXCLIENTS_DOC, cap.maxclients),
+        _gauge("capacity_ratio", RATIO_DOC, cap.ratio),
+        _gauge("headroom", HEADROOM_DOC, cap.headroom),
         CounterMetricFamily(f"{PREFIX}_rejected_connections", "Connections the server refused at maxclients "
                             "(INFO rejected_connections).", value=float(info.rejected_connections)),
         CounterMetricFamily(f"{PREFIX}_connections_received", "Connections the server accepted "
@@ -218,12 +246,17 @@ def host_rows(snap: Snapshot, idle_threshold_s: float) -> tuple[tuple[HostRow, .
 
 
 def client_families(snap: Snapshot, top: int, idle_threshold_s: float,
-                    rows: tuple[HostRow, ...] | None = None) -> list[Metric]:
+                    rows: tuple[HostRow, ...] | None = None, chosen: Sequence[HostRow] | None = None) -> list[Metric]:
     """Per-source gauges and the idle/age histograms from one CLIENT LIST: bounded by `top` + 1 sources.
-    `rows`: host_rows(snap, idle_threshold_s)[0] when the caller has it already."""
+    `rows`: host_rows(snap, idle_threshold_s)[0] when the caller has it already. `chosen`: the hosts that get
+    their own label (the exporter's sticky top K, exporter_topk), default the `top` busiest now."""
     if rows is None:
         rows = host_rows(snap, idle_threshold_s)[0]
-    shown, rest = rows[:top], rows[top:]
+    if chosen is None:
+        shown, rest = rows[:top], rows[top:]
+    else:
+        labelled = {r.host for r in chosen}
+        shown, rest = tuple(chosen), tuple(r for r in rows if r.host not in labelled)
     labels = ["source", "name", "lib"]
     other = (OTHER, "", "")
     records = list(client_records(snap))

@@ -19,7 +19,9 @@ from connguard.analysis.diagnosis import Diagnosis, DoctorSettings, diagnose, di
 from connguard.analysis.forecast import Forecast
 from connguard.analysis.window import LiveWindow
 from connguard.errors import AuthFailed, BadArguments, BadTarget, ConnguardError, NotRedis, ServerFull
+from connguard.monitor.exporter_faults import BACKOFF_BASE_S, BACKOFF_CAP_S, ReconnectBackoff, StateLog
 from connguard.monitor.exporter_metrics import ProbeView, client_families, host_rows
+from connguard.monitor.exporter_topk import StickyTopK
 from connguard.monitor.watch_budget import ClientListBudget
 from connguard.probe.model import Snapshot
 from connguard.settings import DIAGNOSE_EVERY_S, EXPORTER_CONNECT_TIMEOUT_S, FORECAST_WINDOW_S, TOP_SOURCES
@@ -32,8 +34,9 @@ WINDOW_SNAPSHOTS = 5  # listed Snapshots kept for the rules: a few anchors over 
 
 class SamplerLike(Protocol):
     connects: int
+    connected: bool
 
-    def sample(self, *, client_list: bool = True) -> object: ...
+    def sample(self, *, client_list: bool = True, connect: bool = True) -> object: ...
 
     def close(self) -> None: ...
 
@@ -87,7 +90,10 @@ class Entry:
     diagnosis: Diagnosis | None = None
     diagnosed_at: float = -math.inf
     diagnosing: bool = False  # a verdict is being computed on the diagnosis thread
-    failure_line: str | None = None  # the last failure logged, so a lasting one is logged once
+    state: str | None = None  # "up" or the probe error's reason: logged once per change, not per scrape
+    backoff: ReconnectBackoff = field(default_factory=ReconnectBackoff)  # when the next (re)connect may be tried
+    topk: StickyTopK = field(default_factory=lambda: StickyTopK(10))  # which hosts get a `source` label
+    maxclients: int | None = None  # the last maxclients seen: what census usage is measured against
     generation: int = 0  # bumped when a newer verdict is set here: a verdict computed from before is dropped
 
 
@@ -101,6 +107,8 @@ class ExporterSettings:
     window_s: float = 60.0
     connect_timeout_s: float = EXPORTER_CONNECT_TIMEOUT_S
     forecast_window_s: float = FORECAST_WINDOW_S
+    backoff_base_s: float = BACKOFF_BASE_S
+    backoff_cap_s: float = BACKOFF_CAP_S
     doctor: DoctorSettings = DoctorSettings()
 
 
@@ -114,11 +122,22 @@ class TargetRegistry:
         self._clock = clock
         self._entries: dict[tuple[object, ...], Entry] = {}
         self._lock = threading.Lock()
+        self._over_limit = StateLog(log)  # targets turned away by --max-targets, logged once each
         self._diagnoser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="connguard-diagnose")
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._entries)
+
+    def targets(self) -> list[str]:
+        """The redacted URLs of every target this exporter has been asked for and still keeps."""
+        with self._lock:
+            return sorted(e.target.redacted for e in self._entries.values())
+
+    def held(self) -> int:
+        """Targets this exporter holds a connection to (a target never reached holds nothing)."""
+        with self._lock:
+            return sum(1 for e in self._entries.values() if e.sampler.connected)
 
     @staticmethod
     def key(target: Target) -> tuple[object, ...]:
@@ -129,14 +148,20 @@ class TargetRegistry:
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
-                if len(self._entries) >= self.settings.max_targets:
+                # Targets never reached hold no connection and count only against a looser bound (they keep
+                # their backoff and log state, so a bad target is retried and logged per step, not per scrape).
+                reached = sum(1 for e in self._entries.values() if e.sampler.connects)
+                if reached >= self.settings.max_targets or len(self._entries) >= 10 * self.settings.max_targets:
                     return None
-                window = LiveWindow(span_s=self.settings.window_s, max_snapshots=WINDOW_SNAPSHOTS,
-                                    forecast_window_s=self.settings.forecast_window_s)
-                entry = Entry(target, self._factory(target), ClientListBudget(self.settings.clients_every_s),
-                              window=window)
+                s = self.settings
+                window = LiveWindow(span_s=s.window_s, max_snapshots=WINDOW_SNAPSHOTS,
+                                    forecast_window_s=s.forecast_window_s)
+                entry = Entry(target, self._factory(target), ClientListBudget(s.clients_every_s), window=window,
+                              backoff=ReconnectBackoff(s.backoff_base_s, s.backoff_cap_s),
+                              topk=StickyTopK(s.top_sources))
                 self._entries[key] = entry
-                log.info("target %s: added (%d held)", target.redacted, len(self._entries))
+                self._over_limit.forget(key)
+                log.info("target %s: added (%d targets)", target.redacted, len(self._entries))
             entry.last_scrape = now
             return entry
 
@@ -145,35 +170,37 @@ class TargetRegistry:
         arrived = self._clock()
         entry = self._entry(target, arrived)
         if entry is None:
-            log.warning("target %s: refused, --max-targets %d targets already held", target.redacted,
-                        self.settings.max_targets)
+            self._over_limit.note(self.key(target), "max_targets", logging.WARNING,
+                                  "target %s: refused, --max-targets %d targets already held", target.redacted,
+                                  self.settings.max_targets)
             return ProbeView(snapshot=None, error_reason="max_targets")
         with entry.lock:
             if entry.view is not None and entry.done_at >= arrived:
                 return entry.view  # an observation finished after we arrived: share it
-            view = self._observe(entry)
+            # Without a held connection, one (re)connect attempt per backoff step; between steps the scrape
+            # answers from cached state (and the census of a local full server) without touching the network.
+            connect = entry.sampler.connected or entry.backoff.due(arrived)
+            view = self._observe(entry, connect)
             entry.view, entry.done_at = view, self._clock()
-        if view.snapshot is None and entry.sampler.connects == 0 and not view.refused:
-            self._forget(entry)  # never reached (bad port, auth, not Redis): holds nothing, takes no slot
+            if view.snapshot is not None:
+                entry.backoff.succeeded()
+            elif connect and not entry.sampler.connected:
+                entry.backoff.failed(entry.done_at)
         return view
 
-    def _forget(self, entry: Entry) -> None:
-        with self._lock:
-            if self._entries.get(self.key(entry.target)) is entry:
-                del self._entries[self.key(entry.target)]
-        entry.sampler.close()
-
-    def _observe(self, entry: Entry) -> ProbeView:
+    def _observe(self, entry: Entry, connect: bool = True) -> ProbeView:
         s = self.settings
         started = self._clock()
-        obs = entry.sampler.sample(client_list=entry.budget.due(started))
+        obs = entry.sampler.sample(client_list=connect and entry.budget.due(started), connect=connect)
         snap: Snapshot | None = obs.snapshot  # type: ignore[attr-defined]
         now = obs.monotonic  # type: ignore[attr-defined]
         target = entry.target.redacted
+        census_used = None
         if snap is not None:
-            if entry.failure_line is not None:
+            if entry.state not in (None, "up"):
                 log.info("target %s: observed again", target)
-                entry.failure_line = None
+            entry.state = "up"
+            entry.maxclients = snap.maxclients
             listed = bool(obs.client_list_included) and snap.clients is not None  # type: ignore[attr-defined]
             entry.budget.note(now, snap.info.sections, listed)
             entry.window.push(snap)  # restarts and the forecast's lifecycle: the window's, as in watch
@@ -181,7 +208,9 @@ class TargetRegistry:
             if listed:
                 entry.listed, entry.listed_at = snap, now
                 rows, entry.listed_pubsub = host_rows(snap, s.doctor.idle_threshold_s)
-                entry.client_metrics = tuple(client_families(snap, s.top_sources, s.doctor.idle_threshold_s, rows))
+                chosen = entry.topk.choose(rows, now)
+                entry.client_metrics = tuple(client_families(snap, s.top_sources, s.doctor.idle_threshold_s, rows,
+                                                             chosen))
                 refusals = getattr(obs, "refusals", 0)
                 entry.refusals_at = {w.clock: entry.refusals_at.get(w.clock, refusals)
                                      for w in (rules_window.snapshots if rules_window else ())}
@@ -195,10 +224,13 @@ class TargetRegistry:
                     self._diagnose_later(entry, rules_window.snapshots, refused_us)
         else:
             failure = obs.failure  # type: ignore[attr-defined]
-            line = failure.line() if failure else "not observed"
+            state = probe_reason(failure) or "unobserved"
             # One line per change, not per scrape: a server down for an hour is one warning, not 240.
-            (log.warning if line != entry.failure_line else log.debug)("target %s: %s", target, line)
-            entry.failure_line = line
+            if state != entry.state:
+                log.warning("target %s: %s", target, failure.line() if failure else "not observed")
+            entry.state = state
+            if obs.refused and obs.census is not None:  # type: ignore[attr-defined]
+                census_used = obs.census.accepted  # type: ignore[attr-defined]
             if obs.refused:  # type: ignore[attr-defined]
                 # A full server seen from outside: the exhausted verdict (with the census when local).
                 entry.diagnosis = diagnose_unreachable(
@@ -212,6 +244,7 @@ class TargetRegistry:
         # Refused at maxclients is the server saying it is full: 0, an observation. Otherwise the window's.
         refused = snap is None and bool(obs.refused)  # type: ignore[attr-defined]
         forecast_s = 0.0 if refused else exhaustion_seconds(entry.window.forecast)
+        maxclients = entry.maxclients
         return ProbeView(
             snapshot=snap,
             listed=entry.listed if snap is not None else None,
@@ -227,6 +260,8 @@ class TargetRegistry:
             scrape_s=self._clock() - started,
             client_metrics=entry.client_metrics if snap is not None and entry.listed is not None else None,
             listed_pubsub=entry.listed_pubsub,
+            census_used=census_used,
+            known_maxclients=maxclients if census_used is not None else None,
         )
 
     def _diagnose_later(self, entry: Entry, window: tuple[Snapshot, ...], refused_us: int) -> None:
