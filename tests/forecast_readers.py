@@ -53,11 +53,12 @@ class Replay:
     """A Sampler that hands back recorded (or just taken) Observations, one per sample()."""
 
     connects = 1
+    connected = True  # each scrape replays the next recorded Observation: the exporter's backoff never holds one back
 
     def __init__(self, observations: Iterable[Observation]) -> None:
         self._next: Iterator[Observation] = iter(observations)
 
-    def sample(self, *, client_list: bool = True) -> Observation:
+    def sample(self, *, client_list: bool = True, connect: bool = True) -> Observation:
         return next(self._next)
 
     def close(self) -> None:
