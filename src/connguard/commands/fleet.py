@@ -286,9 +286,9 @@ def fleet_group() -> None:
 @json_option
 @connect_timeout_option
 @click.option("--warning", "warning_ratio", type=FiniteNumber(0, 1, low_open=True), default=WARNING_RATIO,
-              show_default=True, help="Ratio for WARNING, reached at or above it.")
+              show_default=True, metavar="RATIO", help="Ratio for WARNING, reached at or above it.")
 @click.option("--critical", "critical_ratio", type=FiniteNumber(0, 1, low_open=True), default=CRITICAL_RATIO,
-              show_default=True, help="Ratio for CRITICAL, reached at or above it.")
+              show_default=True, metavar="RATIO", help="Ratio for CRITICAL, reached at or above it.")
 @handle_errors
 def fleet_status_command(source: str | None, fleet_file: str | None, cluster: bool, all_members: bool,
                          concurrency: int, as_json: bool, connect_timeout_s: float, warning_ratio: float,

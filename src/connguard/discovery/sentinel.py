@@ -155,3 +155,36 @@ def discover_sentinel(
     raise Unreachable(f"{spec.redacted}: no Sentinel could name the primary: "
                       + "; ".join(p.message if p.message.startswith(("redis", "unix")) else f"{p.where} {p.message}"
                                   for p in problems))
+
+
+def masters_if_sentinel(conn: HeldConnection) -> tuple[str, ...] | None:
+    """None for a data node; for a Sentinel, the masters it monitors as `name (host:port)`, so a status that
+    landed on a Sentinel's port can say what it is and which URL reaches the data."""
+    try:
+        if "redis_mode:sentinel" not in _text(conn.execute("INFO", "server")):
+            return None
+        entries = [pairs(entry) for entry in conn.execute("SENTINEL", "MASTERS") or []]
+    except redis.exceptions.ResponseError:
+        return None
+    return tuple(f"{e.get('name', '?')} ({e.get('ip', '?')}:{e.get('port', '?')})" for e in entries)
+
+
+def sentinel_note(target: Target, masters: tuple[str, ...]) -> str:
+    """One clause for `status`: this port is a Sentinel, what it monitors, and the URL for the data."""
+    if not masters:
+        return "this is a Sentinel, and it monitors no master"
+    first = masters[0].split(" ", 1)[0]
+    return (f"this is a Sentinel monitoring {', '.join(masters)}: for the data nodes use "
+            f"redis+sentinel://{_host(target)}:{target.port}/{first}")
+
+
+def _host(t: Target) -> str:
+    return f"[{t.host}]" if t.host and ":" in t.host else (t.host or "")
+
+
+def current_primary(spec: SentinelSpec, *, connect_timeout_s: float = 10.0,
+                    connect: Callable[..., HeldConnection] = open_connection) -> Target:
+    """The primary the Sentinels name now, as an ordinary Target with the data nodes' credentials: how the
+    single-server commands (watch, kill, config) take a redis+sentinel:// URL."""
+    topology = discover_sentinel(spec, connect_timeout_s=connect_timeout_s, connect=connect)
+    return next(m.target for m in topology.members if m.role == PRIMARY)
