@@ -124,7 +124,9 @@ def read_cluster_nodes(conn: HeldConnection) -> list[ClusterNode]:
 
 
 def node_target(seed: Target, host: str, port: int) -> Target:
-    """A node as an ordinary Target: the seed's scheme and credentials at the node's address (db 0: a cluster has one)."""
+    """A node as an ordinary Target: the seed's scheme and credentials at the node's address (db 0: a cluster has one).
+    A node that never met another does not know its own IP (CLUSTER SHARDS/NODES give ""): that is the seed."""
+    host = host or seed.host or ""
     shown = f"[{host}]" if ":" in host else host
     return dataclasses.replace(parse_target(f"{seed.scheme}://{shown}:{port}", env={}),
                                username=seed.username, password=seed.password, query=seed.query)
@@ -143,7 +145,7 @@ def members_of(seed: Target, nodes: list[ClusterNode], group: str | None = None)
         ordered += sorted((n for n in by_primary.get(primary.node_id, []) if n.role == REPLICA),
                           key=lambda n: (n.host, n.port))
     ordered += [n for n in nodes if n not in ordered]  # replicas of an unknown primary
-    return tuple(Member(node_target(seed, n.host, n.port), n.role, name=f"{n.host}:{n.port}", group=group,
+    return tuple(Member(node_target(seed, n.host, n.port), n.role, name=f"{n.host or seed.host}:{n.port}", group=group,
                         slots=n.slots if n.role == PRIMARY else None, node_id=n.node_id, health=n.health)
                  for n in ordered)
 
