@@ -129,6 +129,9 @@ def parse_target(url: str | None = None, env: Mapping[str, str] | None = None) -
             f"unsupported URL {shown!r}: use host:port, redis://host:port, rediss://host:port, unix:///path.sock "
             "or redis+sentinel://sentinel:26379/mastername"
         )
+    if scheme != "unix" and "," in rest.split("/", 1)[0].split("?", 1)[0]:
+        raise BadTarget(f"URL {shown!r} names several hosts (a cluster's seeds): status, doctor and fleet take "
+                        "it; this command watches or changes one server, so give one host:port")
     try:
         parts = urlsplit(f"{scheme}://{rest}")
         port = parts.port
