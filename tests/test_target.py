@@ -197,3 +197,27 @@ def test_a_tls_close_right_after_the_handshake_names_the_missing_client_certific
     # With a certificate given, the same close is not blamed on a missing one.
     with_cert = parse_target("rediss://127.0.0.1:6380?ssl_certfile=/etc/hosts&ssl_keyfile=/etc/hosts")
     assert "requires a client certificate" not in classify_error(eof, with_cert).line()
+
+
+def test_an_http_port_is_named_from_the_bytes_it_sent_every_time():
+    """Whether the HTTP server's close reaches the handshake as an EOF, a reset or a broken pipe is a race; the
+    verdict comes from what the port says, so it is the same on every try."""
+    import http.server
+    import threading
+
+    from connguard.errors import NotRedis
+
+    class Quiet(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        target = parse_target(f"redis://127.0.0.1:{httpd.server_address[1]}", env={})
+        for _ in range(40):
+            with pytest.raises(NotRedis, match="it looks like HTTP"):
+                open_connection(target, connect_timeout_s=1)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -254,7 +254,10 @@ def _explain_mismatch(exc: BaseException, target: Target) -> ConnguardError | No
     """A handshake that ended in a closed socket or a TLS error may mean the port speaks something
     else (HTTP, plain RESP): ask it once, to say so plainly. None keeps the ordinary classification."""
     low = str(exc).lower()
-    if target.scheme == "unix" or not any(w in low for w in ("closed", "reset", "ssl", "wrong version")):
+    # Whichever side closes first decides which of these the handshake sees (a write into the closed socket is a
+    # broken pipe, a read an EOF or reset), so every one of them asks the port what it speaks.
+    if target.scheme == "unix" or not any(w in low for w in ("closed", "reset", "broken pipe", "eof", "ssl",
+                                                              "wrong version")):
         return None
     reply = sniff(target.host, target.port)  # type: ignore[arg-type]
     if not reply or reply.startswith(b"\x15\x03"):  # silence or a TLS alert: the hint we already give fits
