@@ -19,6 +19,7 @@ from connguard.lab.servers import ServerProcess
 from connguard.lab.topology import ClusterSet, SentinelProcess, SentinelSet
 
 from conftest import BINARIES
+from exporter_running import run_exporter  # noqa: F401 (a fixture)
 
 REDIS7 = [b for b in BINARIES if b.flavor == "redis" and b.version.startswith("7.")] or BINARIES
 SECRET = "Zq7pass"
@@ -136,6 +137,17 @@ def test_single_server_commands_take_a_sentinel_url(sentinel_set: SentinelSet, c
     if command[0] == "watch":
         doc = json.loads(proc.stdout)
         assert doc["reachable"] and doc["primary"] == f"127.0.0.1:{sentinel_set.primary.port}"  # type: ignore[union-attr]
+
+
+def test_the_exporter_probe_takes_a_sentinel_url_and_a_bare_host_port(sentinel_set: SentinelSet, run_exporter) -> None:
+    exporter = run_exporter()
+    port = sentinel_set.sentinel_servers[0].port
+    primary = sentinel_set.primary.port  # type: ignore[union-attr]
+    via_sentinel = exporter.probe(f"redis+sentinel://127.0.0.1:{port}/{sentinel_set.master_name}")
+    bare = exporter.probe(f"127.0.0.1:{primary}")
+    assert via_sentinel["connguard_up"] == 1 and bare["connguard_up"] == 1
+    assert via_sentinel["connguard_maxclients"] == bare["connguard_maxclients"] == 100
+    assert exporter.probe(f"redis+sentinel://127.0.0.1:{port}/nosuch")["connguard_up"] == 0
 
 
 class LockedSentinel(SentinelProcess):
