@@ -112,7 +112,8 @@ def read_cluster_nodes(conn: HeldConnection) -> list[ClusterNode]:
         return parse_shards(conn.execute("CLUSTER", "SHARDS"))
     except redis.exceptions.ResponseError as exc:
         if "cluster support disabled" in str(exc).lower():
-            raise BadTarget(f"{conn.target.redacted} is not in cluster mode (cluster_enabled:0): drop --cluster") from None
+            raise BadTarget(f"{conn.target.redacted} is not in cluster mode (cluster_enabled:0): a cluster seed "
+                            "must be a cluster node (drop --cluster, or name one server)") from None
     try:
         return parse_nodes(conn.execute("CLUSTER", "NODES"))
     except redis.exceptions.ResponseError as exc:
@@ -170,6 +171,8 @@ def discover_cluster(
             with connect(one, connect_timeout_s=share) as conn:
                 nodes = read_cluster_nodes(conn)
         except ConnguardError as err:
+            if isinstance(err, BadTarget) and "not in cluster mode" in err.message:
+                raise  # the seeds name one cluster: one that is not a cluster node answers for all of them
             if number == len(seeds):
                 if not problems:
                     raise
