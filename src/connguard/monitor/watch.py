@@ -181,8 +181,9 @@ class WatchRunner:
         self.ticks += 1
         if obs.snapshot is not None:
             self.observed += 1
-        elif obs.refused and not isinstance(obs.failure, ServerFull):
-            self.last_failure = ServerFull(f"{self.target.redacted} is at maxclients and refused watch's connection")
+        elif obs.refused:  # watch's own count: open_connection's line would speak of a single attempt
+            self.last_failure = ServerFull(f"{self.target.redacted} is at maxclients and refused all {self.attempts} of "
+                                           "watch's connection attempts")
         else:
             self.last_failure = obs.failure or Unreachable(f"{self.target.redacted} could not be observed")
         if self.recorder is not None:
