@@ -85,7 +85,10 @@ def _closed_in_handshake(exc: BaseException) -> bool:
         "eof" in low or "reset" in low or "closed" in low)
 
 
-def sniff(host: str, port: int, timeout_s: float = 1.0) -> bytes | None:
+SNIFF_TIMEOUT_S = 2.0  # a loaded machine may take a while to answer even a one-line request
+
+
+def sniff(host: str, port: int, timeout_s: float = SNIFF_TIMEOUT_S) -> bytes | None:
     """What a TCP port says to an inline `PING`: RESP starts with + or -, HTTP with HTTP/ or <, TLS with 0x15.
     None when it says nothing in time. Used only to name a failed handshake precisely."""
     try:
@@ -200,7 +203,7 @@ def classify_error(exc: BaseException, target: Target, *, handshake_done: bool =
     if isinstance(exc, redis.exceptions.AuthenticationWrongNumberOfArgsError):
         return AuthFailed(f"{where} rejected the credentials (this server takes a password only, no username)")
     if isinstance(exc, (redis.exceptions.InvalidResponse,)) or "protocol error" in low:
-        return NotRedis(f"{where} answered, but not in the Redis protocol: is this the right port?")
+        return _not_redis(target, text.encode(errors="replace").partition(b"Protocol Error: ")[2].lstrip(b"b'\""))
     if "certificate verify failed" in low:
         return Unreachable(
             f"the TLS certificate of {where} is not trusted ({_short(text.rpartition('] ')[2], 60)}): "
@@ -252,14 +255,23 @@ def _explain_mismatch(exc: BaseException, target: Target) -> ConnguardError | No
     """A handshake that ended in a closed socket or a TLS error may mean the port speaks something
     else (HTTP, plain RESP): ask it once, to say so plainly. None keeps the ordinary classification."""
     low = str(exc).lower()
-    if target.scheme == "unix" or not any(w in low for w in ("closed", "reset", "ssl", "wrong version")):
+    # Whichever side closes first decides which of these the handshake sees (a write into the closed socket is a
+    # broken pipe, a read an EOF or reset), so every one of them asks the port what it speaks.
+    if target.scheme == "unix" or not any(w in low for w in ("closed", "reset", "broken pipe", "eof", "ssl",
+                                                              "wrong version")):
         return None
     reply = sniff(target.host, target.port)  # type: ignore[arg-type]
     if not reply or reply.startswith(b"\x15\x03"):  # silence or a TLS alert: the hint we already give fits
         return None
     if reply[:1] in (b"+", b"-"):
         return Unreachable(f"{target.redacted} speaks plain Redis, not TLS: use redis:// instead of rediss://") if target.tls else None
-    looks = " (it looks like HTTP)" if reply.startswith((b"HTTP/", b"<")) else ""
+    return _not_redis(target, reply)
+
+
+def _not_redis(target: Target, reply: bytes) -> NotRedis:
+    """The port answered in something other than RESP: named from the bytes it sent (HTTP starts `HTTP/` or `<`),
+    never from which side closed first, which is a race (the reply and the close arrive together)."""
+    looks = " (it looks like HTTP)" if reply.lstrip().startswith((b"HTTP/", b"<")) else ""
     return NotRedis(f"{target.redacted} answered, but not in the Redis protocol{looks}: is this the right port?")
 
 

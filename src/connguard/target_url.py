@@ -83,6 +83,24 @@ def _split_userinfo(scheme: str, rest: str) -> tuple[str | None, str]:
     return rest[:at], rest[at + 1:]
 
 
+def credentials(userinfo: str) -> tuple[str | None, str | None]:
+    """(username, password) of a URL's userinfo. A lone userinfo (`redis://s3cret@host`) is the password, as
+    redis-cli reads it: taking it as a username would log in as nobody and print the secret as a name."""
+    user_text, colon, pass_text = userinfo.partition(":")
+    if not colon:
+        return None, unquote(user_text) if user_text else None
+    return unquote(user_text) or None, unquote(pass_text)
+
+
+def is_host_port(text: str) -> bool:
+    """`host:port` or `[v6]:port` with nothing else (no scheme, no userinfo, no path): a bare address. The port
+    is required, so a misspelt fleet file name (`fleet.txt`) is never dialled as a host."""
+    if not text or any(ch in text for ch in "@/?#, \t"):
+        return False
+    host, colon, port = text.rpartition(":")
+    return bool(colon and host and port.isdigit()) and _well_formed_remainder(text)
+
+
 def _well_formed_remainder(text: str) -> bool:
     """Does `text` read as what follows the userinfo: host[:port][/db][?option=value&...], nothing else?"""
     try:
@@ -100,14 +118,20 @@ def parse_target(url: str | None = None, env: Mapping[str, str] | None = None) -
     No error message ever repeats any part of the URL's userinfo."""
     env = os.environ if env is None else env
     raw = url or env.get("REDIS_URL") or DEFAULT_URL
+    if "://" not in raw and is_host_port(raw):
+        raw = f"redis://{raw}"  # bare host:port, as redis-cli -h/-p and /probe?target= take it
     scheme_text, sep, rest = raw.partition("://")
     scheme = scheme_text.lower()
     userinfo, rest = _split_userinfo(scheme, rest) if sep else (None, rest)
     shown = f"{scheme_text}://{'***@' if userinfo is not None else ''}{rest}" if sep else _redact_raw(raw)
     if not sep or scheme not in SCHEMES:
         raise BadTarget(
-            f"unsupported URL {shown!r}: use redis://host:port, rediss://host:port or unix:///path.sock"
+            f"unsupported URL {shown!r}: use host:port, redis://host:port, rediss://host:port, unix:///path.sock "
+            "or redis+sentinel://sentinel:26379/mastername"
         )
+    if scheme != "unix" and "," in rest.split("/", 1)[0].split("?", 1)[0]:
+        raise BadTarget(f"URL {shown!r} names several hosts (a cluster's seeds): status, doctor and fleet take "
+                        "it; this command watches or changes one server, so give one host:port")
     try:
         parts = urlsplit(f"{scheme}://{rest}")
         port = parts.port
@@ -115,9 +139,7 @@ def parse_target(url: str | None = None, env: Mapping[str, str] | None = None) -
         raise BadTarget(f"cannot parse URL {shown!r}: {exc}") from None
     username = password = None
     if userinfo is not None:
-        user_text, colon, pass_text = userinfo.partition(":")
-        username = unquote(user_text) or None
-        password = unquote(pass_text) if colon else None
+        username, password = credentials(userinfo)
     try:
         pairs = parse_qs(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
     except ValueError:

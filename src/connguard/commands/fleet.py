@@ -29,15 +29,18 @@ from connguard.discovery.fanout import DEFAULT_CONCURRENCY, MAX_CONCURRENCY, fan
 from connguard.discovery.fleet_file import FleetEntry, read_fleet_file
 from connguard.discovery.model import Member, Problem, Topology
 from connguard.discovery.sentinel import discover_sentinel
+from connguard.discovery.seeds import is_multi_seed, parse_seeds
 from connguard.discovery.sentinel_url import SentinelSpec, is_sentinel_url, parse_sentinel_url
 from connguard.discovery.summary import Row, row_from_doctor, row_from_status, summarize
 from connguard.doctor import run_doctor
 from connguard.errors import BadArguments, ConnguardError
 from connguard.probe import take_snapshot
+from connguard.render.console import console_for
 from connguard.render.fleet import SCHEMA, fleet_json, render_fleet
 from connguard.render.json import error_json, error_object
 from connguard.target import Target, open_connection, parse_target
 from connguard.settings import CONNECT_TIMEOUT_S
+from connguard.target_url import is_host_port
 
 F = TypeVar("F", bound=Callable[..., Any])
 Observer = Callable[[Member], Row]
@@ -49,7 +52,8 @@ def fleet_options(func: F) -> F:
     concurrency)."""
     for option in reversed((
         click.option("--fleet", "fleet_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
-                     help="A file of targets: one URL a line with # comments, or TOML [[target]] url/name/group."),
+                     help="A file of targets: one URL a line with # comments, or TOML [[target]] url/name/group "
+                          "(cluster = true, sentinel = true + master = \"name\")."),
         click.option("--cluster", is_flag=True,
                      help="Treat the URL (or each fleet line) as a Cluster seed and observe every node. "
                           "A single URL whose INFO says cluster_enabled:1 is a cluster without this flag."),
@@ -64,7 +68,7 @@ def fleet_options(func: F) -> F:
 
 def wants_fleet(url: str | None, fleet_file: str | None, cluster: bool, all_members: bool) -> bool:
     """Whether a `status`/`doctor` call with these options is a fleet run rather than a single target."""
-    return bool(fleet_file or cluster or all_members or is_sentinel_url(url))
+    return bool(fleet_file or cluster or all_members or is_sentinel_url(url) or is_multi_seed(url))
 
 
 @dataclass(frozen=True)
@@ -88,9 +92,10 @@ class FleetRequest:
         if self.fleet_file:
             return self.fleet_file
         if self.source and "://" not in self.source:
-            if not os.path.isfile(self.source):
-                raise BadArguments(f"{self.source!r} is neither a URL (redis://host:port) nor a fleet file")
-            return self.source
+            if os.path.isfile(self.source):
+                return self.source
+            if not is_host_port(self.source):  # a bare host:port is a target like any URL
+                raise BadArguments(f"{self.source!r} is neither a URL (redis://host:port or host:port) nor a fleet file")
         return None
 
 
@@ -127,16 +132,18 @@ def _resolve_entry(entry: FleetEntry, request: FleetRequest) -> tuple[tuple[Memb
     try:
         if entry.sentinel is not None:
             topo = _sentinel_members(entry.sentinel, request)
-        elif request.cluster:
-            topo = discover_cluster(entry.target, connect_timeout_s=request.connect_timeout_s)  # type: ignore[arg-type]
+        elif entry.seeds or request.cluster:
+            seeds = entry.seeds or (entry.target,)
+            topo = discover_cluster(seeds, connect_timeout_s=request.connect_timeout_s)  # type: ignore[arg-type]
         else:
             return (Member(entry.target, name=entry.name, group=entry.group, line=entry.line),), ()  # type: ignore[arg-type]
     except ConnguardError as err:
         return (), (Problem(entry.where, err.message),)
     prefix = entry.name or None
+    # Each cluster or Sentinel set is its own group: the file's group, else its name, else its seed/master name.
     members = tuple(Member(m.target, m.role, name=f"{prefix}/{m.name or m.endpoint}" if prefix else m.name,
-                           group=entry.group or m.group, slots=m.slots, node_id=m.node_id, health=m.health,
-                           line=entry.line) for m in topo.members)
+                           group=entry.group or entry.name or m.group, slots=m.slots, node_id=m.node_id,
+                           health=m.health, line=entry.line) for m in topo.members)
     return members, tuple(Problem(f"{entry.where}: {p.where}", p.message, p.status) for p in topo.problems)
 
 
@@ -156,6 +163,8 @@ def resolve(request: FleetRequest) -> Resolved:
     path = request.file
     if path is not None:
         entries, problems = read_fleet_file(path)
+        if not entries and not problems:  # a check that checked nothing is UNKNOWN, not OK
+            raise BadArguments(f"fleet file {path} names no targets (only blank lines and # comments)")
         resolved = fan_out(entries, lambda e: _resolve_entry(e, request), concurrency=request.concurrency)
         members = [m for ms, _ in resolved for m in ms]
         problems += [p for _, ps in resolved for p in ps]
@@ -164,6 +173,10 @@ def resolve(request: FleetRequest) -> Resolved:
         spec = parse_sentinel_url(request.source)  # type: ignore[arg-type]
         topo = _sentinel_members(spec, request)
         return Resolved("sentinel", spec.redacted, topo.members, topo.problems)
+    if is_multi_seed(request.source):
+        seeds = parse_seeds(request.source)
+        topo = discover_cluster(seeds, connect_timeout_s=request.connect_timeout_s)
+        return Resolved("cluster", ",".join(t.redacted for t in seeds), topo.members, topo.problems)
     target = parse_target(request.source)
     if request.cluster or detect_cluster(target, request.connect_timeout_s):
         topo = discover_cluster(target, connect_timeout_s=request.connect_timeout_s)
@@ -252,7 +265,7 @@ def run_fleet(command: str, request: FleetRequest, observe: Observer, *, as_json
         emit_json(fleet_json(command=command, kind=resolved.kind, source=resolved.source, rows=rows, summary=summary,
                              problems=resolved.problems, exit_code=exit_code))
     else:
-        console = console or Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+        console = console or console_for(sys.stdout)  # piped: never wrapped (docs/contract.md)
         render_fleet(console, rows=rows, summary=summary, source=resolved.source, kind=resolved.kind)
     return exit_code
 
@@ -274,9 +287,9 @@ def fleet_group() -> None:
 @json_option
 @connect_timeout_option
 @click.option("--warning", "warning_ratio", type=FiniteNumber(0, 1, low_open=True), default=WARNING_RATIO,
-              show_default=True, help="Ratio for WARNING, reached at or above it.")
+              show_default=True, metavar="RATIO", help="Ratio for WARNING, reached at or above it.")
 @click.option("--critical", "critical_ratio", type=FiniteNumber(0, 1, low_open=True), default=CRITICAL_RATIO,
-              show_default=True, help="Ratio for CRITICAL, reached at or above it.")
+              show_default=True, metavar="RATIO", help="Ratio for CRITICAL, reached at or above it.")
 @handle_errors
 def fleet_status_command(source: str | None, fleet_file: str | None, cluster: bool, all_members: bool,
                          concurrency: int, as_json: bool, connect_timeout_s: float, warning_ratio: float,

@@ -85,6 +85,7 @@ class WatchFrame:
     server: str | None  # "redis 7.0.15"
     kills: tuple[str, ...] = ()
     used_from_census: bool = False
+    sources_left_out: tuple[int, int] = (0, 0)  # (sources, their connections) below the top rows shown
 
     def to_json(self) -> dict[str, object]:
         """One `connguard.watch/1` line (docs/watch.md)."""
@@ -140,6 +141,7 @@ class WatchModel:
         self.history = collections.deque(maxlen=HISTORY)
         self.window = LiveWindow(forecast_window_s=self.settings.forecast_window_s)
         self.sources: tuple[SourceRow, ...] = ()
+        self.sources_left_out: tuple[int, int] = (0, 0)
         self.sources_from: str | None = None
         self.sources_wall: float | None = None
         self.restarts: list[float] = []
@@ -236,6 +238,7 @@ class WatchModel:
             sources=self.sources, sources_from=self.sources_from, sources_wall=self.sources_wall,
             history=tuple(self.history), restarts=tuple(self.restarts), budget=self.budget.view(obs.monotonic),
             server=self.server, kills=tuple(self.kills), used_from_census=from_census,
+            sources_left_out=self.sources_left_out,
         )
 
     # -- sources --------------------------------------------------------------------------------------------
@@ -251,6 +254,7 @@ class WatchModel:
             rows.append(SourceRow(host, g.connections, g.idle, growth, tuple(g.names), tuple(g.libs), delta))
         self.window.note_hosts(obs.monotonic, {host: g.connections for host, g in groups.items()})
         self.sources = _mark_changed(rows)[: self.settings.top]
+        self.sources_left_out = _left_out(rows[self.settings.top:])
         self.sources_from, self.sources_wall = "client_list", obs.wall
         self.last_snapshot = snap
         return tuple(trends)
@@ -258,6 +262,7 @@ class WatchModel:
     def _census_sources(self, census: SocketCensus, wall: float) -> None:
         rows = [SourceRow(h, n, None, None) for h, n in sorted(census.by_host.items(), key=lambda kv: (-kv[1], kv[0]))]
         self.sources = tuple(rows[: self.settings.top])
+        self.sources_left_out = _left_out(rows[self.settings.top:])
         self.sources_from, self.sources_wall = "census", wall
 
     # -- the doctor -------------------------------------------------------------------------------------
@@ -285,6 +290,11 @@ class WatchModel:
         self.diag_census = obs.census
         self.last_causes, self.last_diag_mono, self.last_diag_wall = causes, obs.monotonic, obs.wall
         return causes
+
+
+def _left_out(rows: Sequence[SourceRow]) -> tuple[int, int]:
+    """The sources the table leaves out: how many, and the connections they hold."""
+    return len(rows), sum(r.connections for r in rows)
 
 
 def _mark_changed(rows: Sequence[SourceRow]) -> tuple[SourceRow, ...]:
