@@ -7,7 +7,6 @@ exit code."""
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
@@ -19,78 +18,29 @@ from rich.console import Console
 from connguard.analysis.capacity import CRITICAL_RATIO, WARNING_RATIO, Thresholds, capacity
 from connguard.analysis.diagnosis import DoctorSettings
 from connguard.analysis.window import DEFAULT_SAMPLES
+from connguard.commands._fleet_options import FleetRequest, fleet_options, wants_fleet  # noqa: F401 - re-exported
 from connguard.commands._window_options import window_options
 from connguard.commands._common import (
     EXIT_BY_STATUS, FiniteNumber, OneLineCommand, connect_timeout_option, denied, emit_json, handle_errors,
     json_option,
 )
 from connguard.discovery.cluster import discover_cluster, is_cluster
-from connguard.discovery.fanout import DEFAULT_CONCURRENCY, MAX_CONCURRENCY, fan_out
+from connguard.discovery.fanout import fan_out
 from connguard.discovery.fleet_file import FleetEntry, read_fleet_file
 from connguard.discovery.model import Member, Problem, Topology
 from connguard.discovery.sentinel import discover_sentinel
 from connguard.discovery.sentinel_url import SentinelSpec, is_sentinel_url, parse_sentinel_url
 from connguard.discovery.summary import Row, row_from_doctor, row_from_status, summarize
 from connguard.doctor import run_doctor
-from connguard.errors import BadArguments, ConnguardError
+from connguard.errors import ConnguardError
 from connguard.probe import take_snapshot
 from connguard.render.fleet import SCHEMA, fleet_json, render_fleet
 from connguard.render.json import error_json, error_object
+from connguard.render.status_line import SCHEMA as STATUS_SCHEMA, status_payload
 from connguard.target import Target, open_connection, parse_target
 
 F = TypeVar("F", bound=Callable[..., Any])
 Observer = Callable[[Member], Row]
-
-
-# -- options ----------------------------------------------------------------------------------------------
-def fleet_options(func: F) -> F:
-    """--fleet FILE, --cluster, --all-members, --concurrency (keyword names fleet_file, cluster, all_members,
-    concurrency)."""
-    for option in reversed((
-        click.option("--fleet", "fleet_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
-                     help="A file of targets: one URL a line with # comments, or TOML [[target]] url/name/group."),
-        click.option("--cluster", is_flag=True,
-                     help="Treat the URL (or each fleet line) as a Cluster seed and observe every node. "
-                          "A single URL whose INFO says cluster_enabled:1 is a cluster without this flag."),
-        click.option("--all-members", is_flag=True,
-                     help="Sentinel: observe the replicas and the Sentinels too, not only the primary."),
-        click.option("--concurrency", type=FiniteNumber(1, MAX_CONCURRENCY, integer=True),
-                     default=DEFAULT_CONCURRENCY, show_default=True, help="Targets observed at once."),
-    )):
-        func = option(func)
-    return func
-
-
-def wants_fleet(url: str | None, fleet_file: str | None, cluster: bool, all_members: bool) -> bool:
-    """Whether a `status`/`doctor` call with these options is a fleet run rather than a single target."""
-    return bool(fleet_file or cluster or all_members or is_sentinel_url(url))
-
-
-@dataclass(frozen=True)
-class FleetRequest:
-    source: str | None  # a URL (redis://, redis+sentinel://, ...) or a fleet file path
-    fleet_file: str | None = None
-    cluster: bool = False
-    all_members: bool = False
-    concurrency: int = DEFAULT_CONCURRENCY
-    connect_timeout_s: float = 10.0
-
-    def __post_init__(self) -> None:
-        if self.source and self.fleet_file:
-            raise BadArguments("give a URL or --fleet FILE, not both")
-        if self.cluster and is_sentinel_url(self.source):
-            raise BadArguments("--cluster and a Sentinel URL do not go together: Sentinel manages a primary, not a cluster")
-
-    @property
-    def file(self) -> str | None:
-        """The fleet file: --fleet, or a positional argument that is not a URL."""
-        if self.fleet_file:
-            return self.fleet_file
-        if self.source and "://" not in self.source:
-            if not os.path.isfile(self.source):
-                raise BadArguments(f"{self.source!r} is neither a URL (redis://host:port) nor a fleet file")
-            return self.source
-        return None
 
 
 # -- resolving a source into members --------------------------------------------------------------------------
@@ -174,8 +124,6 @@ def resolve(request: FleetRequest) -> Resolved:
 def status_observer(thresholds: Thresholds, connect_timeout_s: float) -> Observer:
     """`status` for one member, as `connguard status` does it: INFO over one held connection (an ACL that denies
     INFO is one `denied` line), capacity against the thresholds, the same status/1 object or error object."""
-    from connguard.commands.status import SCHEMA as STATUS_SCHEMA, status_payload
-
     def observe(member: Member) -> Row:
         try:
             with open_connection(member.target, connect_timeout_s=connect_timeout_s) as conn:
