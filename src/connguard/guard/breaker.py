@@ -86,6 +86,10 @@ class CircuitBreaker:
         self.last_error: str | None = None
         self.opened_total = 0
         self.rejected_total = 0
+        self.held_total = 0  # probes skipped because a fresh reading over a held connection said still full
+        # Set by the endpoint (guard/room.py): True while a fresh reading says the server is still full, so a probe
+        # falling due would only be refused.
+        self.known_full: Callable[[], bool] | None = None
 
     # -- observation -----------------------------------------------------------------------
     def add_listener(self, listener: StateListener) -> None:
@@ -125,6 +129,11 @@ class CircuitBreaker:
                     self.rejected_total += 1
                     retry_in = self._opened_at + self._open_for_s - now
                     raise CircuitOpenError(self.endpoint, retry_in, self.last_error)
+                if self.known_full is not None and self.known_full():
+                    self.rejected_total += 1
+                    self.held_total += 1
+                    self._opened_at = now  # another open period, without a refused attempt
+                    raise CircuitOpenError(self.endpoint, self._open_for_s, "still full (INFO over a held connection)")
                 change = self._move(HALF_OPEN, f"{self._open_for_s:.1f}s passed, admitting one probe")
                 self._probe_started = now
             elif self._probe_started is not None and now - self._probe_started < self.settings.probe_timeout_s:
@@ -180,6 +189,12 @@ class CircuitBreaker:
             self._probe_started = None
             change = self._move(CLOSED, reason)
         self._emit(change)
+
+    def room_returned(self) -> None:
+        """A held connection saw room (guard/room.py): the probe is due now instead of at the end of the period."""
+        with self._lock:
+            if self.state == OPEN:
+                self._open_for_s = 0.0
 
     def abandon_probe(self) -> None:
         """The probe never reached the server (e.g. rate limited): let the next caller probe instead."""

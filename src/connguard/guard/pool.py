@@ -44,6 +44,8 @@ class _SyncGuard:
             conn = super().get_connection(*args, **kwargs)  # type: ignore[misc]
         except NoRoom:  # the pool had no idle connection and the budget no slot: wait for one or the other
             conn = self._wait_and_get(args, kwargs)
+        if self._room.watching:  # the server refused us for maxclients: has it room again? (guard/room.py)
+            _core.ask_room_sync(self, conn)
         if self._track:
             caller = _getframe(1)
             conn._cg_out = (monotonic(), caller, caller.f_lineno, get_ident())

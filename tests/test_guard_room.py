@@ -1,0 +1,69 @@
+"""Room over a held connection (guard/room.py): while the breaker is open for maxclients refusals, a checkout of a
+live pooled connection asks INFO whether the server has room, so the guard neither probes a server it knows is
+full nor waits out its timer once room returns. Real servers; no timing asserts (events and counters only)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import redis
+
+from connguard.guard import CircuitOpenError, GuardedConnectionPool
+from connguard.guard.room import room_of
+
+pytestmark = pytest.mark.usefixtures("fresh_guard_registry")
+
+INFO_CLIENTS = b"# Clients\r\nconnected_clients:9\r\ncluster_connections:0\r\nmaxclients:10\r\nblocked_clients:0\r\n"
+
+
+def test_room_is_read_from_info_with_replicas_counted() -> None:
+    assert room_of([INFO_CLIENTS, b"# Replication\r\nrole:master\r\nconnected_slaves:0\r\n"]) is True
+    assert room_of([INFO_CLIENTS, b"# Replication\r\nrole:master\r\nconnected_slaves:1\r\n"]) is False
+    assert room_of([b"# Clients\r\nconnected_clients:3\r\n", None]) is None  # no maxclients field (before 6.2)
+
+
+def _fill(server_port: int, crowd, count: int):
+    return crowd.open(count, source="127.0.0.6")
+
+
+def test_a_held_connection_tells_the_breaker_the_server_is_still_full_then_that_room_returned(
+        default_binary, start_server, crowd_for) -> None:
+    server = start_server(default_binary, maxclients=6)
+    reached_server: list[int] = []
+    pool = GuardedConnectionPool(host="127.0.0.1", port=server.port, leak_threshold_s=None, reset_timeout_s=0.2,
+                                 reset_jitter=0.0)
+    client = redis.Redis(connection_pool=pool)
+    client.set("k", "v")  # the pool now holds one live connection
+    held = pool.get_connection()  # ...kept checked out while a second one is needed
+    crowd = crowd_for(server)
+    info = redis.Redis(host="127.0.0.1", port=server.port, single_connection_client=True)
+    info.ping()
+    leak = crowd.open(6 - int(info.info("clients")["connected_clients"]), source="127.0.0.6")
+    refused_before = int(info.info("stats")["rejected_connections"])
+    with pytest.raises(redis.ConnectionError):  # a second connection: refused, the breaker opens
+        client.get("k")
+    assert pool.endpoint.breaker.state == "open" and pool.endpoint.room.watching
+    pool.release(held)
+    # Past the open period, with the server still full: each checkout of the held connection reads INFO, and the
+    # due probe is skipped because the reading says full.
+    threading.Event().wait(0.3)
+    assert client.get("k") == b"v"  # served over the held connection; this checkout read INFO: still full
+    assert pool.endpoint.room.room is False
+    held = pool.get_connection()
+    with pytest.raises(CircuitOpenError, match="still full"):
+        client.get("k")  # needs a new connection: not attempted
+    pool.release(held)
+    assert int(info.info("stats")["rejected_connections"]) == refused_before + 1  # only the first refusal
+    crowd.close_group(leak)
+    threading.Event().wait(0.15)  # past ROOM_CHECK_EVERY_S, so the next checkout asks again
+    assert client.get("k") == b"v"  # this checkout saw room
+    assert pool.endpoint.room.room is True and pool.endpoint.room.room_seen_total >= 1
+    held = pool.get_connection()
+    assert client.get("k") == b"v"  # a new connection: the probe, due at once, succeeds
+    pool.release(held)
+    assert pool.endpoint.breaker.state == "closed" and not pool.endpoint.room.watching
+    assert int(info.info("stats")["rejected_connections"]) == refused_before + 1
+    info.close()
+    client.close()
+    pool.disconnect()
