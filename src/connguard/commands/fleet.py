@@ -8,6 +8,7 @@ exit code."""
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
@@ -25,7 +26,7 @@ from connguard.commands._common import (
     json_option,
 )
 from connguard.discovery.cluster import discover_cluster, is_cluster
-from connguard.discovery.fanout import fan_out
+from connguard.discovery.fanout import Pause, fan_out, fan_out_pausing
 from connguard.discovery.fleet_file import FleetEntry, read_fleet_file
 from connguard.discovery.model import Member, Problem, Topology
 from connguard.discovery.sentinel import discover_sentinel
@@ -40,7 +41,7 @@ from connguard.render.status_line import SCHEMA as STATUS_SCHEMA, status_payload
 from connguard.target import Target, open_connection, parse_target
 
 F = TypeVar("F", bound=Callable[..., Any])
-Observer = Callable[[Member], Row]
+Observer = Callable[..., Row]  # observe(member) or observe(member, pause): pause waits without holding a worker
 
 
 # -- resolving a source into members --------------------------------------------------------------------------
@@ -145,9 +146,9 @@ def doctor_observer(settings: DoctorSettings, *, once: bool, connect_timeout_s: 
                     samples: int = DEFAULT_SAMPLES) -> Observer:
     """`doctor` for one member, through the public `run_doctor` (a full server is diagnosed, not raised)."""
 
-    def observe(member: Member) -> Row:
+    def observe(member: Member, pause: Pause = time.sleep) -> Row:
         try:
-            doc = run_doctor(member.target, settings, once=once, samples=samples,
+            doc = run_doctor(member.target, settings, once=once, samples=samples, sleep=pause,
                              connect_timeout_s=connect_timeout_s).to_dict()
         except ConnguardError as err:
             doc = error_json(member.redacted, err)
@@ -159,9 +160,9 @@ def doctor_observer(settings: DoctorSettings, *, once: bool, connect_timeout_s: 
 def _never_raises(observe: Observer, command: str) -> Observer:
     """A bug in one target's analysis must not take the other targets' results down with it."""
 
-    def safe(member: Member) -> Row:
+    def safe(member: Member, pause: Pause) -> Row:
         try:
-            return observe(member)
+            return observe(member, pause) if command == "doctor" else observe(member)
         except Exception as exc:  # noqa: BLE001 - reported as that target's row, never a traceback
             err = ConnguardError(f"internal error while observing {member.redacted}: {type(exc).__name__}")
             doc = error_json(member.redacted, err)
@@ -187,7 +188,8 @@ def run_fleet(command: str, request: FleetRequest, observe: Observer, *, as_json
         raise
     for problem in resolved.problems:
         click.echo(problem.line(), err=True)
-    rows = fan_out(resolved.members, _never_raises(observe, command), concurrency=request.concurrency)
+    # A doctor's window waits between samples: that wait gives its worker back (fan_out_pausing), so windows overlap.
+    rows = fan_out_pausing(resolved.members, _never_raises(observe, command), concurrency=request.concurrency)
     if resolved.kind != "single":
         for row in rows:
             if row.error and row.status == "unknown":  # not observed at all (a full server is diagnosed)
