@@ -67,3 +67,39 @@ def test_a_held_connection_tells_the_breaker_the_server_is_still_full_then_that_
     info.close()
     client.close()
     pool.disconnect()
+
+
+def test_asyncio_pools_learn_room_over_their_held_connection_too(default_binary, start_server, crowd_for) -> None:
+    import asyncio
+
+    from connguard.guard import guarded_async_client
+
+    server = start_server(default_binary, maxclients=6)
+    info = redis.Redis(host="127.0.0.1", port=server.port, single_connection_client=True)
+    info.ping()
+    crowd = crowd_for(server)
+
+    async def scenario() -> tuple[list[bool | None], str, int]:
+        client = guarded_async_client(server.url, leak_threshold_s=None, reset_timeout_s=0.2, reset_jitter=0.0)
+        pool = client.connection_pool
+        await client.set("k", "v")  # one live pooled connection
+        held = await pool.get_connection()
+        leak = crowd.open(6 - int(info.info("clients")["connected_clients"]), source="127.0.0.6")
+        with pytest.raises(redis.ConnectionError):
+            await client.get("k")  # a second connection: refused, the breaker opens
+        await pool.release(held)
+        seen = []
+        await client.get("k")  # served over the held connection, which read INFO: still full
+        seen.append(pool.endpoint.room.room)
+        crowd.close_group(leak)
+        await asyncio.sleep(0.05)  # past ROOM_CHECK_EVERY_S
+        await client.get("k")  # this checkout saw room and closed the breaker
+        seen.append(pool.endpoint.room.room_seen_total >= 1)
+        state = pool.endpoint.breaker.state
+        await client.aclose()
+        return seen, state, int(info.info("stats")["rejected_connections"])
+
+    seen, state, rejected = asyncio.run(scenario())
+    assert seen == [False, True] and state == "closed"
+    assert rejected == 1  # the refusal that opened the breaker, nothing after it
+    info.close()
