@@ -96,6 +96,13 @@ ROWS = [
     Row("silent", "server never answers (read timeout)", url_rows("did not answer")),
     Row("empty_redis_url", "empty `$REDIS_URL` (no URL argument: the default, 127.0.0.1:6379)",
         url_rows("127.0.0.1:6379")),
+    # The URL forms every command takes (issue 21): a bare host:port and a lone userinfo (the password) work
+    # everywhere; a multi-seed URL of servers not in cluster mode and a Sentinel URL nobody answers are one line.
+    Row("bare_host_port", "bare `host:port` (password from `$REDISCLI_AUTH`)", ok_rows()),
+    Row("lone_userinfo", "lone userinfo is the password (`redis://PASSWORD@host:port`)", ok_rows()),
+    Row("multi_seed", "multi-seed URL (`redis://a:p,b:p`) of servers not in cluster mode",
+        url_rows("bad target", startup=True)),
+    Row("sentinel_refused", "`redis+sentinel://` URL whose Sentinels refuse the connection", url_rows("unreachable")),
     Row("out_of_range", "number out of range", {c: Expect((3,), "") for c in COMMANDS}),
     Row("not_finite", "number not finite (nan, inf)", {c: Expect((3,), "") for c in COMMANDS}),
 ]
@@ -251,6 +258,9 @@ def _cells(server: ServerProcess, http_port: int, half: FakeServer, quiet: FakeS
         "acl_no_client_list": f"redis://nolist:nolist-pw@127.0.0.1:{p}",
         "half_bulk": f"redis://127.0.0.1:{half.port}",
         "silent": f"redis://127.0.0.1:{quiet.port}",
+        "lone_userinfo": f"redis://{PASSWORD}@127.0.0.1:{p}",
+        "multi_seed": f"redis://:{PASSWORD}@127.0.0.1:{p},127.0.0.1:{p}",
+        "sentinel_refused": f"redis+sentinel://127.0.0.1:{free_port()}/mymaster",
     }
     good = f"redis://:{PASSWORD}@127.0.0.1:{p}"
     cells = {}
@@ -265,6 +275,8 @@ def _cells(server: ServerProcess, http_port: int, half: FakeServer, quiet: FakeS
                 where = ("--target", urls[row.key]) if cmd in STARTUP_ONLY else (urls[row.key],)
             elif row.key == "empty_redis_url":
                 where, env = (), {"REDIS_URL": ""}
+            elif row.key == "bare_host_port":
+                where, env = (f"127.0.0.1:{p}",), {"REDISCLI_AUTH": PASSWORD}
             elif row.key == "acl_no_config_yes":
                 where, tail = (urls["acl_no_config"],), tail + ("--yes",)
             elif row.key in ("out_of_range", "not_finite"):

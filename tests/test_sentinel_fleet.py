@@ -115,9 +115,12 @@ def test_a_sentinel_url_that_points_at_a_plain_server_is_one_line_exit_3(sentine
     assert sentinels.primary is not None
     replica = sentinels.replica_servers[0].port
     proc = cg("fleet", "status", f"redis+sentinel://127.0.0.1:{replica}/mymaster")
-    assert proc.returncode == 3 and f"redis://127.0.0.1:{replica} requires a password" in proc.stderr
-    # With the data password (which Sentinels often share), connguard gets in and finds it is no Sentinel.
+    assert proc.returncode == 3 and "auth failed" in proc.stderr and "?sentinel_password=" in proc.stderr
+    # The data password is never sent to a Sentinel, so it does not get in either: still the Sentinel hint.
     proc = cg("fleet", "status", f"redis+sentinel://:{PASSWORD}@127.0.0.1:{replica}/mymaster")
+    assert proc.returncode == 3 and "?sentinel_password=" in proc.stderr and PASSWORD not in proc.stderr
+    # With a Sentinel password that works there, connguard gets in and finds it is no Sentinel.
+    proc = cg("fleet", "status", f"redis+sentinel://127.0.0.1:{replica}/mymaster?sentinel_password={PASSWORD}")
     assert proc.returncode == 3 and f"sentinel 127.0.0.1:{replica} is not a Sentinel" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert "Traceback" not in proc.stderr and PASSWORD not in proc.stderr

@@ -39,12 +39,42 @@ def test_a_password_comes_from_rediscli_auth_unless_the_url_has_one():
     ("redis://app:pa%3Ass@h:1", "redis://app:***@h:1"),
     ("redis://:pass@[::1]:1/2", "redis://:***@[::1]:1/2"),
     ("unix://:pass@/tmp/r.sock?db=1", "unix://:***@/tmp/r.sock?db=1"),
-    ("redis://app@h:1", "redis://app@h:1"),
+    ("redis://Zq7pass@h:1", "redis://:***@h:1"),  # a lone userinfo is the password (redis-cli's reading)
+    ("redis://app:@h:1", "redis://app@h:1"),  # an empty password has nothing to hide
 ])
 def test_passwords_never_show(url, shown):
     t = parse_target(url, env={})
     assert t.redacted == shown == str(t)
     assert "pass" not in repr(t).replace("password", "")
+
+
+def test_a_lone_userinfo_is_the_password_as_redis_cli_reads_it():
+    t = parse_target("redis://Zq7pass@h:1", env={})
+    assert (t.username, t.password) == (None, "Zq7pass")
+    assert parse_target("redis://app:pw@h", env={}).username == "app"
+
+
+@pytest.mark.parametrize("bare, url", [
+    ("127.0.0.1:6380", "redis://127.0.0.1:6380"),
+    ("cache.internal:7000", "redis://cache.internal:7000"),
+    ("[::1]:6379", "redis://[::1]:6379"),
+])
+def test_a_bare_host_port_is_a_redis_url(bare, url):
+    assert parse_target(bare, env={}).redacted == parse_target(url, env={}).redacted == url
+
+
+@pytest.mark.parametrize("text", ["fleet.txt", "cache.internal", "pw@h:1", "h:port", "a:1,b:2"])
+def test_what_is_not_a_bare_host_port_is_refused_without_echoing_secrets(text):
+    with pytest.raises(BadTarget) as err:
+        parse_target(text, env={})
+    assert "pw" not in str(err.value)
+
+
+def test_the_url_half_imports_no_redis_client():
+    import subprocess
+    import sys
+    code = "import sys, connguard.target_url, connguard.discovery.fleet_file; assert 'redis' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_a_bad_url_names_the_problem_without_the_password():
@@ -167,3 +197,27 @@ def test_a_tls_close_right_after_the_handshake_names_the_missing_client_certific
     # With a certificate given, the same close is not blamed on a missing one.
     with_cert = parse_target("rediss://127.0.0.1:6380?ssl_certfile=/etc/hosts&ssl_keyfile=/etc/hosts")
     assert "requires a client certificate" not in classify_error(eof, with_cert).line()
+
+
+def test_an_http_port_is_named_from_the_bytes_it_sent_every_time():
+    """Whether the HTTP server's close reaches the handshake as an EOF, a reset or a broken pipe is a race; the
+    verdict comes from what the port says, so it is the same on every try."""
+    import http.server
+    import threading
+
+    from connguard.errors import NotRedis
+
+    class Quiet(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        target = parse_target(f"redis://127.0.0.1:{httpd.server_address[1]}", env={})
+        for _ in range(40):
+            with pytest.raises(NotRedis, match="it looks like HTTP"):
+                open_connection(target, connect_timeout_s=1)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

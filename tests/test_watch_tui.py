@@ -119,3 +119,29 @@ def test_a_confirmed_kill_from_the_held_slot_lets_another_shell_in(default_binar
     assert len(kill["ids"]) == 15
     observations = read_recording(record)  # the kill line does not get in doctor --replay's way
     assert len(observations) >= 5 and any(o.refused is False for o in observations)
+
+
+def test_watch_opened_on_a_full_server_at_80x24_waits_in_its_census_view_and_answers_every_key(
+        default_binary, start_server, crowd_for):
+    server = start_server(default_binary, maxclients=12)
+    crowd = crowd_for(server)
+    pile = crowd.open(16, source="127.0.0.67", name="pile")  # full before watch starts
+    assert pile.refused > 0
+    term = Tmux(watch_command(server.url, "--interval", "0.5", "--idle-threshold", "300"), width=80, height=24)
+    try:
+        screen = term.wait_for("REFUSED: waiting for a slot", "127.0.0.67", timeout_s=20)  # the census view
+        assert "Traceback" not in screen and "EXIT=" not in screen
+        assert screen.rstrip().splitlines()[-1].startswith("keys:")  # the key line survives 80×24
+        assert len(screen.rstrip().splitlines()) <= 24  # nothing scrolled off (a cut is marked: test_watch_units)
+        term.keys("x")  # it cannot kill without its own connection: it says so at once, not after 40 s
+        term.wait_for("cannot preview a kill yet", "waiting for a slot", timeout_s=5)
+        term.keys("]")
+        term.wait_for("idle more than 600 s", "(idle > 10 min)", timeout_s=5)
+        crowd.close_group(pile)  # slots free: watch takes one
+        term.wait_for("capacity", "headroom", timeout_s=20)
+        screen = term.wait_for("CLIENT LIST", timeout_s=20)
+        assert "REFUSED" not in screen
+        term.keys("q")
+        assert "EXIT=0" in term.wait_for("EXIT=", timeout_s=15)
+    finally:
+        term.close()

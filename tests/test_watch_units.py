@@ -78,6 +78,37 @@ def test_the_screen_has_gauge_lines_forecast_alerts_doctor_sources_and_budget():
 def test_a_refusing_server_and_a_restart_are_said_plainly():
     text = screen(frame(reachable=False, refused=True, refusing_since=1_700_000_090.0, used_from_census=True,
                         restarts=(1_700_000_005.0,), forecast=Forecast(0.0, 0.0, 30, "high", reason="full now")))
-    assert f"REFUSING since {clock(1_700_000_090.0)}" in text
+    assert f"REFUSED: waiting for a slot (since {clock(1_700_000_090.0)})" in text
     assert "socket census" in text and "full now" in text
     assert f"restart seen at {clock(1_700_000_005.0)}" in text and "┆" in text
+
+
+def test_the_sources_table_says_how_many_sources_and_connections_it_leaves_out():
+    assert "+7 more sources (23 connections)" in screen(frame(sources_left_out=(7, 23)))
+    assert "more source" not in screen(frame())
+
+
+def test_headroom_leaves_out_watchs_own_slot_but_a_census_does_not():
+    assert "headroom 3" in screen(frame())  # 64 - 60 - watch's own slot
+    census = frame(reachable=False, refused=True, used=64, headroom=0, used_from_census=True)
+    assert "headroom 0" in screen(census)
+
+
+def test_an_80x24_terminal_gets_a_marked_cut_and_keeps_the_key_line():
+    from connguard.monitor.watch_view import ViewState, render
+
+    many = tuple(SourceRow(f"127.0.0.{i}", 10, 5, 0.0, (), (), 0) for i in range(10, 20))
+    console = Console(width=80, height=24, record=True, color_system=None)
+    console.print(render(frame(sources=many), ViewState(interactive=True, kill_idle_s=300.0)))
+    lines = console.export_text().splitlines()
+    assert len(lines) == 24
+    assert "more lines cut: enlarge the terminal (now 80×24)" in lines[-2]
+    assert lines[-1].startswith("keys:") and "[ ] idle threshold" in lines[-1] and "idle > 5 min" in lines[-1]
+
+
+def test_a_tall_terminal_is_not_cut():
+    from connguard.monitor.watch_view import ViewState, render
+
+    console = Console(width=120, height=80, record=True, color_system=None)
+    console.print(render(frame(), ViewState(interactive=True)))
+    assert "cut" not in console.export_text()

@@ -1,18 +1,16 @@
-"""Parse a target URL, redact it, and open the one connection a tool holds for its whole run."""
+"""Open the one connection a tool holds for its whole run, and classify why one could not be opened.
+
+The URL half (parsing, `Target`, redaction, endpoint identity) is `connguard.target_url`."""
 
 from __future__ import annotations
 
-import dataclasses
 import errno
-import os
 import random
 import select
 import socket
 import ssl
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
-from urllib.parse import parse_qs, unquote, urlsplit
+from typing import Any, Callable
 
 import redis
 from redis.backoff import NoBackoff
@@ -20,195 +18,19 @@ from redis.retry import Retry
 
 from connguard import __version__
 from connguard.wire import CLIENT_NAME, MAXCLIENTS_MESSAGE
-from connguard.errors import AuthFailed, BadTarget, ConnguardError, Denied, NotRedis, ServerFull, Unreachable
-
-DEFAULT_URL = "redis://127.0.0.1:6379"
-SCHEMES = ("redis", "rediss", "unix")
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where to connect. The password never appears in `str()`, `repr()` or `redacted`."""
-
-    scheme: str
-    host: str | None
-    port: int | None
-    path: str | None
-    db: int = 0
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    query: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def tls(self) -> bool:
-        return self.scheme == "rediss"
-
-    @property
-    def redacted(self) -> str:
-        user = self.username or ""
-        auth = ""
-        if user or self.password:
-            auth = f"{user}{':***' if self.password else ''}@"
-        if self.scheme == "unix":
-            suffix = f"?db={self.db}" if self.db else ""
-            return f"unix://{auth}{self.path}{suffix}"
-        host = f"[{self.host}]" if self.host and ":" in self.host else self.host
-        db = f"/{self.db}" if self.db else ""
-        return f"{self.scheme}://{auth}{host}:{self.port}{db}"
-
-    def __str__(self) -> str:
-        return self.redacted
-
-    @property
-    def endpoint_key(self) -> tuple[object, ...]:
-        """What makes two connections 'the same endpoint' (host, port, db, user, TLS)."""
-        return (self.path or self.host, self.port, self.db, self.username, self.tls)
-
-
-# Query options a URL may carry (docs/contract.md). Anything else is refused: a misspelt TLS option
-# silently ignored would connect without the certificate the operator meant to give.
-CERT_REQS = ("none", "optional", "required")
-TLS_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
-QUERY_OPTIONS = ("db", "password", "ssl_cert_reqs", "ssl_ca_path", *TLS_FILES)
-
-
-def _split_userinfo(scheme: str, rest: str) -> tuple[str | None, str]:
-    """(userinfo, the rest) of what follows `scheme://`. The host part never holds an `@`, so userinfo ends at
-    an `@`: the last one whose remainder reads as host[:port][/db][?known options]. People paste passwords
-    unencoded, with `@`, `/`, `#` and `?` in them; a query value (a file path) may hold an `@` too (when what
-    follows it could be a host, it must be written %40). When no `@` leaves a well-formed remainder and the whole
-    is not one either, the last `@` is taken: a misparse must hide too much, never print a secret."""
-    if scheme == "unix":
-        at = -1 if rest.startswith("/") else rest.find("@/")
-        return (None, rest) if at < 0 else (rest[:at], rest[at + 1:])
-    ats = [i for i, ch in enumerate(rest) if ch == "@"]
-    if not ats:
-        return None, rest
-    at = next((i for i in reversed(ats) if _well_formed_remainder(rest[i + 1:])), None)
-    if at is None:
-        if _well_formed_remainder(rest):  # every '@' is inside a query value (ssl_ca_certs=/etc/a@b/ca.pem)
-            return None, rest
-        at = ats[-1]
-    return rest[:at], rest[at + 1:]
-
-
-def _well_formed_remainder(text: str) -> bool:
-    """Does `text` read as what follows the userinfo: host[:port][/db][?option=value&...], nothing else?"""
-    try:
-        parts = urlsplit(f"redis://{text}")
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-        pairs = parse_qs(parts.query, keep_blank_values=True, strict_parsing=True) if parts.query else {}
-    except ValueError:
-        return False
-    return bool(parts.hostname) and "@" not in parts.netloc and not parts.fragment and "#" not in text and (
-        parts.path.lstrip("/").isdigit() or parts.path in ("", "/")) and set(pairs) <= set(QUERY_OPTIONS)
-
-
-def parse_target(url: str | None = None, env: Mapping[str, str] | None = None) -> Target:
-    """Parse `url`, else $REDIS_URL, else redis://127.0.0.1:6379. $REDISCLI_AUTH supplies a missing password.
-    No error message ever repeats any part of the URL's userinfo."""
-    env = os.environ if env is None else env
-    raw = url or env.get("REDIS_URL") or DEFAULT_URL
-    scheme_text, sep, rest = raw.partition("://")
-    scheme = scheme_text.lower()
-    userinfo, rest = _split_userinfo(scheme, rest) if sep else (None, rest)
-    shown = f"{scheme_text}://{'***@' if userinfo is not None else ''}{rest}" if sep else _redact_raw(raw)
-    if not sep or scheme not in SCHEMES:
-        raise BadTarget(
-            f"unsupported URL {shown!r}: use redis://host:port, rediss://host:port or unix:///path.sock"
-        )
-    try:
-        parts = urlsplit(f"{scheme}://{rest}")
-        port = parts.port
-    except ValueError as exc:
-        raise BadTarget(f"cannot parse URL {shown!r}: {exc}") from None
-    username = password = None
-    if userinfo is not None:
-        user_text, colon, pass_text = userinfo.partition(":")
-        username = unquote(user_text) or None
-        password = unquote(pass_text) if colon else None
-    try:
-        pairs = parse_qs(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
-    except ValueError:
-        raise BadTarget(f"URL {shown!r}: cannot parse the query (use ?name=value&name=value)") from None
-    query = {k: v[-1] for k, v in pairs.items()}
-    unknown = sorted(set(query) - set(QUERY_OPTIONS))
-    if unknown:
-        raise BadTarget(f"URL {shown!r}: unknown option {', '.join(unknown)}; connguard understands "
-                        f"{', '.join(QUERY_OPTIONS)} (see docs/contract.md)")
-    if password is None and "password" in query:
-        password = query["password"]  # redis-py's ?password= form
-    query.pop("password", None)
-    shown = f"{scheme}://{'***@' if userinfo is not None or password else ''}{parts.netloc}{parts.path}"
-    if password is None and env.get("REDISCLI_AUTH"):
-        password = env["REDISCLI_AUTH"]
-    _check_tls_options(scheme, query, shown)
-    db = 0
-    if scheme == "unix":
-        path = unquote(parts.path)
-        if not path:
-            raise BadTarget(f"unix URL {shown!r} has no socket path: use unix:///path/to/redis.sock")
-        db_text = query.get("db", "0")
-        host = None
-    else:
-        path = None
-        host = parts.hostname
-        if not host:
-            raise BadTarget(f"URL {shown!r} has no host: use redis://host:port")
-        if port == 0:
-            raise BadTarget(f"URL {shown!r}: port 0 is not a port a server listens on (leave it out for 6379)")
-        port = port or 6379
-        db_text = parts.path.lstrip("/") or query.get("db", "0")
-    try:
-        db = int(db_text)
-        if db < 0:
-            raise ValueError
-    except ValueError:
-        raise BadTarget(f"URL {shown!r}: database {db_text!r} is not a number >= 0") from None
-    return Target(scheme, host, port if scheme != "unix" else None, path, db, username, password, query)
-
-
-def verification_off(target: Target) -> bool:
-    """True when the TLS certificate of the server is not checked (?ssl_cert_reqs=none, or --insecure)."""
-    return target.tls and target.query.get("ssl_cert_reqs", "required").lower() == "none"
-
-
-def insecure(target: Target) -> Target:
-    """`target` with certificate verification switched off (--insecure). Only a TLS URL has any to switch off."""
-    if not target.tls:
-        raise BadTarget(f"--insecure switches off TLS certificate checks, but {target.redacted} is not a TLS URL "
-                        "(rediss://)")
-    return dataclasses.replace(target, query={**target.query, "ssl_cert_reqs": "none"})
-
-
-def _check_tls_options(scheme: str, query: Mapping[str, str], shown: str) -> None:
-    tls = {k: v for k, v in query.items() if k.startswith("ssl_")}
-    if tls and scheme != "rediss":
-        raise BadTarget(f"URL {shown!r}: {', '.join(sorted(tls))} need a TLS URL (rediss://)")
-    reqs = query.get("ssl_cert_reqs")
-    if reqs is not None and reqs.lower() not in CERT_REQS:
-        raise BadTarget(f"URL {shown!r}: ssl_cert_reqs={reqs!r} must be one of {', '.join(CERT_REQS)}")
-    for name in TLS_FILES:
-        value = query.get(name)
-        if value is not None and not os.path.isfile(value):
-            what = "no such file" if not os.path.exists(value) else "not a file"
-            raise BadTarget(f"URL {shown!r}: {name}={value}: {what}")
-    if "ssl_keyfile" in query and "ssl_certfile" not in query:
-        raise BadTarget(f"URL {shown!r}: ssl_keyfile needs ssl_certfile (the client certificate it belongs to)")
-    ca_path = query.get("ssl_ca_path")
-    if ca_path is not None and not os.path.isdir(ca_path):
-        raise BadTarget(f"URL {shown!r}: ssl_ca_path={ca_path}: no such directory")
-
-
-def _redact_raw(raw: str) -> str:
-    """Hide every part of the userinfo in a URL we could not parse, without trusting the parser."""
-    scheme, sep, rest = raw.partition("://")
-    if not sep:
-        return "(not a URL)" if "@" in raw else raw
-    creds, at, hostpart = rest.rpartition("@")
-    if not at:
-        return raw
-    return f"{scheme}://***@{hostpart}"
+from connguard.errors import AuthFailed, ConnguardError, Denied, NotRedis, ServerFull, Unreachable
+# The URL half lives in target_url (no redis-py); re-exported so `from connguard.target import Target` keeps working.
+from connguard.target_url import (  # noqa: F401
+    CERT_REQS,
+    DEFAULT_URL,
+    QUERY_OPTIONS,
+    SCHEMES,
+    TLS_FILES,
+    Target,
+    insecure,
+    parse_target,
+    verification_off,
+)
 
 
 class MaxClientsRefused(redis.exceptions.ConnectionError):
@@ -262,7 +84,10 @@ def _closed_in_handshake(exc: BaseException) -> bool:
         "eof" in low or "reset" in low or "closed" in low)
 
 
-def sniff(host: str, port: int, timeout_s: float = 1.0) -> bytes | None:
+SNIFF_TIMEOUT_S = 2.0  # a loaded machine may take a while to answer even a one-line request
+
+
+def sniff(host: str, port: int, timeout_s: float = SNIFF_TIMEOUT_S) -> bytes | None:
     """What a TCP port says to an inline `PING`: RESP starts with + or -, HTTP with HTTP/ or <, TLS with 0x15.
     None when it says nothing in time. Used only to name a failed handshake precisely."""
     try:
@@ -377,7 +202,7 @@ def classify_error(exc: BaseException, target: Target, *, handshake_done: bool =
     if isinstance(exc, redis.exceptions.AuthenticationWrongNumberOfArgsError):
         return AuthFailed(f"{where} rejected the credentials (this server takes a password only, no username)")
     if isinstance(exc, (redis.exceptions.InvalidResponse,)) or "protocol error" in low:
-        return NotRedis(f"{where} answered, but not in the Redis protocol: is this the right port?")
+        return _not_redis(target, text.encode(errors="replace").partition(b"Protocol Error: ")[2].lstrip(b"b'\""))
     if "certificate verify failed" in low:
         return Unreachable(
             f"the TLS certificate of {where} is not trusted ({_short(text.rpartition('] ')[2], 60)}): "
@@ -429,14 +254,23 @@ def _explain_mismatch(exc: BaseException, target: Target) -> ConnguardError | No
     """A handshake that ended in a closed socket or a TLS error may mean the port speaks something
     else (HTTP, plain RESP): ask it once, to say so plainly. None keeps the ordinary classification."""
     low = str(exc).lower()
-    if target.scheme == "unix" or not any(w in low for w in ("closed", "reset", "ssl", "wrong version")):
+    # Whichever side closes first decides which of these the handshake sees (a write into the closed socket is a
+    # broken pipe, a read an EOF or reset), so every one of them asks the port what it speaks.
+    if target.scheme == "unix" or not any(w in low for w in ("closed", "reset", "broken pipe", "eof", "ssl",
+                                                              "wrong version")):
         return None
     reply = sniff(target.host, target.port)  # type: ignore[arg-type]
     if not reply or reply.startswith(b"\x15\x03"):  # silence or a TLS alert: the hint we already give fits
         return None
     if reply[:1] in (b"+", b"-"):
         return Unreachable(f"{target.redacted} speaks plain Redis, not TLS: use redis:// instead of rediss://") if target.tls else None
-    looks = " (it looks like HTTP)" if reply.startswith((b"HTTP/", b"<")) else ""
+    return _not_redis(target, reply)
+
+
+def _not_redis(target: Target, reply: bytes) -> NotRedis:
+    """The port answered in something other than RESP: named from the bytes it sent (HTTP starts `HTTP/` or `<`),
+    never from which side closed first, which is a race (the reply and the close arrive together)."""
+    looks = " (it looks like HTTP)" if reply.lstrip().startswith((b"HTTP/", b"<")) else ""
     return NotRedis(f"{target.redacted} answered, but not in the Redis protocol{looks}: is this the right port?")
 
 

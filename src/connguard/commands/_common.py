@@ -96,8 +96,15 @@ def cli_target(url: str | None) -> "Target":
     """The command's target: parsed, with --insecure applied, and a line on stderr whenever certificate
     verification is off (an opt-out nobody should forget is on)."""
     from connguard.target import insecure, parse_target, verification_off
+    from connguard.discovery.sentinel_url import is_sentinel_url
 
-    target = parse_target(url)
+    if is_sentinel_url(url):  # the primary the Sentinels name now (watch follows it across failovers itself)
+        from connguard.discovery.sentinel import current_primary
+        from connguard.discovery.sentinel_url import parse_sentinel_url
+
+        target = current_primary(parse_sentinel_url(url))  # type: ignore[arg-type]
+    else:
+        target = parse_target(url)
     ctx = click.get_current_context(silent=True)
     flag = bool(ctx and ctx.meta.get(INSECURE_KEY))
     if flag:

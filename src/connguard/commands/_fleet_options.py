@@ -12,8 +12,10 @@ import click
 
 from connguard.commands._common import FiniteNumber
 from connguard.discovery.fanout import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
+from connguard.discovery.seeds import is_multi_seed
 from connguard.discovery.sentinel_url import is_sentinel_url
 from connguard.errors import BadArguments
+from connguard.target_url import is_host_port
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -23,7 +25,8 @@ def fleet_options(func: F) -> F:
     concurrency)."""
     for option in reversed((
         click.option("--fleet", "fleet_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
-                     help="A file of targets: one URL a line with # comments, or TOML [[target]] url/name/group."),
+                     help="A file of targets: one URL a line with # comments, or TOML [[target]] url/name/group "
+                          "(cluster = true, sentinel = true + master = \"name\")."),
         click.option("--cluster", is_flag=True,
                      help="Treat the URL (or each fleet line) as a Cluster seed and observe every node. "
                           "A single URL whose INFO says cluster_enabled:1 is a cluster without this flag."),
@@ -38,7 +41,7 @@ def fleet_options(func: F) -> F:
 
 def wants_fleet(url: str | None, fleet_file: str | None, cluster: bool, all_members: bool) -> bool:
     """Whether a `status`/`doctor` call with these options is a fleet run rather than a single target."""
-    return bool(fleet_file or cluster or all_members or is_sentinel_url(url))
+    return bool(fleet_file or cluster or all_members or is_sentinel_url(url) or is_multi_seed(url))
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,8 @@ class FleetRequest:
         if self.fleet_file:
             return self.fleet_file
         if self.source and "://" not in self.source:
-            if not os.path.isfile(self.source):
-                raise BadArguments(f"{self.source!r} is neither a URL (redis://host:port) nor a fleet file")
-            return self.source
+            if os.path.isfile(self.source):
+                return self.source
+            if not is_host_port(self.source):  # a bare host:port is a target like any URL
+                raise BadArguments(f"{self.source!r} is neither a URL (redis://host:port or host:port) nor a fleet file")
         return None

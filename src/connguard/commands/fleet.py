@@ -30,11 +30,13 @@ from connguard.discovery.fanout import Pause, fan_out, fan_out_pausing
 from connguard.discovery.fleet_file import FleetEntry, read_fleet_file
 from connguard.discovery.model import Member, Problem, Topology
 from connguard.discovery.sentinel import discover_sentinel
+from connguard.discovery.seeds import is_multi_seed, parse_seeds
 from connguard.discovery.sentinel_url import SentinelSpec, is_sentinel_url, parse_sentinel_url
 from connguard.discovery.summary import Row, row_from_doctor, row_from_status, summarize
 from connguard.doctor import run_doctor
 from connguard.errors import ConnguardError
 from connguard.probe import take_snapshot
+from connguard.render.console import console_for
 from connguard.render.fleet import SCHEMA, fleet_json, render_fleet
 from connguard.render.json import error_json, error_object
 from connguard.render.status_line import SCHEMA as STATUS_SCHEMA, status_payload
@@ -77,16 +79,18 @@ def _resolve_entry(entry: FleetEntry, request: FleetRequest) -> tuple[tuple[Memb
     try:
         if entry.sentinel is not None:
             topo = _sentinel_members(entry.sentinel, request)
-        elif request.cluster:
-            topo = discover_cluster(entry.target, connect_timeout_s=request.connect_timeout_s)  # type: ignore[arg-type]
+        elif entry.seeds or request.cluster:
+            seeds = entry.seeds or (entry.target,)
+            topo = discover_cluster(seeds, connect_timeout_s=request.connect_timeout_s)  # type: ignore[arg-type]
         else:
             return (Member(entry.target, name=entry.name, group=entry.group, line=entry.line),), ()  # type: ignore[arg-type]
     except ConnguardError as err:
         return (), (Problem(entry.where, err.message),)
     prefix = entry.name or None
+    # Each cluster or Sentinel set is its own group: the file's group, else its name, else its seed/master name.
     members = tuple(Member(m.target, m.role, name=f"{prefix}/{m.name or m.endpoint}" if prefix else m.name,
-                           group=entry.group or m.group, slots=m.slots, node_id=m.node_id, health=m.health,
-                           line=entry.line) for m in topo.members)
+                           group=entry.group or entry.name or m.group, slots=m.slots, node_id=m.node_id,
+                           health=m.health, line=entry.line) for m in topo.members)
     return members, tuple(Problem(f"{entry.where}: {p.where}", p.message, p.status) for p in topo.problems)
 
 
@@ -106,6 +110,8 @@ def resolve(request: FleetRequest) -> Resolved:
     path = request.file
     if path is not None:
         entries, problems = read_fleet_file(path)
+        if not entries and not problems:  # a check that checked nothing is UNKNOWN, not OK
+            raise BadArguments(f"fleet file {path} names no targets (only blank lines and # comments)")
         resolved = fan_out(entries, lambda e: _resolve_entry(e, request), concurrency=request.concurrency)
         members = [m for ms, _ in resolved for m in ms]
         problems += [p for _, ps in resolved for p in ps]
@@ -114,6 +120,10 @@ def resolve(request: FleetRequest) -> Resolved:
         spec = parse_sentinel_url(request.source)  # type: ignore[arg-type]
         topo = _sentinel_members(spec, request)
         return Resolved("sentinel", spec.redacted, topo.members, topo.problems)
+    if is_multi_seed(request.source):
+        seeds = parse_seeds(request.source)
+        topo = discover_cluster(seeds, connect_timeout_s=request.connect_timeout_s)
+        return Resolved("cluster", ",".join(t.redacted for t in seeds), topo.members, topo.problems)
     target = parse_target(request.source)
     if request.cluster or detect_cluster(target, request.connect_timeout_s):
         topo = discover_cluster(target, connect_timeout_s=request.connect_timeout_s)
@@ -201,7 +211,7 @@ def run_fleet(command: str, request: FleetRequest, observe: Observer, *, as_json
         emit_json(fleet_json(command=command, kind=resolved.kind, source=resolved.source, rows=rows, summary=summary,
                              problems=resolved.problems, exit_code=exit_code))
     else:
-        console = console or Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+        console = console or console_for(sys.stdout)  # piped: never wrapped (docs/contract.md)
         render_fleet(console, rows=rows, summary=summary, source=resolved.source, kind=resolved.kind)
     return exit_code
 
@@ -223,9 +233,9 @@ def fleet_group() -> None:
 @json_option
 @connect_timeout_option
 @click.option("--warning", "warning_ratio", type=FiniteNumber(0, 1, low_open=True), default=WARNING_RATIO,
-              show_default=True, help="Ratio for WARNING, reached at or above it.")
+              show_default=True, metavar="RATIO", help="Ratio for WARNING, reached at or above it.")
 @click.option("--critical", "critical_ratio", type=FiniteNumber(0, 1, low_open=True), default=CRITICAL_RATIO,
-              show_default=True, help="Ratio for CRITICAL, reached at or above it.")
+              show_default=True, metavar="RATIO", help="Ratio for CRITICAL, reached at or above it.")
 @handle_errors
 def fleet_status_command(source: str | None, fleet_file: str | None, cluster: bool, all_members: bool,
                          concurrency: int, as_json: bool, connect_timeout_s: float, warning_ratio: float,

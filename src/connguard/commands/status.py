@@ -32,9 +32,9 @@ RATIO = FiniteNumber(0, 1, low_open=True)
 @json_option
 @connect_timeout_option
 @insecure_option
-@click.option("--warning", "warning_ratio", type=RATIO, default=WARNING_RATIO, show_default=True,
+@click.option("--warning", "warning_ratio", type=RATIO, default=WARNING_RATIO, show_default=True, metavar="RATIO",
               help="Ratio for WARNING (exit 1), reached at or above it.")
-@click.option("--critical", "critical_ratio", type=RATIO, default=CRITICAL_RATIO, show_default=True,
+@click.option("--critical", "critical_ratio", type=RATIO, default=CRITICAL_RATIO, show_default=True, metavar="RATIO",
               help="Ratio for CRITICAL (exit 2), reached at or above it.")
 @handle_errors
 def status_command(url: str | None, fleet_file: str | None, cluster: bool, all_members: bool, concurrency: int,
@@ -62,6 +62,11 @@ def status_command(url: str | None, fleet_file: str | None, cluster: bool, all_m
             except redis.exceptions.ResponseError as exc:
                 raise denied(exc, f"{target.redacted}: status needs INFO") from None
             limitations = conn.limitations
+            masters, note = None, ""
+            if snap.info.role == "unknown":  # a data node always says master or slave; a Sentinel says neither
+                from connguard.discovery.sentinel import masters_if_sentinel, sentinel_note
+                masters = masters_if_sentinel(conn)
+                note = sentinel_note(target, masters) if masters is not None else ""
     except ConnguardError as err:
         if as_json:
             emit_json(error_object(SCHEMA, target_text, err, reachable=err.kind == "denied"))
@@ -72,7 +77,10 @@ def status_command(url: str | None, fleet_file: str | None, cluster: bool, all_m
     cap = capacity(snap)
     status = cap.status(thresholds)
     if as_json:
-        emit_json(status_payload(target, snap, cap, status, limitations))
+        payload = status_payload(target, snap, cap, status, limitations)
+        if masters is not None:
+            payload["sentinel"] = {"masters": list(masters), "note": note}
+        emit_json(payload)
     else:
-        click.echo(status_line(target, snap, cap, status))
+        click.echo(status_line(target, snap, cap, status) + (f"; {note}" if note else ""))
     sys.exit(int(EXIT_BY_STATUS[status]))

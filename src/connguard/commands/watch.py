@@ -11,6 +11,7 @@ from rich.console import Console
 from connguard.commands._common import (
     FiniteNumber, SECONDS, cli_target, connect_timeout_option, fail, handle_errors, insecure_option, url_argument,
 )
+from connguard.discovery.sentinel_url import is_sentinel_url, parse_sentinel_url
 from connguard.monitor.watch import WatchOptions, WatchRunner
 from connguard.monitor.watch_model import WatchSettings
 
@@ -49,16 +50,21 @@ def watch_command(url, interval_s, idle_threshold_s, forecast_alert_s, forecast_
                   connect_timeout_s) -> None:
     """Live view of one server: capacity gauge with the 0.8/0.9 lines, time to exhaustion, the runbook's
     alerts, the doctor's verdict and the top sources. Keys: ↑/↓ select a source, x previews killing its
-    idle connections through watch's own connection, y confirms, q quits. Ctrl-C exits 0."""
+    idle connections through watch's own connection, y confirms, [ and ] change the preview's idle threshold,
+    q quits. Ctrl-C exits 0. A full server is waited out (census view when local) and the first free slot kept;
+    a redis+sentinel:// URL is followed across failovers."""
     settings = WatchSettings(interval_s=interval_s, idle_threshold_s=idle_threshold_s, forecast_alert_s=forecast_alert_s,
                              forecast_window_s=forecast_window_s, diagnose_every_s=diagnose_every_s,
                              clients_every_s=clients_every_s, top=top)
     json_mode = as_json or not sys.stdout.isatty()
     options = WatchOptions(settings=settings, as_json=json_mode, count=count, alert_cmd=alert_cmd,
                            alert_timeout_s=alert_timeout_s, record=record_path, connect_timeout_s=connect_timeout_s)
-    target = cli_target(url)
-    runner = WatchRunner(target, options)
-    runner.open()  # fail fast: the same one-line errors and exit codes as `connguard status`
+    target = cli_target(url)  # a redis+sentinel:// URL: the primary the Sentinels name now
+    spec = None
+    if is_sentinel_url(url):
+        spec = parse_sentinel_url(url)  # type: ignore[arg-type]
+    runner = WatchRunner(target, options, sentinel=spec)
+    runner.open()  # fail fast (bad URL, wrong password, nothing listening); a full server is waited out
     signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` leaves as cleanly as Ctrl-C: terminal restored
     keys = None
     try:

@@ -10,8 +10,8 @@ from typing import Any, Callable
 
 import redis
 
-from connguard.discovery.model import PRIMARY, REPLICA, Member, Topology
-from connguard.errors import BadTarget, Denied, NotRedis
+from connguard.discovery.model import PRIMARY, REPLICA, Member, Problem, Topology
+from connguard.errors import BadTarget, ConnguardError, Denied, NotRedis
 from connguard.target import HeldConnection, Target, open_connection, parse_target
 
 NODE_ID_SHOWN = 8  # characters of a node id in tables, like redis-cli
@@ -112,7 +112,8 @@ def read_cluster_nodes(conn: HeldConnection) -> list[ClusterNode]:
         return parse_shards(conn.execute("CLUSTER", "SHARDS"))
     except redis.exceptions.ResponseError as exc:
         if "cluster support disabled" in str(exc).lower():
-            raise BadTarget(f"{conn.target.redacted} is not in cluster mode (cluster_enabled:0): drop --cluster") from None
+            raise BadTarget(f"{conn.target.redacted} is not in cluster mode (cluster_enabled:0): a cluster seed "
+                            "must be a cluster node (drop --cluster, or name one server)") from None
     try:
         return parse_nodes(conn.execute("CLUSTER", "NODES"))
     except redis.exceptions.ResponseError as exc:
@@ -124,14 +125,18 @@ def read_cluster_nodes(conn: HeldConnection) -> list[ClusterNode]:
 
 
 def node_target(seed: Target, host: str, port: int) -> Target:
-    """A node as an ordinary Target: the seed's scheme and credentials at the node's address (db 0: a cluster has one)."""
+    """A node as an ordinary Target: the seed's scheme and credentials at the node's address (db 0: a cluster has one).
+    A node that never met another does not know its own IP (CLUSTER SHARDS/NODES give ""): that is the seed."""
+    host = host or seed.host or ""
     shown = f"[{host}]" if ":" in host else host
     return dataclasses.replace(parse_target(f"{seed.scheme}://{shown}:{port}", env={}),
                                username=seed.username, password=seed.password, query=seed.query)
 
 
-def members_of(seed: Target, nodes: list[ClusterNode]) -> tuple[Member, ...]:
-    """Primaries first (by address), each followed by its replicas."""
+def members_of(seed: Target, nodes: list[ClusterNode], group: str | None = None) -> tuple[Member, ...]:
+    """Primaries first (by address), each followed by its replicas; all in one group, named by the seed unless
+    `group` is given, so the nodes of several clusters in one fleet never lump together."""
+    group = group or seed_name(seed)
     by_primary: dict[str | None, list[ClusterNode]] = {}
     for n in nodes:
         by_primary.setdefault(n.primary_id if n.role == REPLICA else n.node_id, []).append(n)
@@ -141,19 +146,43 @@ def members_of(seed: Target, nodes: list[ClusterNode]) -> tuple[Member, ...]:
         ordered += sorted((n for n in by_primary.get(primary.node_id, []) if n.role == REPLICA),
                           key=lambda n: (n.host, n.port))
     ordered += [n for n in nodes if n not in ordered]  # replicas of an unknown primary
-    return tuple(Member(node_target(seed, n.host, n.port), n.role, name=f"{n.host}:{n.port}", group="cluster",
+    return tuple(Member(node_target(seed, n.host, n.port), n.role, name=f"{n.host or seed.host}:{n.port}", group=group,
                         slots=n.slots if n.role == PRIMARY else None, node_id=n.node_id, health=n.health)
                  for n in ordered)
 
 
+def seed_name(seed: Target) -> str:
+    """How a cluster is named in a table when nobody named it: its seed's address, never its credentials."""
+    return seed.path or f"{seed.host}:{seed.port}"
+
+
 def discover_cluster(
-    seed: Target, *, connect_timeout_s: float = 10.0, connect: Callable[..., HeldConnection] = open_connection,
+    seed: Target | tuple[Target, ...], *, connect_timeout_s: float = 10.0,
+    connect: Callable[..., HeldConnection] = open_connection, group: str | None = None,
 ) -> Topology:
-    """Ask one node for every node. Nodes the cluster itself marks failed stay members: observing them gives
-    their own error row."""
-    with connect(seed, connect_timeout_s=connect_timeout_s) as conn:
-        nodes = read_cluster_nodes(conn)
-    return Topology("cluster", seed.redacted, members_of(seed, nodes))
+    """Ask one node for every node, trying the seeds in turn: a seed that is full, down or not a cluster node
+    is one Problem and the next seed is asked (each gets an equal share of the connect timeout, at least 1 s).
+    Nodes the cluster itself marks failed stay members: observing them gives their own error row."""
+    seeds = seed if isinstance(seed, tuple) else (seed,)
+    share = max(1.0, connect_timeout_s / len(seeds)) if len(seeds) > 1 else connect_timeout_s
+    problems: list[Problem] = []
+    for number, one in enumerate(seeds, start=1):
+        try:
+            with connect(one, connect_timeout_s=share) as conn:
+                nodes = read_cluster_nodes(conn)
+        except ConnguardError as err:
+            if isinstance(err, BadTarget) and "not in cluster mode" in err.message:
+                raise  # the seeds name one cluster: one that is not a cluster node answers for all of them
+            if number == len(seeds):
+                if not problems:
+                    raise
+                raise type(err)(f"no cluster seed answered: {'; '.join(p.message for p in problems)}; "
+                                f"{err.message}") from None
+            problems.append(Problem(f"seed {seed_name(one)}", err.message, "warning"))
+            continue
+        return Topology("cluster", one.redacted, members_of(one, nodes, group or seed_name(seeds[0])),
+                        tuple(problems))
+    raise AssertionError("unreachable: the loop returns or raises")
 
 
 def is_cluster(conn: HeldConnection) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from connguard.target import Target
+from connguard.target_url import Target
 
 PRIMARY, REPLICA, SENTINEL, TARGET = "primary", "replica", "sentinel", "target"
 

@@ -6,7 +6,6 @@ knows the master answers for the topology; the others' mistakes become one-line 
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Callable
 
 import redis
@@ -79,6 +78,23 @@ def read_topology(conn: HeldConnection, spec: SentinelSpec, asked: Target) -> tu
     return tuple(members)
 
 
+def known_masters(conn: HeldConnection) -> list[str]:
+    """The master names this Sentinel monitors (SENTINEL MASTERS), to say which names would have worked."""
+    try:
+        return [pairs(entry).get("name", "?") for entry in conn.execute("SENTINEL", "MASTERS") or []]
+    except redis.exceptions.ResponseError:
+        return []
+
+
+def sentinel_auth_hint(asked: Target, err: AuthFailed | None) -> str:
+    """A Sentinel refused us: the fix is ?sentinel_password= (the data nodes' password is not sent to Sentinels)."""
+    if asked.password is not None and err is not None and "rejected" in err.message:
+        return (f"sentinel {asked.host}:{asked.port} rejected ?sentinel_username=/?sentinel_password= "
+                "(check them; the data nodes' password in the URL is never sent to Sentinels)")
+    return ("the Sentinels require a password: add ?sentinel_password=... (and ?sentinel_username=... for an "
+            "ACL user) to the URL; the data nodes' password is never sent to Sentinels")
+
+
 def refusal(text: str, where: str, master: str) -> tuple[str, Problem]:
     """A Sentinel's error reply, judged: `idontknow` (it has not heard enough yet: ask another), `unknown`
     (no such master) or `not_sentinel` (the port is something else)."""
@@ -98,19 +114,20 @@ def discover_sentinel(
     problems: list[Problem] = []
     unknown: list[str] = []
     dont_know: list[str] = []
+    auth: list[str] = []
+    known: set[str] = set()
     for asked in spec.sentinels:
         where = _where(asked)
         try:
-            try:
-                conn = connect(asked, connect_timeout_s=connect_timeout_s)
-            except AuthFailed:
-                if asked.password is not None or spec.password is None:
-                    raise
-                # Sentinels often share the data nodes' password (requirepass on both): try it before giving up.
-                asked = dataclasses.replace(asked, username=spec.username, password=spec.password)
-                conn = connect(asked, connect_timeout_s=connect_timeout_s)
-            with conn:
+            # The data nodes' password is never tried here: a secret goes only where the URL sends it.
+            with connect(asked, connect_timeout_s=connect_timeout_s) as conn:
                 members = read_topology(conn, spec, asked)
+                if members is None:
+                    known.update(known_masters(conn))
+        except AuthFailed as err:
+            auth.append(where)
+            problems.append(Problem(where, f"auth failed: {sentinel_auth_hint(asked, err)}", "warning"))
+            continue
         except ConnguardError as err:  # the others may still answer; one Sentinel fewer is a warning
             problems.append(Problem(where, err.message, "warning"))
             continue
@@ -129,8 +146,45 @@ def discover_sentinel(
             f"{spec.redacted}: the Sentinels answered -IDONTKNOW (not enough information about "
             f"{spec.master_name!r} yet): ask again in a few seconds, or ask another Sentinel")
     if unknown:
+        names = f"the Sentinels know {', '.join(sorted(known))}" if known else "the Sentinels know no master"
         raise BadTarget(f"{spec.redacted}: no Sentinel knows a master named {spec.master_name!r} "
-                        f"(asked {', '.join(w.removeprefix('sentinel ') for w in unknown)}): check the name in the URL")
+                        f"(asked {', '.join(w.removeprefix('sentinel ') for w in unknown)}; {names}): "
+                        "check the name in the URL")
+    if auth and len(auth) == len(problems):
+        raise AuthFailed(f"{spec.redacted}: {sentinel_auth_hint(spec.sentinels[0], None)}")
     raise Unreachable(f"{spec.redacted}: no Sentinel could name the primary: "
                       + "; ".join(p.message if p.message.startswith(("redis", "unix")) else f"{p.where} {p.message}"
                                   for p in problems))
+
+
+def masters_if_sentinel(conn: HeldConnection) -> tuple[str, ...] | None:
+    """None for a data node; for a Sentinel, the masters it monitors as `name (host:port)`, so a status that
+    landed on a Sentinel's port can say what it is and which URL reaches the data."""
+    try:
+        if "redis_mode:sentinel" not in _text(conn.execute("INFO", "server")):
+            return None
+        entries = [pairs(entry) for entry in conn.execute("SENTINEL", "MASTERS") or []]
+    except redis.exceptions.ResponseError:
+        return None
+    return tuple(f"{e.get('name', '?')} ({e.get('ip', '?')}:{e.get('port', '?')})" for e in entries)
+
+
+def sentinel_note(target: Target, masters: tuple[str, ...]) -> str:
+    """One clause for `status`: this port is a Sentinel, what it monitors, and the URL for the data."""
+    if not masters:
+        return "this is a Sentinel, and it monitors no master"
+    first = masters[0].split(" ", 1)[0]
+    return (f"this is a Sentinel monitoring {', '.join(masters)}: for the data nodes use "
+            f"redis+sentinel://{_host(target)}:{target.port}/{first}")
+
+
+def _host(t: Target) -> str:
+    return f"[{t.host}]" if t.host and ":" in t.host else (t.host or "")
+
+
+def current_primary(spec: SentinelSpec, *, connect_timeout_s: float = 10.0,
+                    connect: Callable[..., HeldConnection] = open_connection) -> Target:
+    """The primary the Sentinels name now, as an ordinary Target with the data nodes' credentials: how the
+    single-server commands (watch, kill, config) take a redis+sentinel:// URL."""
+    topology = discover_sentinel(spec, connect_timeout_s=connect_timeout_s, connect=connect)
+    return next(m.target for m in topology.members if m.role == PRIMARY)

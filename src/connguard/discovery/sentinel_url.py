@@ -5,7 +5,9 @@ is the one the Python ecosystem converged on (Redis-Sentinel-Url, Prefect/docket
 Java): comma-separated Sentinels, the master name as the first path segment, the db as the second. Also
 accepted: `rediss+sentinel://` (TLS to the data nodes and the Sentinels), and Lettuce's
 `redis-sentinel://s1,s2[/db]?sentinelMasterId=mymaster`. The user and password are those of the data nodes
-(the primary and replicas); `?sentinel_username=`/`?sentinel_password=` authenticate to the Sentinels."""
+(the primary and replicas); `?sentinel_username=`/`?sentinel_password=` authenticate to the Sentinels. The data
+nodes' password is never sent to a Sentinel: a Sentinel that wants one is `auth failed` with the
+`?sentinel_password=` hint (docs/fleet.md), so a secret goes only where the URL says it goes."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from typing import Mapping
 from urllib.parse import parse_qs, quote, unquote
 
 from connguard.errors import BadTarget
-from connguard.target import Target, parse_target
+from connguard.target_url import Target, credentials, parse_target
 
 DEFAULT_SENTINEL_PORT = 26379
 # scheme -> (data scheme, where the master name lives)
@@ -83,8 +85,8 @@ def _redact(raw: str) -> str:
     creds, at, _ = netloc.rpartition("@")
     if not sep or not at:
         return raw.split("?", 1)[0]
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}{':***' if ':' in creds else ''}@{rest[len(creds) + 1:].split('?', 1)[0]}"
+    user = creds.split(":", 1)[0] if ":" in creds else ""  # a lone userinfo is a password: never shown
+    return f"{scheme}://{user}:***@{rest[len(creds) + 1:].split('?', 1)[0]}"
 
 
 def _split_hosts(hosts: str, raw: str) -> list[tuple[str, int]]:
@@ -127,9 +129,7 @@ def parse_sentinel_url(raw: str, env: Mapping[str, str] | None = None) -> Sentin
     creds, at, hosts = netloc.rpartition("@")
     username = password = None
     if at:
-        user_text, colon, pw_text = creds.partition(":")
-        username = unquote(user_text) or None
-        password = unquote(pw_text) if colon else None
+        username, password = credentials(creds)  # a lone userinfo is the password, as in redis:// URLs
     query = {k: v[-1] for k, v in parse_qs(query_text).items()}
     segments = [unquote(s) for s in path.split("/") if s]
     if master_from == "path":

@@ -95,6 +95,17 @@ def resolve_target(raw: str, creds: Credentials) -> Target:
     text = raw.strip()
     if "://" not in text:
         text = f"redis://{text}"
+    from connguard.discovery.sentinel_url import is_sentinel_url  # the same target forms as every command
+
+    if is_sentinel_url(text):  # the primary the Sentinels name at this scrape, so a failover is followed
+        from connguard.discovery.sentinel import current_primary
+        from connguard.discovery.sentinel_url import parse_sentinel_url
+
+        spec = parse_sentinel_url(text, env={})
+        if spec.password is not None or any(t.password is not None for t in spec.sentinels):
+            raise BadTarget(f"{spec.redacted}: a password in the probe URL is refused (it would be kept in "
+                            "Prometheus's config and logs); use --password-file, $REDISCLI_AUTH or --auth-file")
+        text = current_primary(spec, connect_timeout_s=2.0).redacted
     target = parse_target(text, env={})  # env={}: $REDISCLI_AUTH is applied below, per endpoint
     if target.password is not None:
         raise BadTarget(f"{target.redacted}: a password in the probe URL is refused (it would be kept in "

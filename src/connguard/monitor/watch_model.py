@@ -79,6 +79,7 @@ class WatchFrame:
     server: str | None  # "redis 7.0.15"
     kills: tuple[str, ...] = ()
     used_from_census: bool = False
+    sources_left_out: tuple[int, int] = (0, 0)  # (sources, their connections) below the top rows shown
 
     def to_json(self) -> dict[str, object]:
         """One `connguard.watch/1` line (docs/watch.md)."""
@@ -154,6 +155,7 @@ class WatchModel:
         self.points: list[tuple[float, float]] = []  # (monotonic, used) for the forecast, since the last break
         self.counters: _Counters | None = None
         self.sources: tuple[SourceRow, ...] = ()
+        self.sources_left_out: tuple[int, int] = (0, 0)
         self.sources_from: str | None = None
         self.sources_wall: float | None = None
         self.source_history: collections.deque = collections.deque()  # (mono, {host: connections})
@@ -267,6 +269,7 @@ class WatchModel:
             sources=self.sources, sources_from=self.sources_from, sources_wall=self.sources_wall,
             history=tuple(self.history), restarts=tuple(self.restarts), budget=self.budget.view(obs.monotonic),
             server=self.server, kills=tuple(self.kills), used_from_census=from_census,
+            sources_left_out=self.sources_left_out,
         )
 
     def _trim_points(self, now: float) -> None:
@@ -298,6 +301,7 @@ class WatchModel:
             rows.append(SourceRow(host, g.connections, g.idle, growth, tuple(g.names), tuple(g.libs), delta))
         self.source_history.append((obs.monotonic, counts))
         self.sources = _mark_changed(rows)[: self.settings.top]
+        self.sources_left_out = _left_out(rows[self.settings.top:])
         self.sources_from, self.sources_wall = "client_list", obs.wall
         self.last_snapshot = snap
         return tuple(trends)
@@ -305,6 +309,7 @@ class WatchModel:
     def _census_sources(self, census: SocketCensus, wall: float) -> None:
         rows = [SourceRow(h, n, None, None) for h, n in sorted(census.by_host.items(), key=lambda kv: (-kv[1], kv[0]))]
         self.sources = tuple(rows[: self.settings.top])
+        self.sources_left_out = _left_out(rows[self.settings.top:])
         self.sources_from, self.sources_wall = "census", wall
 
     # -- the doctor -------------------------------------------------------------------------------------
@@ -362,6 +367,10 @@ def group_sources(records: Iterable[ClientRecord], idle_threshold_s: float) -> d
             if lib not in g.libs:
                 g.libs.append(lib)
     return groups
+
+
+def _left_out(rows: Sequence[SourceRow]) -> tuple[int, int]:
+    return len(rows), sum(r.connections for r in rows)
 
 
 def _mark_changed(rows: Sequence[SourceRow]) -> tuple[SourceRow, ...]:

@@ -6,7 +6,8 @@ import time
 from dataclasses import dataclass
 from typing import Sequence
 
-from rich.console import Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.segment import Segment
 from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
@@ -17,6 +18,7 @@ from connguard.analysis.forecast import describe
 from connguard.monitor.watch_model import WatchFrame
 
 BARS = "▁▂▃▄▅▆▇█"
+WAIT_CAP_S = 2.0  # at a full server watch knocks at most once per this many seconds (monitor/watch.py)
 GAUGE_WIDTH = 40
 
 
@@ -28,6 +30,8 @@ class ViewState:
     interactive: bool = False
     preview: RenderableType | None = None
     message: str | None = None
+    kill_idle_s: float | None = None  # the kill preview's idle threshold (changed with [ and ])
+    switch: str | None = None  # a Sentinel failover watch followed: "primary 127.0.0.1:6380 since 12:01:07"
 
 
 def clock(wall: float | None) -> str:
@@ -70,7 +74,7 @@ def gauge(frame: WatchFrame, width: int = GAUGE_WIDTH) -> Text:
         text.append("  ?", style="bold")
     else:
         text.append(f"  {frame.used}/{frame.maxclients} ({ratio:.0%})", style=style)
-        text.append(f"  headroom {frame.headroom}")
+        text.append(f"  headroom {others_headroom(frame)}")
     if frame.used_from_census:
         text.append("  (socket census)", style="dim")
     marks = (" " * (10 + warn) + f"▲{WARNING_RATIO:.0%}").ljust(10 + crit) + f"▲{CRITICAL_RATIO:.0%}"
@@ -89,10 +93,13 @@ def status_line(frame: WatchFrame) -> Text:
         text.append(f"  {frame.server}", style="dim")
     text.append(f"  {clock(frame.wall)}", style="dim")
     if frame.refused:
-        text.append(f"\nREFUSING since {clock(frame.refusing_since)}: the server is at maxclients; retrying with backoff",
-                    style="bold red")
+        text.append(f"\nREFUSED: waiting for a slot (since {clock(frame.refusing_since)}): the server is at "
+                    f"maxclients; one attempt per backoff step, at most one per {WAIT_CAP_S:g} s; watch keeps the "
+                    "first slot that frees", style="bold red")
         if frame.used_from_census:
             text.append(" (usage and sources from this host's socket census)", style="red")
+        else:
+            text.append(" (a remote server: no census of its sockets from here)", style="red")
     elif not frame.reachable:
         text.append(f"\nNOT OBSERVED: {frame.failure or 'no connection'}; retrying with backoff", style="bold red")
     if frame.restarts:
@@ -177,23 +184,82 @@ def budget_line(frame: WatchFrame) -> Text:
     return Text(f"CLIENT LIST every {b.every_s:.1f} s ({mode}; {cost}{share}; {b.calls} calls)", style="dim")
 
 
+def others_headroom(frame: WatchFrame) -> int | None:
+    """Slots other clients can still open. Over a held connection capacity leaves watch's own slot out of
+    `used`, so its headroom still counts that slot as free: it is not (a refusing server showed "headroom 1").
+    A census already counts every socket, watch's too."""
+    if frame.headroom is None or frame.used_from_census or not frame.reachable:
+        return frame.headroom
+    return max(0, frame.headroom - 1)
+
+
+def left_out_line(frame: WatchFrame) -> Text | None:
+    """What the top-sources table leaves out, so a long tail of small sources is never invisible."""
+    sources, connections = frame.sources_left_out
+    if not sources:
+        return None
+    return Text(f"+{sources} more source{'s' if sources != 1 else ''} ({connections} connection"
+                f"{'s' if connections != 1 else ''})", style="dim")
+
+
+def keys_line(view: ViewState) -> Text:
+    idle = "" if view.kill_idle_s is None else f" (idle > {_duration(view.kill_idle_s)})"
+    return Text(f"keys: ↑↓/jk select · x kill preview{idle} · [ ] idle threshold · q quit", style="dim")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
+
+
+class Fit:
+    """The screen cut to the terminal's height with a marked cut, the key line always kept: a silently cropped
+    full-screen view (80×24) hid the sources table and the keys without a word."""
+
+    def __init__(self, body: RenderableType, footer: RenderableType | None = None) -> None:
+        self.body, self.footer = body, footer
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        height = options.height or console.height
+        free = options.update(height=None)
+        lines = console.render_lines(self.body, free, pad=False)
+        tail = console.render_lines(self.footer, free, pad=False) if self.footer is not None else []
+        room = max(1, height - len(tail))
+        if len(lines) > room:
+            cut = len(lines) - (room - 1)
+            lines = lines[: room - 1]
+            marker = Text(f"▼ {cut} more line{'s' if cut != 1 else ''} cut: enlarge the terminal "
+                          f"(now {options.max_width}×{height})", style="reverse")
+            lines += console.render_lines(marker, free, pad=False)
+        for line in [*lines, *tail]:
+            yield from line
+            yield Segment.line()
+
+
 def render(frame: WatchFrame, view: ViewState = ViewState()) -> RenderableType:
+    """The full-screen view: the body cut to the terminal with a marker, the key line kept below it."""
+    return Fit(render_body(frame, view), keys_line(view) if view.interactive else None)
+
+
+def render_body(frame: WatchFrame, view: ViewState = ViewState()) -> RenderableType:
     # What the operator is acting on comes first, so a short terminal never cuts off a kill confirmation.
     parts: list[RenderableType] = [status_line(frame)]
+    if view.switch:
+        parts.append(Text(view.switch, style="bold yellow"))
     if view.preview is not None:
         parts.append(view.preview)
     if view.message:
         parts.append(Text(view.message, style="bold magenta"))
     parts += [gauge(frame), forecast_line(frame), alerts_panel(frame), doctor_line(frame), charts(frame),
-              sources_table(frame, view), budget_line(frame)]
+              sources_table(frame, view)]
+    more = left_out_line(frame)
+    if more is not None:
+        parts.append(more)
+    parts.append(budget_line(frame))
     if frame.kills:
         parts.append(Text("kills     " + "\n          ".join(frame.kills), style="magenta"))
-    if view.interactive:
-        parts.append(Text("keys: ↑/↓ or j/k select a source · x preview killing its idle connections · q quit",
-                          style="dim"))
     return Panel(Group(*parts), border_style="red" if any(a.severity == "critical" for a in frame.alerts) else "blue")
 
 
 def render_watch_snapshot(frame: WatchFrame) -> RenderableType:
-    """A still of the screen (no keys): for `connguard demo` and any non-interactive look."""
-    return render(frame, ViewState())
+    """A still of the screen (no keys, never cut): for `connguard demo` and any non-interactive look."""
+    return render_body(frame, ViewState())
