@@ -34,7 +34,7 @@ from connguard.discovery.seeds import is_multi_seed, parse_seeds
 from connguard.discovery.sentinel_url import SentinelSpec, is_sentinel_url, parse_sentinel_url
 from connguard.discovery.summary import Row, row_from_doctor, row_from_status, summarize
 from connguard.doctor import run_doctor
-from connguard.errors import ConnguardError
+from connguard.errors import BadArguments, ConnguardError
 from connguard.probe import take_snapshot
 from connguard.render.console import console_for
 from connguard.render.fleet import SCHEMA, fleet_json, render_fleet
