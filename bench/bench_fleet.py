@@ -1,6 +1,9 @@
-"""Time `doctor --once` over a fleet of 100 local lab servers: the fleet fan-out against a sequential loop.
+"""Time `doctor` over a fleet of 100 local lab servers: the fleet fan-out against a sequential loop, and windows.
 
 In one run, on the same servers:
+  0. the default window (two samples an --interval apart), in process at the default concurrency (16): one target
+     against all of them, interleaved rounds. Windows overlap (a target's wait holds no worker), so the ratio is
+     near 1; the issue's budget is 1.5x.
   1. in process, interleaved rounds: a sequential loop of `run_doctor(target, once=True)` against
      `run_fleet("doctor", ...)` (the fan-out behind `connguard fleet doctor`) at --concurrency 16 (the default)
      and 64;
@@ -8,7 +11,7 @@ In one run, on the same servers:
      people write today, `for url in ...; do connguard doctor --once "$url"; done`.
 Every server holds a few idle clients (so CLIENT LIST has lines to parse); all are stopped by PID at the end.
 
-    python bench/bench_fleet.py [--servers 100] [--clients 20] [--rounds 3] [--server-bin PATH]
+    python bench/bench_fleet.py [--servers 100] [--clients 20] [--rounds 3] [--interval 5] [--server-bin PATH]
 """
 
 from __future__ import annotations
@@ -77,13 +80,30 @@ def sequential(urls: list[str], settings: DoctorSettings) -> tuple[float, list[s
     return time.perf_counter() - t0, statuses
 
 
-def fleet(path: str, settings: DoctorSettings, concurrency: int) -> tuple[float, dict]:
+def fleet(path: str, settings: DoctorSettings, concurrency: int, once: bool = True) -> tuple[float, dict]:
     request = FleetRequest(None, path, concurrency=concurrency, connect_timeout_s=5)
     out = io.StringIO()
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(out):
-        run_fleet("doctor", request, doctor_observer(settings, once=True, connect_timeout_s=5), as_json=True)
+        run_fleet("doctor", request, doctor_observer(settings, once=once, connect_timeout_s=5), as_json=True)
     return time.perf_counter() - t0, json.loads(out.getvalue())
+
+
+WINDOW_BUDGET = 1.5  # issue 23: N targets with the default window within 1.5x the time of one
+
+
+def windows(path_one: str, path_all: str, n: int, settings: DoctorSettings, rounds: int) -> None:
+    one, many = [], []
+    for r in range(rounds):
+        for which in ((0, 1) if r % 2 == 0 else (1, 0)):
+            elapsed, out = fleet(path_one if which == 0 else path_all, settings, 16, once=False)
+            assert out["summary"]["by_status"].get("ok", 0) == (1 if which == 0 else n), out["summary"]
+            (one if which == 0 else many).append(elapsed)
+    a, b = statistics.median(one), statistics.median(many)
+    print(f"default window ({settings.interval_s:g}s interval, 2 samples), concurrency 16, median of {rounds} rounds:")
+    print(f"  1 target    : {a:7.2f} s")
+    print(f"  {n} targets : {b:7.2f} s  -> {b / a:.2f}x one target "
+          f"({'within' if b / a <= WINDOW_BUDGET else 'OVER'} the {WINDOW_BUDGET}x budget)")
 
 
 def cli(args: list[str]) -> subprocess.CompletedProcess[str]:
@@ -97,6 +117,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--server-bin")
     ap.add_argument("--skip-cli", action="store_true", help="only the in-process comparison")
+    ap.add_argument("--interval", type=float, default=None, help="window interval (default: the doctor's own)")
+    ap.add_argument("--windows-only", action="store_true", help="only the default-window comparison (step 0)")
     args = ap.parse_args()
 
     t0 = time.perf_counter()
@@ -111,7 +133,13 @@ def main() -> None:
             fh.write("\n".join(urls) + "\n")
         print(f"{args.servers} servers ({servers[0].binary.label}), {args.clients} idle clients each, "
               f"started in {time.perf_counter() - t0:.1f}s; nproc {os.cpu_count()}, load {os.getloadavg()[0]:.2f}")
-        settings = DoctorSettings()
+        settings = DoctorSettings() if args.interval is None else DoctorSettings(interval_s=args.interval)
+        path_one = os.path.join(workdir, "one.txt")
+        with open(path_one, "w") as fh:
+            fh.write(urls[0] + "\n")
+        windows(path_one, path, len(urls), settings, args.rounds)
+        if args.windows_only:
+            return
         seq_times, fan16, fan64 = [], [], []
         for r in range(args.rounds):
             order = [0, 1, 2] if r % 2 == 0 else [2, 1, 0]

@@ -41,7 +41,7 @@ def test_a_refusal_trips_the_breaker_and_no_socket_is_opened_while_open(full_ser
         return outcomes
 
     outcomes = asyncio.run(scenario())
-    assert outcomes == ["MaxClientsError"] + ["CircuitOpenError"] * 19
+    assert outcomes == ["MaxClientsError"] + ["CircuitOpenServerFull"] * 19
     assert server_attempts(monitor) - before == 1
 
 
@@ -64,7 +64,7 @@ def test_half_open_admits_exactly_one_probe_among_concurrent_tasks(full_server):
 
     outcomes, attempts, recovered = asyncio.run(scenario())
     assert attempts == 1
-    assert outcomes == ["CircuitOpenError"] * 7 + ["MaxClientsError"]
+    assert outcomes == ["CircuitOpenServerFull"] * 7 + ["MaxClientsError"]
     assert recovered is True
 
 

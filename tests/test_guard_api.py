@@ -37,7 +37,7 @@ def test_internals_are_not_exported():
                  "HALF_OPEN", "GuardRetry", "ConnectRateLimiter", "BreakerSettings", "NoRoom"):
         assert name not in guard.__all__
     exported = {name for name in vars(guard) if not name.startswith("_")}
-    submodules = {"aio", "backoff", "breaker", "budget", "errors", "leaks", "pool", "ratelimit", "registry", "settings", "snapshot", "metrics", "topology"}
+    submodules = {"aio", "backoff", "breaker", "budget", "errors", "leaks", "pool", "ratelimit", "registry", "settings", "snapshot", "metrics", "topology", "room"}
     assert exported - submodules - {"Any"} == PUBLIC
 
 

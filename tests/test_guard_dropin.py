@@ -82,7 +82,7 @@ def test_a_full_server_trips_the_breaker_through_the_blocking_pools(full_server)
             r.ping()
         except redis.ConnectionError as exc:
             outcomes.append(type(exc).__name__)
-    assert outcomes == ["MaxClientsError"] + ["CircuitOpenError"] * 4
+    assert outcomes == ["MaxClientsError"] + ["CircuitOpenServerFull"] * 4
     assert pool.pool.qsize() == 5  # every failed checkout gave its place back
 
     async def scenario() -> list[str]:
@@ -97,7 +97,7 @@ def test_a_full_server_trips_the_breaker_through_the_blocking_pools(full_server)
         await apool.aclose()
         return seen
 
-    assert asyncio.run(scenario()) == ["CircuitOpenError"] * 3  # the same endpoint's breaker, shared
+    assert asyncio.run(scenario()) == ["CircuitOpenServerFull"] * 3  # the same endpoint's breaker, shared
     assert server_attempts(monitor) - before == 1
 
 

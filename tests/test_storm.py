@@ -22,12 +22,13 @@ def quiet_breaker():
 @pytest.mark.slow
 def test_the_guard_makes_far_fewer_attempts_than_redis_py_defaults_and_recovers(default_binary):
     # after_s covers the longest default open period (3 s x 1.25 jitter), so the guard's next probe falls inside it
-    result = run_storm(("redis-py", "guard"), workers=8, full_s=3.0, after_s=4.5, binary=default_binary)
+    # held=0: the clients start at a full server, so the guard has only its breaker's timer to go by
+    result = run_storm(("redis-py", "guard"), workers=8, full_s=3.0, after_s=4.5, held=0, binary=default_binary)
     plain, guard = result.arm("redis-py"), result.arm("guard")
     assert plain is not None and guard is not None
     assert plain.client_attempts_full >= 40  # a burst of refused sockets per command
     assert guard.client_attempts_full <= plain.client_attempts_full / 5
-    assert guard.client_attempts_full <= 5  # the first refusal, then one probe per open period
+    assert guard.client_attempts_full <= 8  # the first burst (workers that connected before the breaker opened), then one probe per open period
     for arm in (plain, guard):
         # the clients' count and the server's own counters tell the same story (only the workers connect)
         assert abs(arm.server_attempts_full - arm.client_attempts_full) <= 2
@@ -35,6 +36,25 @@ def test_the_guard_makes_far_fewer_attempts_than_redis_py_defaults_and_recovers(
         assert arm.served_s is not None and arm.served_s <= 4.5  # every worker was served again after the clear
         assert arm.ok_after > 0 and arm.ok_full == 0
     assert result.fewer_attempts() >= 5
+
+
+@pytest.mark.slow
+def test_with_a_held_connection_the_guard_learns_room_over_it_instead_of_probing(default_binary):
+    """The clients held one live connection from before the leak: the guard asks INFO over it, so while the server
+    stays full it makes no probe after the refusal that opened its breaker, and after the clear every worker is
+    served again within the run (counts only; bench-free)."""
+    result = run_storm(("redis-py", "guard"), workers=8, full_s=3.0, after_s=2.0, held=1, binary=default_binary)
+    plain, guard = result.arm("redis-py"), result.arm("guard")
+    assert plain is not None and guard is not None and guard.held == 1
+    assert plain.client_attempts_full >= 40
+    # Refusals only in the first second (the burst of workers that connected while the breaker was still closed);
+    # after that no probe, though the breaker's timer fell due twice: the readings said full.
+    assert guard.rejected_full >= 1
+    assert [s.rejected for s in guard.series[1:3]] == [0, 0]
+    assert guard.client_attempts_full <= plain.client_attempts_full / 10
+    for arm in (plain, guard):
+        assert arm.ok_full > 0  # the held connection kept serving while the server was full
+        assert arm.served_s is not None and arm.errors_stop_s is not None
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ import click
 
 from connguard.analysis.diagnosis import Diagnosis, DoctorSettings
 from connguard.commands._window_options import window_options
-from connguard.commands.fleet import fleet_options, wants_fleet
+from connguard.commands._fleet_options import fleet_options, wants_fleet
 from connguard.commands._common import (
     cli_target, insecure_option,
     EXIT_BY_STATUS, connect_timeout_option, emit_json, handle_errors, json_option, url_argument,

@@ -7,8 +7,8 @@ exit code."""
 
 from __future__ import annotations
 
-import os
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
@@ -19,13 +19,14 @@ from rich.console import Console
 from connguard.analysis.capacity import CRITICAL_RATIO, WARNING_RATIO, Thresholds, capacity
 from connguard.analysis.diagnosis import DoctorSettings
 from connguard.analysis.window import DEFAULT_SAMPLES
+from connguard.commands._fleet_options import FleetRequest, fleet_options, wants_fleet  # noqa: F401 - re-exported
 from connguard.commands._window_options import window_options
 from connguard.commands._common import (
     EXIT_BY_STATUS, FiniteNumber, OneLineCommand, connect_timeout_option, denied, emit_json, handle_errors,
     json_option,
 )
 from connguard.discovery.cluster import discover_cluster, is_cluster
-from connguard.discovery.fanout import DEFAULT_CONCURRENCY, MAX_CONCURRENCY, fan_out
+from connguard.discovery.fanout import Pause, fan_out, fan_out_pausing
 from connguard.discovery.fleet_file import FleetEntry, read_fleet_file
 from connguard.discovery.model import Member, Problem, Topology
 from connguard.discovery.sentinel import discover_sentinel
@@ -38,65 +39,11 @@ from connguard.probe import take_snapshot
 from connguard.render.console import console_for
 from connguard.render.fleet import SCHEMA, fleet_json, render_fleet
 from connguard.render.json import error_json, error_object
+from connguard.render.status_line import SCHEMA as STATUS_SCHEMA, status_payload
 from connguard.target import Target, open_connection, parse_target
-from connguard.settings import CONNECT_TIMEOUT_S
-from connguard.target_url import is_host_port
 
 F = TypeVar("F", bound=Callable[..., Any])
-Observer = Callable[[Member], Row]
-
-
-# -- options ----------------------------------------------------------------------------------------------
-def fleet_options(func: F) -> F:
-    """--fleet FILE, --cluster, --all-members, --concurrency (keyword names fleet_file, cluster, all_members,
-    concurrency)."""
-    for option in reversed((
-        click.option("--fleet", "fleet_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
-                     help="A file of targets: one URL a line with # comments, or TOML [[target]] url/name/group "
-                          "(cluster = true, sentinel = true + master = \"name\")."),
-        click.option("--cluster", is_flag=True,
-                     help="Treat the URL (or each fleet line) as a Cluster seed and observe every node. "
-                          "A single URL whose INFO says cluster_enabled:1 is a cluster without this flag."),
-        click.option("--all-members", is_flag=True,
-                     help="Sentinel: observe the replicas and the Sentinels too, not only the primary."),
-        click.option("--concurrency", type=FiniteNumber(1, MAX_CONCURRENCY, integer=True),
-                     default=DEFAULT_CONCURRENCY, show_default=True, help="Targets observed at once."),
-    )):
-        func = option(func)
-    return func
-
-
-def wants_fleet(url: str | None, fleet_file: str | None, cluster: bool, all_members: bool) -> bool:
-    """Whether a `status`/`doctor` call with these options is a fleet run rather than a single target."""
-    return bool(fleet_file or cluster or all_members or is_sentinel_url(url) or is_multi_seed(url))
-
-
-@dataclass(frozen=True)
-class FleetRequest:
-    source: str | None  # a URL (redis://, redis+sentinel://, ...) or a fleet file path
-    fleet_file: str | None = None
-    cluster: bool = False
-    all_members: bool = False
-    concurrency: int = DEFAULT_CONCURRENCY
-    connect_timeout_s: float = CONNECT_TIMEOUT_S
-
-    def __post_init__(self) -> None:
-        if self.source and self.fleet_file:
-            raise BadArguments("give a URL or --fleet FILE, not both")
-        if self.cluster and is_sentinel_url(self.source):
-            raise BadArguments("--cluster and a Sentinel URL do not go together: Sentinel manages a primary, not a cluster")
-
-    @property
-    def file(self) -> str | None:
-        """The fleet file: --fleet, or a positional argument that is not a URL."""
-        if self.fleet_file:
-            return self.fleet_file
-        if self.source and "://" not in self.source:
-            if os.path.isfile(self.source):
-                return self.source
-            if not is_host_port(self.source):  # a bare host:port is a target like any URL
-                raise BadArguments(f"{self.source!r} is neither a URL (redis://host:port or host:port) nor a fleet file")
-        return None
+Observer = Callable[..., Row]  # observe(member) or observe(member, pause): pause waits without holding a worker
 
 
 # -- resolving a source into members --------------------------------------------------------------------------
@@ -188,8 +135,6 @@ def resolve(request: FleetRequest) -> Resolved:
 def status_observer(thresholds: Thresholds, connect_timeout_s: float) -> Observer:
     """`status` for one member, as `connguard status` does it: INFO over one held connection (an ACL that denies
     INFO is one `denied` line), capacity against the thresholds, the same status/1 object or error object."""
-    from connguard.commands.status import SCHEMA as STATUS_SCHEMA, status_payload
-
     def observe(member: Member) -> Row:
         try:
             with open_connection(member.target, connect_timeout_s=connect_timeout_s) as conn:
@@ -211,9 +156,9 @@ def doctor_observer(settings: DoctorSettings, *, once: bool, connect_timeout_s: 
                     samples: int = DEFAULT_SAMPLES) -> Observer:
     """`doctor` for one member, through the public `run_doctor` (a full server is diagnosed, not raised)."""
 
-    def observe(member: Member) -> Row:
+    def observe(member: Member, pause: Pause = time.sleep) -> Row:
         try:
-            doc = run_doctor(member.target, settings, once=once, samples=samples,
+            doc = run_doctor(member.target, settings, once=once, samples=samples, sleep=pause,
                              connect_timeout_s=connect_timeout_s).to_dict()
         except ConnguardError as err:
             doc = error_json(member.redacted, err)
@@ -225,9 +170,9 @@ def doctor_observer(settings: DoctorSettings, *, once: bool, connect_timeout_s: 
 def _never_raises(observe: Observer, command: str) -> Observer:
     """A bug in one target's analysis must not take the other targets' results down with it."""
 
-    def safe(member: Member) -> Row:
+    def safe(member: Member, pause: Pause) -> Row:
         try:
-            return observe(member)
+            return observe(member, pause) if command == "doctor" else observe(member)
         except Exception as exc:  # noqa: BLE001 - reported as that target's row, never a traceback
             err = ConnguardError(f"internal error while observing {member.redacted}: {type(exc).__name__}")
             doc = error_json(member.redacted, err)
@@ -253,7 +198,8 @@ def run_fleet(command: str, request: FleetRequest, observe: Observer, *, as_json
         raise
     for problem in resolved.problems:
         click.echo(problem.line(), err=True)
-    rows = fan_out(resolved.members, _never_raises(observe, command), concurrency=request.concurrency)
+    # A doctor's window waits between samples: that wait gives its worker back (fan_out_pausing), so windows overlap.
+    rows = fan_out_pausing(resolved.members, _never_raises(observe, command), concurrency=request.concurrency)
     if resolved.kind != "single":
         for row in rows:
             if row.error and row.status == "unknown":  # not observed at all (a full server is diagnosed)

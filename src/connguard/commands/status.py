@@ -7,59 +7,21 @@ import sys
 import click
 import redis
 
-from connguard.analysis.capacity import CRITICAL_RATIO, WARNING_RATIO, Capacity, Thresholds, capacity
+from connguard.analysis.capacity import CRITICAL_RATIO, WARNING_RATIO, Thresholds, capacity
 from connguard.commands._common import (
     cli_target, insecure_option,
     EXIT_BY_STATUS, FiniteNumber, OneLineCommand, connect_timeout_option, denied, emit_json, handle_errors,
     json_option, url_argument,
 )
-from connguard.commands.fleet import FleetRequest, fleet_options, run_fleet, status_observer, wants_fleet
+from connguard.commands._fleet_options import FleetRequest, fleet_options, wants_fleet
 from connguard.errors import ConnguardError
 from connguard.probe import take_snapshot
-from connguard.probe.model import Snapshot
 from connguard.render.json import error_object
-from connguard.target import Target, open_connection
-from connguard.contract import STATUS_SCHEMA
+from connguard.render.status_line import SCHEMA, status_line, status_payload
+from connguard.target import open_connection
 
-SCHEMA = STATUS_SCHEMA
-
-
-def status_payload(target: Target, snap: Snapshot, cap: Capacity, status: str,
-                   limitations: tuple[str, ...] = ()) -> dict:
-    info = snap.info
-    return {
-        "schema": SCHEMA,
-        "target": target.redacted,
-        "status": status,
-        "reachable": True,
-        "error": None,
-        "server": {"flavor": info.flavor, "version": info.version, "role": info.role},
-        "used": cap.used,
-        "maxclients": cap.maxclients,
-        "maxclients_source": cap.maxclients_source,
-        "ratio": cap.ratio,
-        "headroom": cap.headroom,
-        "connected_clients": cap.connected_clients,
-        "connected_slaves": cap.connected_slaves,
-        "cluster_connections": cap.cluster_connections,
-        "blocked_clients": cap.blocked_clients,
-        "rejected_connections": cap.rejected_connections,
-        "fd_limit": cap.fd_limit,
-        "limitations": list(dict.fromkeys(limitations + snap.limitations)),
-    }
-
-
-def status_line(target: Target, snap: Snapshot, cap: Capacity, status: str) -> str:
-    info = snap.info
-    ratio = f"{cap.ratio:.0%}" if cap.ratio is not None else "?"
-    return (
-        f"{status.upper()}: {target.redacted} {info.flavor} {info.version} — "
-        f"{cap.used}/{cap.maxclients if cap.maxclients is not None else '?'} connections ({ratio}, "
-        f"headroom {cap.headroom if cap.headroom is not None else '?'}; "
-        f"{cap.connected_slaves} replicas, {cap.cluster_connections} cluster-bus), "
-        f"{cap.blocked_clients} blocked, {cap.rejected_connections} rejected since start"
-    )
-
+# Only what one server's one line needs is imported here: the fleet machinery (discovery, doctor, rich) is
+# imported by `fleet()` when a run turns out to be one. tests/test_status_imports.py holds that line.
 
 RATIO = FiniteNumber(0, 1, low_open=True)
 
@@ -83,6 +45,8 @@ def status_command(url: str | None, fleet_file: str | None, cluster: bool, all_m
     thresholds = Thresholds(warning_ratio, critical_ratio)
 
     def fleet(cluster: bool) -> None:
+        from connguard.commands.fleet import run_fleet, status_observer
+
         request = FleetRequest(url, fleet_file, cluster, all_members, concurrency, connect_timeout_s)
         sys.exit(run_fleet("status", request, status_observer(thresholds, connect_timeout_s), as_json=as_json))
 

@@ -15,10 +15,13 @@ import sys
 import weakref
 from typing import Any, Callable
 
+from redis.exceptions import RedisError
+
 from connguard.guard.backoff import guard_retry
 from connguard.guard.breaker import StateChange
 from connguard.guard.leaks import LeakTracker
 from connguard.guard.registry import REGISTRY, EndpointGuard, endpoint_of
+from connguard.guard.room import ask_async as ask_room_aio, ask_sync as ask_room
 from connguard.guard.settings import GuardSettings, split_settings
 
 
@@ -60,6 +63,7 @@ def setup(
     key, label = endpoint or endpoint_of(connection_class, connection_kwargs)
     pool.endpoint = endpoint_guard = REGISTRY.endpoint(key, label, settings)
     pool._budget = endpoint_guard.budget
+    pool._room = endpoint_guard.room  # read on every checkout: one attribute, `watching`, while all is well
     pool.leaks = LeakTracker(label, pool.name, settings.leak_threshold_s, settings.leak_include_pubsub, _in_use_of(weakref.ref(pool)))
     pool._track = settings.leak_threshold_s is not None
     pool._reported = pool.leaks.reported
@@ -102,6 +106,34 @@ def redis_repr(pool: Any, text: str, redis_base: type) -> str:
     if text.startswith(ours):
         return f"<{redis_base.__module__}.{redis_base.__name__}(" + text[len(ours):]
     return text
+
+
+# -- room over a held connection (guard/room.py) ------------------------------------------------------------------
+_ASK_FAILED = (RedisError, OSError)
+
+
+def ask_room_sync(pool: Any, conn: Any) -> None:
+    """At checkout, while the breaker is open for refusals: ask over this live connection whether room returned.
+    A failure here is the connection's, not the caller's: it is closed, and the caller's command reconnects."""
+    if not pool._room.claim():
+        return
+    try:
+        room = ask_room(conn)
+    except _ASK_FAILED:
+        _close_quietly(conn)
+        return
+    pool.endpoint.room_seen(room)
+
+
+async def ask_room_async(pool: Any, conn: Any) -> None:
+    if not pool._room.claim():
+        return
+    try:
+        room = await ask_room_aio(conn)
+    except _ASK_FAILED:
+        await conn.disconnect()
+        return
+    pool.endpoint.room_seen(room)
 
 
 # -- a connection joins the pool: its slot and its gate ------------------------------------------------------------

@@ -68,6 +68,8 @@ class _AsyncGuard:
             conn = await super().get_connection(*args, **kwargs)  # type: ignore[misc]
         except NoRoom:
             conn = await self._wait_and_get(args, kwargs)
+        if self._room.watching:  # see the sync pool
+            await _core.ask_room_async(self, conn)
         if self._track:
             self.leaks.checkout(conn, sys._getframe(1), _current_task())
         return conn

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from connguard.guard.errors import CircuitOpenError
+from connguard.guard.errors import CircuitOpenError, CircuitOpenServerFull
 
 log = logging.getLogger("connguard.guard")
 
@@ -86,6 +86,11 @@ class CircuitBreaker:
         self.last_error: str | None = None
         self.opened_total = 0
         self.rejected_total = 0
+        self.full = False  # open because the server refused for maxclients (the errors say so: CircuitOpenServerFull)
+        self.held_total = 0  # probes skipped because a fresh reading over a held connection said still full
+        # Set by the endpoint (guard/room.py): True while a fresh reading says the server is still full, so a probe
+        # falling due would only be refused.
+        self.known_full: Callable[[], bool] | None = None
 
     # -- observation -----------------------------------------------------------------------
     def add_listener(self, listener: StateListener) -> None:
@@ -105,6 +110,8 @@ class CircuitBreaker:
 
     def _move(self, new: str, reason: str) -> StateChange | None:
         old, self.state = self.state, new
+        if new == CLOSED:
+            self.full = False
         return None if old == new else StateChange(self.endpoint, old, new, reason, self._clock())
 
     # -- the protocol: check() / admit() -> connect with no lock -> success()/failure() ----------
@@ -124,12 +131,17 @@ class CircuitBreaker:
                 if now < self._opened_at + self._open_for_s:
                     self.rejected_total += 1
                     retry_in = self._opened_at + self._open_for_s - now
-                    raise CircuitOpenError(self.endpoint, retry_in, self.last_error)
+                    raise self._open_error(retry_in, self.last_error)
+                if self.known_full is not None and self.known_full():
+                    self.rejected_total += 1
+                    self.held_total += 1
+                    self._opened_at = now  # another open period, without a refused attempt
+                    raise self._open_error(self._open_for_s, "still full (INFO over a held connection)")
                 change = self._move(HALF_OPEN, f"{self._open_for_s:.1f}s passed, admitting one probe")
                 self._probe_started = now
             elif self._probe_started is not None and now - self._probe_started < self.settings.probe_timeout_s:
                 self.rejected_total += 1
-                raise CircuitOpenError(self.endpoint, 0.0, "a probe connection is in flight")
+                raise self._open_error(0.0, "a probe connection is in flight")
             else:
                 self._probe_started = now  # half-open with no live probe: this caller is it
         self._emit(change)
@@ -139,7 +151,10 @@ class CircuitBreaker:
         with self._lock:
             self.rejected_total += 1
             retry_in = max(0.0, self._opened_at + self._open_for_s - self._clock())
-        raise CircuitOpenError(self.endpoint, retry_in, self.last_error)
+        raise self._open_error(retry_in, self.last_error)
+
+    def _open_error(self, retry_in_s: float, detail: str | None) -> CircuitOpenError:
+        return (CircuitOpenServerFull if self.full else CircuitOpenError)(self.endpoint, retry_in_s, detail)
 
     def success(self, probe: bool) -> None:
         if self.state == CLOSED and not probe and not self._failures and not self._refusals:
@@ -165,9 +180,11 @@ class CircuitBreaker:
             if probe or self.state == HALF_OPEN:
                 self._trips += 1
                 self._probe_started = None
+                self.full = refusal
                 change = self._open(f"probe failed: {error}")
             elif self.state == CLOSED and (self._refusals >= s.refusal_threshold or self._failures >= s.failure_threshold):
                 self._trips = 0
+                self.full = refusal
                 what = f"{self._refusals} max-clients refusal(s)" if refusal else f"{self._failures} consecutive connect failures"
                 change = self._open(f"{what}: {error}")
         self._emit(change)
@@ -179,6 +196,18 @@ class CircuitBreaker:
             self._failures = self._refusals = self._trips = 0
             self._probe_started = None
             change = self._move(CLOSED, reason)
+        self._emit(change)
+
+    def room_returned(self) -> None:
+        """A held connection saw room (guard/room.py): the server itself said so, which is what a probe would find out
+        at the cost of a socket; close now. A burst into too little room is capped by the rate limit, and one refusal
+        opens the breaker again."""
+        change = None
+        with self._lock:
+            if self.state in (OPEN, HALF_OPEN) and self.full:
+                self._failures = self._refusals = self._trips = 0
+                self._probe_started = None
+                change = self._move(CLOSED, "room seen over a held connection (INFO clients)")
         self._emit(change)
 
     def abandon_probe(self) -> None:

@@ -7,6 +7,13 @@ from typing import Mapping
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError, ResponseError
 
+try:  # redis-py 7.1+: RedisCluster neither refreshes its topology nor recycles the node's connections for it
+    from redis.exceptions import MaxClientsReachedError
+
+    _SERVER_FULL: tuple[type[Exception], ...] = (MaxClientsReachedError,)
+except ImportError:  # older redis-py: a plain ConnectionError, as before
+    _SERVER_FULL = ()
+
 from connguard.wire import MAXCLIENTS_MESSAGE as MAXCLIENTS_MARKER
 
 
@@ -14,7 +21,7 @@ class GuardRefusal(RedisConnectionError):
     """Base of the errors that must never be retried at once: retrying only adds load to a server that said no."""
 
 
-class MaxClientsError(GuardRefusal):
+class MaxClientsError(GuardRefusal, *_SERVER_FULL):  # type: ignore[misc]
     """The server refused a new connection because it is at maxclients (server-side, unlike MaxConnectionsError)."""
 
     def __init__(self, endpoint: str, detail: str = f"{MAXCLIENTS_MARKER} reached") -> None:
@@ -32,6 +39,11 @@ class CircuitOpenError(GuardRefusal):
         )
         self.endpoint = endpoint
         self.retry_in_s = retry_in_s
+
+
+class CircuitOpenServerFull(CircuitOpenError, *_SERVER_FULL):  # type: ignore[misc]
+    """The breaker is open because the server refused for maxclients: like the refusal itself, capacity and not a
+    node failure (RedisCluster keeps its topology and the node's live connections)."""
 
 
 class BudgetExceeded(GuardRefusal):

@@ -54,6 +54,8 @@ class GuardCollector(Collector):
         attempts = CounterMetricFamily(f"{PREFIX}_connect_attempts", "Sockets the guard let a pool try to open", labels=ep_labels)
         connects = CounterMetricFamily(f"{PREFIX}_connects", "Connects that completed the handshake", labels=ep_labels)
         refusals = CounterMetricFamily(f"{PREFIX}_maxclients_refusals", "Connects the server refused with 'max number of clients reached'", labels=ep_labels)
+        room_checks = CounterMetricFamily(f"{PREFIX}_room_checks", "INFO round trips over held connections asking a full server whether room has returned (no new socket)", labels=ep_labels)
+        probes_skipped = CounterMetricFamily(f"{PREFIX}_probes_skipped", "Breaker probes not made because a fresh reading over a held connection said the server was still full", labels=ep_labels)
         failures = CounterMetricFamily(f"{PREFIX}_connect_failures", "Connects that failed otherwise (timeouts, resets, refused ports)", labels=ep_labels)
         pool_labels = ["endpoint", "pool"]
         connections = GaugeMetricFamily(f"{PREFIX}_connections", "Pooled connections by state (in_use, idle)", labels=pool_labels + ["state"])
@@ -78,6 +80,8 @@ class GuardCollector(Collector):
             connects.add_metric(e, ep.connects_total)
             refusals.add_metric(e, ep.refusals_total)
             failures.add_metric(e, ep.failures_total)
+            room_checks.add_metric(e, ep.room.checks_total)
+            probes_skipped.add_metric(e, ep.breaker.held_total)
             per_pool: dict[str, list[float]] = {}
             for pool in list(ep.pools):
                 row = per_pool.setdefault(pool.name, [0, 0, 0, 0])
@@ -93,7 +97,7 @@ class GuardCollector(Collector):
                 suspected.add_metric(p, open_leaks)
         yield from (
             circuit, retry_in, opened, rejected, budget, budget_used, waiters, rate_waiters, exceeded, limited,
-            attempts, connects, refusals, failures, connections, leaks, suspected,
+            attempts, connects, refusals, failures, room_checks, probes_skipped, connections, leaks, suspected,
         )
 
 

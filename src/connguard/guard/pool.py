@@ -44,6 +44,8 @@ class _SyncGuard:
             conn = super().get_connection(*args, **kwargs)  # type: ignore[misc]
         except NoRoom:  # the pool had no idle connection and the budget no slot: wait for one or the other
             conn = self._wait_and_get(args, kwargs)
+        if self._room.watching:  # the server refused us for maxclients: has it room again? (guard/room.py)
+            _core.ask_room_sync(self, conn)
         if self._track:
             caller = _getframe(1)
             conn._cg_out = (monotonic(), caller, caller.f_lineno, get_ident())
@@ -85,6 +87,10 @@ class _SyncGuard:
             self._budget.release(connection)  # redis-py disconnected it and will not reuse it (another process's)
         elif self._budget.waiters:
             self._budget.wake()
+        if self._room.watching and not _core.has_socket(connection):
+            # A connect the breaker refused gives back a socketless object, on top of the LIFO pile: the next checkout
+            # would take it and be refused again, while a live connection below it could serve. Put it underneath.
+            self._cg_sink(connection)
 
     def reset(self) -> None:
         """redis-py's reset (also run by _checkpid after fork), minus the orphaned sockets and budget slots."""
@@ -114,6 +120,7 @@ class _SyncGuard:
     def _cg_in_use(self) -> list[Any]: ...
     def _cg_has_idle(self) -> bool: ...
     def _cg_shed_one(self) -> bool: ...
+    def _cg_sink(self, conn: Any) -> None: ...
 
 
 class GuardedConnectionPool(_SyncGuard, redis.ConnectionPool):
@@ -151,6 +158,12 @@ class GuardedConnectionPool(_SyncGuard, redis.ConnectionPool):
 
     def _cg_has_idle(self) -> bool:
         return bool(self._available_connections)
+
+    def _cg_sink(self, conn: Any) -> None:
+        with self._lock:
+            idle = self._available_connections
+            if idle and idle[-1] is conn:
+                idle.insert(0, idle.pop())
 
     def _cg_shed_one(self) -> bool:
         """Let go of the least recently used idle connection (another pool of the endpoint needs room)."""
@@ -211,6 +224,12 @@ class GuardedBlockingConnectionPool(_SyncGuard, redis.BlockingConnectionPool):
 
     def _cg_has_idle(self) -> bool:
         return any(c is not None for c in list(self.pool.queue))
+
+    def _cg_sink(self, conn: Any) -> None:
+        q = self.pool
+        with q.mutex:
+            if q.queue and q.queue[-1] is conn:
+                q.queue.insert(0, q.queue.pop())
 
     def _cg_shed_one(self) -> bool:
         q = self.pool

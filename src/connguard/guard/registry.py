@@ -14,10 +14,11 @@ from typing import Any
 
 from redis.exceptions import AuthenticationError, ConnectionError, RedisError, TimeoutError
 
-from connguard.guard.breaker import CircuitBreaker
+from connguard.guard.breaker import CLOSED, OPEN, CircuitBreaker, StateChange
 from connguard.guard.budget import ConnectionBudget
 from connguard.guard.errors import MaxClientsError, is_maxclients_refusal
 from connguard.guard.ratelimit import ConnectRateLimiter
+from connguard.guard.room import RoomWatch
 from connguard.guard.settings import GuardSettings
 from connguard.target import Target
 
@@ -49,6 +50,9 @@ class EndpointGuard:
         self.label = label
         self.settings = settings
         self.breaker = CircuitBreaker(label, settings.breaker_settings())
+        self.room = RoomWatch()
+        self.breaker.known_full = self.room.knows_full
+        self.breaker.add_listener(self._on_state_change)
         self.budget = ConnectionBudget(label, settings.budget, settings.budget_wait_s)
         self.limiter = ConnectRateLimiter(label, settings.connect_rate_per_s, settings.connect_burst, settings.connect_rate_wait_s)
         self.pools: "weakref.WeakSet[Any]" = weakref.WeakSet()
@@ -99,6 +103,8 @@ class EndpointGuard:
                 else:
                     self.failures_total += 1
             self.breaker.failure(probe, refusal, str(exc) or type(exc).__name__)
+            if refusal and not self.room.watching and self.breaker.state == OPEN:
+                self.room.start()  # from now on, checkouts of held connections ask whether room has returned
             return MaxClientsError(self.label, str(exc)) if refusal else exc
         if probe:
             if isinstance(exc, RedisError):
@@ -106,6 +112,15 @@ class EndpointGuard:
             else:
                 self.breaker.abandon_probe()  # a bug, KeyboardInterrupt, CancelledError: no verdict, next caller probes
         return exc
+
+    def _on_state_change(self, change: StateChange) -> None:
+        if change.new == CLOSED:
+            self.room.stop()
+
+    def room_seen(self, room: bool | None) -> None:
+        """A reading over a held connection (guard/room.py); room makes the breaker's probe due at once."""
+        if self.room.record(room):
+            self.breaker.room_returned()
 
     def after_fork_in_child(self) -> None:
         """Fresh locks (a thread of the parent may have held one at fork) and an empty budget for the child."""

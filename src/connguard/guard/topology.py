@@ -101,6 +101,7 @@ class GuardedSentinelConnectionPool(_SyncGuard, SentinelConnectionPool):
     _cg_in_use = GuardedConnectionPool._cg_in_use
     _cg_has_idle = GuardedConnectionPool._cg_has_idle
     _cg_shed_one = GuardedConnectionPool._cg_shed_one
+    _cg_sink = GuardedConnectionPool._cg_sink
 
 
 def _closing_on_new_primary(proxy: Any, endpoint: Any) -> Callable[[], Any]:

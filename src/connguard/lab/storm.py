@@ -59,6 +59,8 @@ class ArmResult:
     recovery_s: float | None  # clear -> usage < 80% and no more rejections (None: not within the run)
     served_s: float | None  # clear -> every worker has had a command succeed again
     series: tuple[Second, ...]
+    errors_stop_s: float | None = None  # clear -> the last command that failed (0: none failed after the clear)
+    held: int = 0  # live connections the client held before the leak filled the server
 
     @property
     def attempts_per_s_full(self) -> float:
@@ -159,6 +161,7 @@ class _ArmRun:
     stop: threading.Event = field(default_factory=threading.Event)
     cleared_at: float | None = None
     first_ok_after_clear: dict[int, float] = field(default_factory=dict)
+    last_error_at: float = 0.0
 
     def worker(self, n: int, client: redis.Redis) -> None:
         """Issue commands until told to stop. On a failure, the next request comes after think_s,
@@ -168,6 +171,7 @@ class _ArmRun:
             try:
                 client.get("connguard:storm")
             except redis.RedisError:
+                self.last_error_at = time.monotonic()
                 if pause_on_error:
                     self.stop.wait(pause_on_error)
                 continue
@@ -204,23 +208,34 @@ class _Counters:
         return self
 
 
+def _hold(client: redis.Redis, count: int) -> None:
+    """Open `count` pooled connections and return them to the pool, live: the app was running before the leak."""
+    pool = client.connection_pool
+    conns = [pool.get_connection() for _ in range(count)]
+    for conn in conns:
+        pool.release(conn)
+
+
 def run_arm(
     arm: str, target: Target, monitor: Sampler, *, workers: int, full_s: float, after_s: float,
-    sample_s: float = 0.25, think_s: float = 0.02, log: Callable[[str], None] = lambda line: None,
+    sample_s: float = 0.25, think_s: float = 0.02, held: int = 1, log: Callable[[str], None] = lambda line: None,
 ) -> ArmResult:
-    """Fill the server with a leak, run `workers` clients of style `arm` for full_s, clear the leak, watch after_s."""
+    """Fill the server with a leak, run `workers` clients of style `arm` for full_s, clear the leak, watch after_s.
+    The client holds `held` live connections from before the leak (a running app; 0: it starts at a full server)."""
     run = _ArmRun(arm, workers, think_s, target)
-    counters = _Counters(monitor).read()
-    used, maxclients = counters.used, counters.maxclients
     crowd = Crowd(target.host or "127.0.0.1", target.port or 6379, password=target.password)
     client: redis.Redis | None = None
     threads: list[threading.Thread] = []
     try:
-        leak = crowd.open(max(0, maxclients - used), source=LEAK_SOURCE, name="storm-leak")
-        log(f"{arm}: a leak from {LEAK_SOURCE} holds {len(leak.sockets)} connections; the server is full")
         if arm == "guard":
             REGISTRY.forget(_guard_key(target))  # a fresh breaker: earlier runs in this process must not colour this one
         client = make_client(arm, target, run.tally)
+        _hold(client, held)
+        counters = _Counters(monitor).read()
+        used, maxclients = counters.used, counters.maxclients
+        leak = crowd.open(max(0, maxclients - used), source=LEAK_SOURCE, name="storm-leak")
+        log(f"{arm}: a leak from {LEAK_SOURCE} holds {len(leak.sockets)} connections; the server is full"
+            + (f" (the client holds {held} from before)" if held else ""))
         samples: list[_Sample] = []
 
         def sample() -> None:
@@ -255,11 +270,11 @@ def run_arm(
         crowd.close()
         if arm == "guard":
             REGISTRY.forget(_guard_key(target))
-    return _summarise(run, samples, start, full_mark, maxclients, full_s, workers)
+    return _summarise(run, samples, start, full_mark, maxclients, full_s, workers, held)
 
 
 def _summarise(run: _ArmRun, samples: list[_Sample], start: float, full_mark: _Sample, maxclients: int,
-               full_s: float, workers: int) -> ArmResult:
+               full_s: float, workers: int, held: int) -> ArmResult:
     first = samples[0]
     cleared = run.cleared_at or full_mark.t
     clear_mark = next(s for s in samples if s.t >= cleared)
@@ -273,6 +288,7 @@ def _summarise(run: _ArmRun, samples: list[_Sample], start: float, full_mark: _S
     still_bad = bool(after) and bad_until >= after[-1].t
     recovery = None if still_bad else round(bad_until - cleared, 2)
     served = round(max(run.first_ok_after_clear.values()), 2) if len(run.first_ok_after_clear) == workers else None
+    errors_stop = round(max(0.0, run.last_error_at - cleared), 2)
     return ArmResult(
         arm=run.arm,
         label=ARM_LABELS[run.arm],
@@ -284,6 +300,8 @@ def _summarise(run: _ArmRun, samples: list[_Sample], start: float, full_mark: _S
         ok_after=samples[-1].ok - full_mark.ok,
         recovery_s=recovery,
         served_s=served,
+        errors_stop_s=errors_stop,
+        held=held,
         series=_per_second(samples, start, maxclients),
     )
 
@@ -311,6 +329,7 @@ def run_storm(
     full_s: float = 7.0,
     after_s: float = 5.0,
     maxclients: int = 64,
+    held: int = 1,
     url: str | None = None,
     binary: ServerBinary | None = None,
     log: Callable[[str], None] = lambda line: None,
@@ -323,6 +342,8 @@ def run_storm(
     unknown = [a for a in arms if a not in ARMS]
     if unknown or not arms:
         raise ValueError(f"unknown storm arm(s) {', '.join(unknown) or '(none given)'}: use {', '.join(ARMS)}")
+    if not 0 <= held < workers:
+        raise ValueError(f"held={held} must be between 0 and workers - 1: the storm needs workers without a connection")
     if not 1 <= workers <= 256:
         raise ValueError(f"workers={workers} must be between 1 and 256")
     if not 0.5 <= full_s <= 120 or not 0.5 <= after_s <= 120:
@@ -342,7 +363,8 @@ def run_storm(
         first = monitor.sample(client_list=False).snapshot
         label = server.binary.label if server else (f"{first.info.flavor}-{first.info.version}" if first else "?")
         results = tuple(
-            run_arm(arm, target, monitor, workers=workers, full_s=full_s, after_s=after_s, log=log) for arm in arms
+            run_arm(arm, target, monitor, workers=workers, full_s=full_s, after_s=after_s, held=held, log=log)
+            for arm in arms
         )
         actual_max = _Counters(monitor).read().maxclients
     finally:
