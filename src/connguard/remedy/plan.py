@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
-from fractions import Fraction
 from typing import Any
 
 from connguard.analysis.capacity import CRITICAL_RATIO as CRITICAL_LINE
 from connguard.analysis.capacity import WARNING_RATIO as WARNING_LINE
+from connguard.analysis.pools import largest_under, least_maxclients_for
 from connguard.remedy.limits import DEFAULT_RESERVE, RESERVED_FDS, fd_limit_for_maxclients, max_clients_for_fd_limit
 DEFAULT_FD_MARGIN = 64  # fds beyond maxclients + 32 for AOF/RDB files, the replication backlog, logs
 
@@ -18,20 +17,6 @@ DEFAULT_FD_MARGIN = 64  # fds beyond maxclients + 32 for AOF/RDB files, the repl
 MAX_COUNT = 1_000_000
 MAX_MAXCLIENTS = 10_000_000
 MAX_FD_LIMIT = 1 << 30
-
-
-def largest_under(line: float, maxclients: int, other: int, units: int) -> int:
-    """The largest per-unit size p with units x p + other strictly under line x maxclients: the ratio
-    then stays below the warning line, which is reached at or above it (>=, as in capacity.py)."""
-    room = Fraction(line).limit_denominator(10_000) * maxclients - other
-    if room <= 0:
-        return 0
-    return max(0, math.ceil(room / units) - 1)
-
-
-def least_maxclients_for(total: int, line: float = WARNING_LINE) -> int:
-    """The smallest maxclients that keeps `total` strictly under `line`."""
-    return math.floor(total / Fraction(line).limit_denominator(10_000)) + 1
 
 
 @dataclass(frozen=True)
