@@ -20,6 +20,10 @@ def _count(name: str, default: int, help_text: str, minimum: int = 0, maximum: i
 
 
 @click.command("plan", cls=OneLineCommand)
+@click.option("--deployment", "deployment_file", metavar="FILE.toml", default=None,
+              help="A deployment by its components ([[component]]: celery, celery-beat, flower, gunicorn, uwsgi, "
+                   "django-cache, rq, redis-py) and its [server]; flags given here override [server]. "
+                   "See docs/frameworks.md.")
 @_count("--instances", 1, "Application instances (hosts, pods).", 1)
 @_count("--processes", 1, "Processes per instance, each with its own pool (gunicorn/uwsgi workers).", 1)
 @_count("--pool-size", 10, "Connections per process pool (max_connections).", 1)
@@ -36,7 +40,7 @@ def _count(name: str, default: int, help_text: str, minimum: int = 0, maximum: i
 @_count("--per-invocation", 1, "Connections each invocation opens (with --serverless).", 1)
 @json_option
 @handle_errors
-def plan_command(instances: int, processes: int, pool_size: int, replicas: int, sentinels: int, cluster_nodes: int,
+def plan_command(deployment_file: str | None, instances: int, processes: int, pool_size: int, replicas: int, sentinels: int, cluster_nodes: int,
                  maxclients: int, fd_limit: int | None, reserve: int, fd_margin: int, serverless: bool,
                  concurrency: int, per_invocation: int, as_json: bool) -> None:
     """How many connections a deployment takes against maxclients, and what to set so it stays under 80%.
@@ -44,6 +48,10 @@ def plan_command(instances: int, processes: int, pool_size: int, replicas: int, 
     Exit 0 when it stays under the 0.8 warning line, 1 at or above it, 2 at or above the 0.9 line or over
     maxclients, 3 on bad input.
     """
+    if deployment_file is not None:
+        from connguard.commands.plan_deployment import run_deployment
+
+        run_deployment(deployment_file, as_json)
     if not serverless and concurrency:
         raise ValueError("--concurrency only applies with --serverless")
     result = plan(PlanInput(

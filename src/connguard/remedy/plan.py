@@ -90,6 +90,18 @@ class Plan:
                 "critical_line": CRITICAL_LINE}
 
 
+def internal_parts(*, replicas: int, sentinels: int, cluster_nodes: int, reserve: int) -> tuple[Part, ...]:
+    """What the server holds besides the applications (non-zero parts only): replicas, Sentinel links, the
+    cluster bus estimate (all count against maxclients, REDIS-FACTS.md) and the reserve for people and tools."""
+    cluster_bus = 2 * (cluster_nodes - 1) if cluster_nodes >= 2 else 0
+    return tuple(p for p in (
+        Part("replicas", replicas, "one connection per replica on the primary"),
+        Part("sentinels", 2 * sentinels, "each Sentinel holds a command and a pub/sub link"),
+        Part("cluster bus", cluster_bus, f"2 x ({cluster_nodes} nodes - 1), counted against maxclients"),
+        Part("reserve", reserve, "people and tools: redis-cli, exporters, failover headroom"),
+    ) if p.connections)
+
+
 def plan(spec: PlanInput) -> Plan:
     """Connections per part, the total against maxclients, the largest safe pool and the settings to use."""
     if spec.serverless:
@@ -101,14 +113,8 @@ def plan(spec: PlanInput) -> Plan:
         app = Part("application pools", units * spec.pool_size,
                    f"{spec.instances} instance(s) x {spec.processes_per_instance} process(es) x pool {spec.pool_size}")
         app_units = units
-    cluster_bus = 2 * (spec.cluster_nodes - 1) if spec.cluster_nodes >= 2 else 0
-    parts = tuple(p for p in (
-        app,
-        Part("replicas", spec.replicas, "one connection per replica on the primary"),
-        Part("sentinels", 2 * spec.sentinels, "each Sentinel holds a command and a pub/sub link"),
-        Part("cluster bus", cluster_bus, f"2 x ({spec.cluster_nodes} nodes - 1), counted against maxclients"),
-        Part("reserve", spec.reserve, "people and tools: redis-cli, exporters, failover headroom"),
-    ) if p.connections or p is app)
+    parts = (app, *internal_parts(replicas=spec.replicas, sentinels=spec.sentinels,
+                                  cluster_nodes=spec.cluster_nodes, reserve=spec.reserve))
     total = sum(p.connections for p in parts)
     non_app = total - app.connections
 

@@ -1,0 +1,345 @@
+"""A deployment described by its framework components (Celery, beat, flower, gunicorn/uwsgi, Django's cache,
+RQ, plain redis-py), the connections each takes, and the plan for it. Pure.
+
+Every per-kind formula is a measurement, not a guess: tools/measure_frameworks.py runs the real frameworks
+against a real server and docs/frameworks.md records the table (Celery 5.7, kombu 5.7, redis-py 8, Redis 7.0).
+tests/test_frameworks_plan.py keeps each formula within 20% of every recorded measurement."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Mapping
+
+from connguard.analysis.capacity import CRITICAL_RATIO as CRITICAL_LINE
+from connguard.analysis.capacity import WARNING_RATIO as WARNING_LINE
+from connguard.analysis.pools import least_maxclients_for
+from connguard.remedy.limits import DEFAULT_RESERVE, RESERVED_FDS, fd_limit_for_maxclients, max_clients_for_fd_limit
+from connguard.remedy.plan import DEFAULT_FD_MARGIN, MAX_COUNT, MAX_FD_LIMIT, MAX_MAXCLIENTS, Part, internal_parts
+
+SCHEMA = "connguard.plan/2"
+
+# -- measured constants (docs/frameworks.md) -------------------------------------------------------------
+# A Celery worker's broker side, whatever its pool and concurrency (1..16 measured): the consumer's BRPOP,
+# the pidbox and event fan-outs (2x PSUBSCRIBE), their publishers (2x PUBLISH), 2x PING (heartbeat/gossip
+# producers), 2x EVALSHA (kombu's ack/restore scripts) and one EXEC: 10 connections.
+CELERY_WORKER_BROKER = 10
+# celery beat: one broker connection to send the schedule's tasks.
+CELERY_BEAT = 1
+# flower: its event consumer plus broker connections for inspect/broadcast replies.
+FLOWER = 3
+# `rq worker`: BLMOVE (BRPOP before RQ 2) on its queues plus a SUBSCRIBE to rq:pubsub:<worker> for commands;
+# the forked work horse uses the parent's connection and opens none of its own.
+RQ_WORKER = 2
+
+POOLS = ("prefork", "threads", "gevent", "eventlet", "solo")
+CACHE_BACKENDS = ("django", "django-redis")
+
+
+class DeploymentError(ValueError):
+    """A deployment file that cannot be planned: one line, naming the component and field."""
+
+
+@dataclass(frozen=True)
+class Component:
+    """One [[component]]: `instances` copies (hosts, pods, dynos) of one kind of process group."""
+
+    name: str
+    kind: str
+    instances: int = 1
+    # celery
+    pool: str = "prefork"
+    concurrency: int = 0  # 0: the framework's default (the number of CPUs for Celery; 1 here, say it)
+    broker: str = "redis"
+    result_backend: str | None = None
+    broker_pool_limit: int = 10
+    redis_max_connections: int | None = None
+    # gunicorn / uwsgi / django-cache / redis-py / rq
+    workers: int = 1
+    threads: int = 1
+    max_connections: int | None = None
+    backend: str = "django"
+    processes: int = 1
+    pool_size: int = 10
+
+
+@dataclass(frozen=True)
+class ComponentPlan:
+    name: str
+    kind: str
+    instances: int
+    per_instance: int
+    connections: int
+    how: str
+    knob: str | None  # the per-instance setting that scales this component's connections
+    knob_value: int | None
+    largest_safe_knob: int | None  # the largest value of `knob` that keeps the whole deployment under the line
+    largest_safe_instances: int  # the most instances of this component, the others unchanged
+    measured: bool  # the formula is backed by a measurement of this configuration's kind and pool
+    notes: tuple[str, ...] = ()
+
+
+def _min_cap(n: int, cap: int | None) -> int:
+    return n if cap is None else min(n, cap)
+
+
+def celery_worker(c: Component) -> tuple[int, str, bool]:
+    conc = c.concurrency or 1
+    backend = 0
+    how = f"{CELERY_WORKER_BROKER} broker connections"
+    if c.result_backend == "redis":
+        # Each prefork child opens its own result-backend connection when it stores its first result; with
+        # threads each thread gets its own client too (measured: threads 8 with redis_max_connections 4 held
+        # 8), so redis_max_connections caps one pool, not the worker. Solo has one.
+        backend = 1 if c.pool == "solo" else conc
+        how += f" + {backend} result-backend connection(s) ({c.pool}, concurrency {conc})"
+    return CELERY_WORKER_BROKER + backend, how, c.pool in ("prefork", "threads", "solo")
+
+
+def web_workers(c: Component) -> tuple[int, str, bool]:
+    per = _min_cap(c.threads, c.max_connections)
+    n = c.workers * per
+    return n, f"{c.workers} worker(s) x min(threads {c.threads}, max_connections {c.max_connections})", c.kind == "gunicorn"
+
+
+def django_cache(c: Component) -> tuple[int, str, bool]:
+    cap = c.max_connections
+    per = _min_cap(c.threads, cap)
+    return (c.workers * per, f"{c.workers} process(es) x min(threads {c.threads}, max_connections {cap}) "
+            f"({'django-redis' if c.backend == 'django-redis' else 'RedisCache'})", True)
+
+
+def redis_py(c: Component) -> tuple[int, str, bool]:
+    return c.processes * c.pool_size, f"{c.processes} process(es) x pool {c.pool_size}", True
+
+
+FORMULAS: dict[str, tuple[Callable[[Component], tuple[int, str, bool]], str | None]] = {
+    "celery": (celery_worker, "concurrency"),
+    "celery-beat": (lambda c: (CELERY_BEAT, "one broker connection", True), None),
+    "flower": (lambda c: (FLOWER, "event consumer + inspect replies", True), None),
+    "gunicorn": (web_workers, "workers"),
+    "uwsgi": (web_workers, "workers"),
+    "django-cache": (django_cache, "workers"),
+    "rq": (lambda c: (c.workers * RQ_WORKER, f"{c.workers} worker(s) x {RQ_WORKER} (BLMOVE + SUBSCRIBE)", True),
+           "workers"),
+    "redis-py": (redis_py, "pool_size"),
+}
+KINDS = tuple(FORMULAS)
+
+# Fields each kind accepts besides name, kind and instances (anything else in its table is a typo).
+FIELDS: dict[str, tuple[str, ...]] = {
+    "celery": ("pool", "concurrency", "broker", "result_backend", "broker_pool_limit", "redis_max_connections"),
+    "celery-beat": ("broker", "result_backend"),
+    "flower": ("broker",),
+    "gunicorn": ("workers", "threads", "max_connections"),
+    "uwsgi": ("workers", "threads", "max_connections"),
+    "django-cache": ("backend", "workers", "threads", "max_connections"),
+    "rq": ("workers",),
+    "redis-py": ("processes", "pool_size", "max_connections"),
+}
+
+
+def per_instance(c: Component) -> tuple[int, str, bool]:
+    return FORMULAS[c.kind][0](c)
+
+
+# -- parsing and validation ------------------------------------------------------------------------------
+
+def _int(where: str, key: str, value: Any, low: int, high: int = MAX_COUNT) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise DeploymentError(f"{where}: {key} = {value!r} must be a whole number")
+    if not low <= value <= high:
+        raise DeploymentError(f"{where}: {key} = {value} must be between {low} and {high:,}")
+    return value
+
+
+def component_from(table: Mapping[str, Any], index: int) -> Component:
+    if not isinstance(table, Mapping):
+        raise DeploymentError(f"component {index}: must be a [[component]] table")
+    name = table.get("name")
+    where = f"component {index}" + (f" ({name!r})" if name else "")
+    if not isinstance(name, str) or not name.strip():
+        raise DeploymentError(f"{where}: needs a name")
+    kind = table.get("kind")
+    if kind not in FORMULAS:
+        raise DeploymentError(f"{where}: kind = {kind!r} is not one of {', '.join(KINDS)}")
+    allowed = {"name", "kind", "instances", *FIELDS[kind]}
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise DeploymentError(f"{where}: {kind} has no field {unknown[0]!r} (it takes {', '.join(sorted(allowed))})")
+    values: dict[str, Any] = {"name": name, "kind": kind, "instances": _int(where, "instances", table.get("instances", 1), 1)}
+    for key in FIELDS[kind]:
+        if key not in table:
+            continue
+        v = table[key]
+        if key == "pool":
+            if v not in POOLS:
+                raise DeploymentError(f"{where}: pool = {v!r} is not one of {', '.join(POOLS)}")
+        elif key == "broker":
+            if v != "redis":
+                raise DeploymentError(f"{where}: broker = {v!r}: only a Redis broker takes Redis connections; "
+                                      "leave the component out")
+        elif key == "result_backend":
+            if v not in ("redis", "", "none"):
+                raise DeploymentError(f"{where}: result_backend = {v!r} must be \"redis\" or absent")
+            v = v or None if v != "none" else None
+        elif key == "backend":
+            if v not in CACHE_BACKENDS:
+                raise DeploymentError(f"{where}: backend = {v!r} is not one of {', '.join(CACHE_BACKENDS)}")
+        elif key == "concurrency":
+            v = _int(where, key, v, 1, 10_000)
+        elif key in ("max_connections", "redis_max_connections", "broker_pool_limit"):
+            v = _int(where, key, v, 0 if key == "broker_pool_limit" else 1)
+        else:
+            v = _int(where, key, v, 1)
+        values[key] = v
+    if kind == "redis-py" and "max_connections" in values:
+        if "pool_size" in table:
+            raise DeploymentError(f"{where}: give pool_size or max_connections, not both")
+        values["pool_size"] = values.pop("max_connections")
+    return Component(**values)
+
+
+@dataclass(frozen=True)
+class ServerSide:
+    maxclients: int = 10000
+    fd_limit: int | None = None
+    replicas: int = 0
+    sentinels: int = 0
+    cluster_nodes: int = 0
+    reserve: int = DEFAULT_RESERVE
+    fd_margin: int = DEFAULT_FD_MARGIN
+
+
+def server_from(table: Mapping[str, Any]) -> ServerSide:
+    if not isinstance(table, Mapping):
+        raise DeploymentError("[server] must be a table")
+    names = {f.name for f in fields(ServerSide)}
+    unknown = sorted(set(table) - names)
+    if unknown:
+        raise DeploymentError(f"[server]: no field {unknown[0]!r} (it takes {', '.join(sorted(names))})")
+    limits = {"maxclients": (1, MAX_MAXCLIENTS), "fd_limit": (RESERVED_FDS + 1, MAX_FD_LIMIT)}
+    values = {k: _int("[server]", k, v, *limits.get(k, (0, MAX_COUNT))) for k, v in table.items()}
+    if values.get("cluster_nodes") == 1:
+        raise DeploymentError("[server]: cluster_nodes = 1 is not a cluster: give the number of nodes (>= 2), or 0")
+    return ServerSide(**values)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    components: tuple[Component, ...]
+    server: ServerSide = field(default_factory=ServerSide)
+
+
+def deployment_from(doc: Mapping[str, Any]) -> Deployment:
+    """A parsed TOML document -> Deployment; DeploymentError (one line) on anything it cannot plan."""
+    unknown = sorted(set(doc) - {"component", "server"})
+    if unknown:
+        raise DeploymentError(f"unknown top-level key {unknown[0]!r}: the file has [server] and [[component]] tables")
+    tables = doc.get("component")
+    if not isinstance(tables, list) or not tables:
+        raise DeploymentError("no [[component]] tables: describe at least one component (name, kind, instances)")
+    comps = tuple(component_from(t, i + 1) for i, t in enumerate(tables))
+    seen: set[str] = set()
+    for c in comps:
+        if c.name in seen:
+            raise DeploymentError(f"two components are named {c.name!r}: names must be unique")
+        seen.add(c.name)
+    return Deployment(comps, server_from(doc.get("server", {})))
+
+
+# -- the plan --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DeploymentPlan:
+    components: tuple[ComponentPlan, ...]
+    internal: tuple[Part, ...]  # replicas, Sentinel links, cluster bus, reserve
+    total: int
+    maxclients: int
+    maxclients_requested: int
+    ratio: float
+    status: str
+    fits: bool
+    recommended_maxclients: int
+    recommended_fd_limit: int
+    notes: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        body = asdict(self)
+        return {"schema": SCHEMA, **body, "warning_line": WARNING_LINE, "critical_line": CRITICAL_LINE}
+
+
+def _largest(fits: Callable[[int], bool], start: int, cap: int = MAX_COUNT) -> int:
+    """The largest v in [0, cap] with fits(v), fits monotone decreasing; 0 when even 1 does not fit."""
+    if not fits(1):
+        return 0
+    lo, hi = 1, max(1, start)
+    while hi < cap and fits(hi):
+        lo, hi = hi, min(cap, hi * 2)
+    if fits(hi):
+        return hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
+
+
+def plan_deployment(dep: Deployment) -> DeploymentPlan:
+    s = dep.server
+    internal = internal_parts(replicas=s.replicas, sentinels=s.sentinels, cluster_nodes=s.cluster_nodes, reserve=s.reserve)
+    fixed = sum(p.connections for p in internal)
+    effective = s.maxclients
+    notes: list[str] = []
+    if s.fd_limit is not None and max_clients_for_fd_limit(s.fd_limit) < s.maxclients:
+        effective = max_clients_for_fd_limit(s.fd_limit)
+        notes.append(f"the fd limit {s.fd_limit} lowers maxclients from {s.maxclients} to {effective} "
+                     f"({s.fd_limit} - {RESERVED_FDS}); Redis does this at startup and says so only in its log")
+    line = WARNING_LINE * effective
+    per = {c.name: per_instance(c) for c in dep.components}
+    total = fixed + sum(c.instances * per[c.name][0] for c in dep.components)
+
+    plans: list[ComponentPlan] = []
+    for c in dep.components:
+        n, how, measured = per[c.name]
+        others = total - c.instances * n
+        knob = FORMULAS[c.kind][1]
+        if knob == "concurrency" and not c.concurrency:
+            notes.append(f"{c.name}: no concurrency given; planned as 1 (Celery's default is the number of CPUs)")
+        knob_value = getattr(c, knob) or 1 if knob else None
+        largest_knob = None
+        if knob:
+            def fits_knob(v: int, c: Component = c, knob: str = knob, others: int = others) -> bool:
+                return others + c.instances * per_instance(_with(c, knob, v))[0] < line
+            largest_knob = _largest(fits_knob, knob_value or 1, 100_000)
+            if knob == "concurrency" and c.result_backend != "redis":
+                largest_knob = None  # concurrency does not change a worker's count without a result backend
+        largest_inst = math.ceil((line - others) / n) - 1 if n and line > others else (MAX_COUNT if not n else 0)
+        cnotes: list[str] = []
+        if not measured:
+            cnotes.append(f"{c.kind} with pool {c.pool} is planned like threads; it was not measured here")
+        if c.kind == "celery" and c.result_backend == "redis" and c.pool == "prefork":
+            cnotes.append("each prefork child holds its own result-backend connection: concurrency x instances of "
+                          "them; ignore_result=True on tasks whose result nobody reads avoids them")
+        if c.kind in ("gunicorn", "uwsgi") and c.max_connections is not None and c.threads > c.max_connections:
+            cnotes.append(f"threads {c.threads} > max_connections {c.max_connections}: redis-py raises "
+                          "MaxConnectionsError under load; use a BlockingConnectionPool")
+        plans.append(ComponentPlan(c.name, c.kind, c.instances, n, c.instances * n, how, knob, knob_value,
+                                   largest_knob, max(0, min(largest_inst, MAX_COUNT)), measured, tuple(cnotes)))
+
+    ratio = total / effective
+    status = "critical" if total > effective or ratio >= CRITICAL_LINE else "warning" if ratio >= WARNING_LINE else "ok"
+    recommended = max(least_maxclients_for(total), s.maxclients)
+    fd_needed = fd_limit_for_maxclients(recommended, s.fd_margin)
+    if s.fd_limit is not None and s.fd_limit < fd_needed:
+        notes.append(f"raise the fd limit from {s.fd_limit} to at least {fd_needed} (LimitNOFILE / ulimit -n) "
+                     "before raising maxclients")
+    return DeploymentPlan(tuple(plans), internal, total, effective, s.maxclients, round(ratio, 4), status,
+                          status == "ok", recommended, fd_needed, tuple(notes))
+
+
+def _with(c: Component, knob: str, value: int) -> Component:
+    from dataclasses import replace
+
+    return replace(c, **{knob: value})
