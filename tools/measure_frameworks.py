@@ -33,7 +33,7 @@ def matrix() -> list[tuple[str, object]]:
     runs.append(("celery", fr.CeleryConfig("prefork", 8, True)))
     runs.append(("celery", fr.CeleryConfig("threads", 8, True, redis_max_connections=4)))
     runs.append(("celery", fr.CeleryConfig("prefork", 4, True, broker_pool_limit=2)))
-    runs += [("celery-beat", True), ("celery-beat", False), ("flower", True)]
+    runs += [("celery-beat", True), ("celery-beat", False), ("flower", True), ("flower", False)]
     runs += [("gunicorn", fr.WebConfig(1, 1, 10)), ("gunicorn", fr.WebConfig(2, 4, 10)),
              ("gunicorn", fr.WebConfig(4, 8, 4))]
     for backend in ("django", "django-redis"):
@@ -49,7 +49,7 @@ def run_one(url: str, kind: str, cfg: object) -> fr.Measurement:
     if kind == "celery-beat":
         return fr.measure_celery_sidecar(url, "beat", bool(cfg))
     if kind == "flower":
-        return fr.measure_celery_sidecar(url, "flower", bool(cfg))
+        return fr.measure_celery_sidecar(url, "flower", bool(cfg))  # kind "flower"
     if kind == "gunicorn":
         return fr.measure_gunicorn(url, cfg)  # type: ignore[arg-type]
     if kind == "django-cache":
@@ -92,6 +92,9 @@ def main() -> int:
             m = run_one(server.url, kind, cfg)
         rows.append(asdict(m))
         print(f"{m.kind:13} {m.config} rest={m.at_rest} after={m.after_load} {m.commands}", flush=True)
+    if only and Path(args.out).exists():  # a partial run replaces only its kinds' rows in the recorded table
+        kept = [r for r in json.loads(Path(args.out).read_text())["measurements"] if r["kind"] not in only]
+        rows = kept + rows
     doc = {"server": binary.label, "versions": versions(), "machine": f"{platform.machine()}, "
            f"{__import__('os').cpu_count()} cores (shared)", "seconds": round(time.monotonic() - started),
            "measurements": rows}

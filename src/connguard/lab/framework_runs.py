@@ -194,7 +194,9 @@ def measure_celery_sidecar(url: str, which: str, result_backend: bool = True) ->
     obs = observer(url)
     try:
         with dep.worker():
-            base = settle(obs, at_least=3, timeout_s=40)
+            settle(obs, at_least=3, timeout_s=40)
+            dep.produce(2)  # the worker's own result-backend connection opens now, not during the sidecar's count
+            base = settle(obs)
             side = dep.beat() if which == "beat" else dep.flower(free_port())
             with side:
                 rest = settle(obs, at_least=base + 1, timeout_s=40) - base

@@ -24,10 +24,13 @@ SCHEMA = "connguard.plan/2"
 # the pidbox and event fan-outs (2x PSUBSCRIBE), their publishers (2x PUBLISH), 2x PING (heartbeat/gossip
 # producers), 2x EVALSHA (kombu's ack/restore scripts) and one EXEC: 10 connections.
 CELERY_WORKER_BROKER = 10
-# celery beat: one broker connection to send the schedule's tasks.
-CELERY_BEAT = 1
-# flower: its event consumer plus broker connections for inspect/broadcast replies.
-FLOWER = 3
+# celery beat: 2 broker connections (its producer and a heartbeat PING), +1 with a Redis result backend
+# (the result consumer that apply_async sets up, then leaves unsubscribed).
+CELERY_BEAT = 2
+CELERY_BEAT_RESULT_BACKEND = 1
+# flower: its event consumer, a broker pool for inspect/broadcast calls and their reply queues: 17-22
+# measured across runs (it opens and keeps more as its periodic inspect calls overlap); 19 is the middle.
+FLOWER = 19
 # `rq worker`: BLMOVE (BRPOP before RQ 2) on its queues plus a SUBSCRIBE to rq:pubsub:<worker> for commands;
 # the forked work horse uses the parent's connection and opens none of its own.
 RQ_WORKER = 2
@@ -96,6 +99,12 @@ def celery_worker(c: Component) -> tuple[int, str, bool]:
     return CELERY_WORKER_BROKER + backend, how, c.pool in ("prefork", "threads", "solo")
 
 
+def celery_beat(c: Component) -> tuple[int, str, bool]:
+    if c.result_backend == "redis":
+        return CELERY_BEAT + CELERY_BEAT_RESULT_BACKEND, f"{CELERY_BEAT} broker + 1 result-backend connection", True
+    return CELERY_BEAT, f"{CELERY_BEAT} broker connections", True
+
+
 def web_workers(c: Component) -> tuple[int, str, bool]:
     per = _min_cap(c.threads, c.max_connections)
     n = c.workers * per
@@ -115,8 +124,8 @@ def redis_py(c: Component) -> tuple[int, str, bool]:
 
 FORMULAS: dict[str, tuple[Callable[[Component], tuple[int, str, bool]], str | None]] = {
     "celery": (celery_worker, "concurrency"),
-    "celery-beat": (lambda c: (CELERY_BEAT, "one broker connection", True), None),
-    "flower": (lambda c: (FLOWER, "event consumer + inspect replies", True), None),
+    "celery-beat": (celery_beat, None),
+    "flower": (lambda c: (FLOWER, "event consumer, inspect/broadcast pool and reply queues (17-22 measured)", True), None),
     "gunicorn": (web_workers, "workers"),
     "uwsgi": (web_workers, "workers"),
     "django-cache": (django_cache, "workers"),
