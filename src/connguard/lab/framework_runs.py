@@ -69,6 +69,11 @@ def command_mix(obs: redis.Redis, exclude_names: tuple[str, ...] = ()) -> dict[s
     return dict(sorted(mix.items()))
 
 
+def with_path(directory: str) -> str:
+    """PYTHONPATH with `directory` first and the caller's own kept (so children import this connguard)."""
+    return os.pathsep.join(p for p in (directory, os.environ.get("PYTHONPATH", "")) if p)
+
+
 @contextlib.contextmanager
 def child(args: list[str], cwd: str, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
     """A framework process in its own process group; SIGTERM then SIGKILL to that group on exit."""
@@ -141,7 +146,7 @@ class CeleryDeployment:
         Path(self.dir, "cgapp.py").write_text(textwrap.dedent(CELERY_APP))
         Path(self.dir, "produce.py").write_text(textwrap.dedent(CELERY_PRODUCER))
         self.env = {"CG_BROKER": f"{url}/0", "CG_BACKEND": f"{url}/1" if cfg.result_backend else "",
-                    "PYTHONPATH": self.dir, "CG_BROKER_POOL_LIMIT": "" if cfg.broker_pool_limit is None else
+                    "PYTHONPATH": with_path(self.dir), "CG_BROKER_POOL_LIMIT": "" if cfg.broker_pool_limit is None else
                     str(cfg.broker_pool_limit), "CG_REDIS_MAX_CONNECTIONS": "" if cfg.redis_max_connections is None
                     else str(cfg.redis_max_connections)}
 
@@ -247,7 +252,7 @@ def measure_rq_worker(url: str, jobs: int = 10) -> Measurement:
     wd = tempfile.mkdtemp(prefix="connguard-rq-")
     Path(wd, "rqjobs.py").write_text(textwrap.dedent(RQ_JOBS))
     Path(wd, "produce.py").write_text(textwrap.dedent(RQ_PRODUCER))
-    env = {"PYTHONPATH": wd}
+    env = {"PYTHONPATH": with_path(wd)}
     obs = observer(url)
     try:
         with child([sys.executable, "-m", "rq.cli", "worker", "--url", url, "--logging_level", "WARNING"], wd, env):
@@ -325,7 +330,7 @@ def measure_gunicorn(url: str, cfg: WebConfig) -> Measurement:
 
     wd = tempfile.mkdtemp(prefix="connguard-gunicorn-")
     Path(wd, "wsgiapp.py").write_text(textwrap.dedent(WSGI_APP))
-    env = {"PYTHONPATH": wd, "CG_URL": url, "CG_MAX_CONNECTIONS": str(cfg.max_connections)}
+    env = {"PYTHONPATH": with_path(wd), "CG_URL": url, "CG_MAX_CONNECTIONS": str(cfg.max_connections)}
     port = free_port()
     obs = observer(url)
     try:
