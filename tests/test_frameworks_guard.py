@@ -195,3 +195,20 @@ def test_celery_broker_at_a_full_server_fails_through_the_guard(full_server):
 
     assert_guarded(*hammer(publish, monitor))
     app.close()
+
+
+def test_the_rq_command_line_connection_class_builds_a_guarded_client(default_binary, start_server):
+    """`rq worker --connection-class X` imports X and calls X.from_url(url) (rq.cli.helpers); the same here,
+    in-process (rq 3.0's worker process can hang joining its pub/sub thread at exit, guard or not)."""
+    rq = pytest.importorskip("rq")
+    from rq.utils import import_attribute
+
+    server = start_server(default_binary, maxclients=50)
+    cls = import_attribute("connguard.guard.integrations.rq.GuardedRedis")
+    conn = cls.from_url(server.url)
+    assert isinstance(conn.connection_pool, GuardedConnectionPool)
+    q = rq.Queue("cgcli", connection=conn)
+    job = q.enqueue("builtins.len", "abcd")
+    assert rq.SimpleWorker([q], connection=conn).work(burst=True)
+    assert job.get_status(refresh=True) == "finished" and job.return_value() == 4
+    conn.close()
