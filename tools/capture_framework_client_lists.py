@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -65,16 +66,15 @@ def main() -> int:
                 h.communicate("\n", timeout=30)
         dep.close()
         obs.close()
-    for name, measure in (("rq_worker", None),):
-        with ServerProcess(binary, maxclients=1000) as server:
-            import contextlib, tempfile  # noqa: E401
-            wd = tempfile.mkdtemp(prefix="connguard-rq-")
-            Path(wd, "rqjobs.py").write_text(textwrap.dedent(fr.RQ_JOBS))
-            obs = fr.observer(server.url)
-            with fr.child([sys.executable, "-m", "rq.cli", "worker", "--url", server.url], wd, {"PYTHONPATH": wd}):
-                fr.settle(obs, at_least=2, timeout_s=40)
-                (out / f"{name}.txt").write_text(raw_list(obs))
-            obs.close()
+    with ServerProcess(binary, maxclients=1000) as server:  # the RQ worker, on a server of its own
+        wd = tempfile.mkdtemp(prefix="connguard-rq-")
+        Path(wd, "rqjobs.py").write_text(textwrap.dedent(fr.RQ_JOBS))
+        obs = fr.observer(server.url)
+        with fr.child([sys.executable, "-m", "rq.cli", "worker", "--url", server.url], wd,
+                      {"PYTHONPATH": fr.with_path(wd)}):
+            fr.settle(obs, at_least=2, timeout_s=40)
+            (out / "rq_worker.txt").write_text(raw_list(obs))
+        obs.close()
     print(f"wrote {sorted(p.name for p in out.iterdir())} to {out}")
     return 0
 

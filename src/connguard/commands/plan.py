@@ -66,19 +66,29 @@ def plan_command(deployment_file: str | None, instances: int, processes: int, po
     sys.exit(int(EXIT_BY_STATUS[result.status]))
 
 
-def render(result: Plan, console: Console) -> None:
-    pct = f"{100 * result.ratio:.1f}%"
+def print_verdict(console: Console, status: str, total: int, maxclients: int, ratio: float) -> None:
+    """The plan's first line (plain and deployment plans alike): the verdict and the numbers behind it."""
+    pct = f"{100 * ratio:.1f}%"
     verdict = {
-        "ok": f"OK: {result.total} of {result.maxclients} connections ({pct}), under the {WARNING_LINE:.0%} warning line.",
-        "warning": f"WARNING: {result.total} of {result.maxclients} connections ({pct}) is at or over the "
+        "ok": f"OK: {total} of {maxclients} connections ({pct}), under the {WARNING_LINE:.0%} warning line.",
+        "warning": f"WARNING: {total} of {maxclients} connections ({pct}) is at or over the "
                    f"{WARNING_LINE:.0%} warning line: no room for a deploy, a failover or a leak.",
-        "critical": (f"CRITICAL: {result.total} connections exceed maxclients {result.maxclients} ({pct}): "
-                     "the server will refuse connections at peak.") if result.total > result.maxclients else
-                    (f"CRITICAL: {result.total} of {result.maxclients} connections ({pct}) is at or over the "
+        "critical": (f"CRITICAL: {total} connections exceed maxclients {maxclients} ({pct}): "
+                     "the server will refuse connections at peak.") if total > maxclients else
+                    (f"CRITICAL: {total} of {maxclients} connections ({pct}) is at or over the "
                      f"{CRITICAL_LINE:.0%} danger line: one deploy or failover from refusing connections."),
-    }[result.status]
-    style = {"ok": "bold green", "warning": "bold yellow", "critical": "bold red"}[result.status]
-    console.print(verdict, style=style)
+    }[status]
+    console.print(verdict, style={"ok": "bold green", "warning": "bold yellow", "critical": "bold red"}[status])
+
+
+def print_settings(console: Console, maxclients: int, fd_limit: int) -> None:
+    console.print(f"Set maxclients {maxclients} (redis.conf, or `connguard config URL --maxclients {maxclients} "
+                  f"--yes`) and the server's fd limit to at least {fd_limit} (`ulimit -n {fd_limit}`, systemd "
+                  f"LimitNOFILE={fd_limit}): maxclients + 32 + margin.")
+
+
+def render(result: Plan, console: Console) -> None:
+    print_verdict(console, result.status, result.total, result.maxclients, result.ratio)
     table = Table(show_edge=False)
     table.add_column("part")
     table.add_column("connections", justify="right")
@@ -89,9 +99,6 @@ def render(result: Plan, console: Console) -> None:
     console.print(table)
     unit = "connections per invocation" if result.parts[0].name == "serverless" else "pool size per process"
     console.print(f"Largest safe {unit}: {result.largest_safe_pool_size}")
-    console.print(f"Set maxclients {result.recommended_maxclients} (redis.conf, or `connguard config URL "
-                  f"--maxclients {result.recommended_maxclients} --yes`) and the server's fd limit to at least "
-                  f"{result.recommended_fd_limit} (`ulimit -n {result.recommended_fd_limit}`, systemd "
-                  f"LimitNOFILE={result.recommended_fd_limit}): maxclients + 32 + margin.")
+    print_settings(console, result.recommended_maxclients, result.recommended_fd_limit)
     for note in result.notes:
         console.print(f"- {note}")

@@ -13,8 +13,9 @@ from rich.console import Console
 from rich.table import Table
 
 from connguard.commands._common import EXIT_BY_STATUS, emit_json
+from connguard.commands.plan import print_settings, print_verdict
 from connguard.remedy.deployment import DeploymentError, DeploymentPlan, deployment_from, plan_deployment
-from connguard.remedy.plan import CRITICAL_LINE, WARNING_LINE
+from connguard.remedy.plan import WARNING_LINE
 from connguard.render.console import console_for
 
 # flag (click parameter name) -> [server] field; a flag given on the command line wins over the file
@@ -53,17 +54,7 @@ def run_deployment(path: str, as_json: bool) -> NoReturn:
 
 
 def render(result: DeploymentPlan, console: Console) -> None:
-    pct = f"{100 * result.ratio:.1f}%"
-    verdict = {
-        "ok": f"OK: {result.total} of {result.maxclients} connections ({pct}), under the {WARNING_LINE:.0%} warning line.",
-        "warning": f"WARNING: {result.total} of {result.maxclients} connections ({pct}) is at or over the "
-                   f"{WARNING_LINE:.0%} warning line: no room for a deploy, a failover or a leak.",
-        "critical": (f"CRITICAL: {result.total} connections exceed maxclients {result.maxclients} ({pct}): "
-                     "the server will refuse connections at peak.") if result.total > result.maxclients else
-                    (f"CRITICAL: {result.total} of {result.maxclients} connections ({pct}) is at or over the "
-                     f"{CRITICAL_LINE:.0%} danger line: one deploy or failover from refusing connections."),
-    }[result.status]
-    console.print(verdict, style={"ok": "bold green", "warning": "bold yellow", "critical": "bold red"}[result.status])
+    print_verdict(console, result.status, result.total, result.maxclients, result.ratio)
     table = Table(show_edge=False)
     for col, justify in (("component", "left"), ("kind", "left"), ("instances", "right"), ("each", "right"),
                          ("connections", "right"), ("how (per instance)", "left"), ("largest safe", "left")):
@@ -78,10 +69,7 @@ def render(result: DeploymentPlan, console: Console) -> None:
     table.add_row("[bold]total[/]", "", "", "", f"[bold]{result.total}[/]",
                   f"ratio {result.ratio:.3f} of maxclients {result.maxclients}", "")
     console.print(table)
-    console.print(f"Set maxclients {result.recommended_maxclients} (redis.conf, or `connguard config URL "
-                  f"--maxclients {result.recommended_maxclients} --yes`) and the server's fd limit to at least "
-                  f"{result.recommended_fd_limit} (`ulimit -n {result.recommended_fd_limit}`, systemd "
-                  f"LimitNOFILE={result.recommended_fd_limit}): maxclients + 32 + margin.")
+    print_settings(console, result.recommended_maxclients, result.recommended_fd_limit)
     console.print("Largest safe: each component alone, the others unchanged, under the "
                   f"{WARNING_LINE:.0%} line.")
     for c in result.components:

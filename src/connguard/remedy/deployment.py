@@ -13,9 +13,11 @@ from typing import Any, Callable, Mapping
 
 from connguard.analysis.capacity import CRITICAL_RATIO as CRITICAL_LINE
 from connguard.analysis.capacity import WARNING_RATIO as WARNING_LINE
-from connguard.analysis.pools import least_maxclients_for
-from connguard.remedy.limits import DEFAULT_RESERVE, RESERVED_FDS, fd_limit_for_maxclients, max_clients_for_fd_limit
-from connguard.remedy.plan import DEFAULT_FD_MARGIN, MAX_COUNT, MAX_FD_LIMIT, MAX_MAXCLIENTS, Part, internal_parts
+from connguard.remedy.limits import DEFAULT_RESERVE, RESERVED_FDS
+from connguard.remedy.plan import (
+    DEFAULT_FD_MARGIN, MAX_COUNT, MAX_FD_LIMIT, MAX_MAXCLIENTS, Part, effective_maxclients, internal_parts,
+    recommended_settings, status_of,
+)
 
 SCHEMA = "connguard.plan/2"
 
@@ -299,12 +301,7 @@ def plan_deployment(dep: Deployment) -> DeploymentPlan:
     s = dep.server
     internal = internal_parts(replicas=s.replicas, sentinels=s.sentinels, cluster_nodes=s.cluster_nodes, reserve=s.reserve)
     fixed = sum(p.connections for p in internal)
-    effective = s.maxclients
-    notes: list[str] = []
-    if s.fd_limit is not None and max_clients_for_fd_limit(s.fd_limit) < s.maxclients:
-        effective = max_clients_for_fd_limit(s.fd_limit)
-        notes.append(f"the fd limit {s.fd_limit} lowers maxclients from {s.maxclients} to {effective} "
-                     f"({s.fd_limit} - {RESERVED_FDS}); Redis does this at startup and says so only in its log")
+    effective, notes = effective_maxclients(s.maxclients, s.fd_limit)
     line = WARNING_LINE * effective
     per = {c.name: per_instance(c) for c in dep.components}
     total = fixed + sum(c.instances * per[c.name][0] for c in dep.components)
@@ -338,12 +335,8 @@ def plan_deployment(dep: Deployment) -> DeploymentPlan:
                                    largest_knob, max(0, min(largest_inst, MAX_COUNT)), measured, tuple(cnotes)))
 
     ratio = total / effective
-    status = "critical" if total > effective or ratio >= CRITICAL_LINE else "warning" if ratio >= WARNING_LINE else "ok"
-    recommended = max(least_maxclients_for(total), s.maxclients)
-    fd_needed = fd_limit_for_maxclients(recommended, s.fd_margin)
-    if s.fd_limit is not None and s.fd_limit < fd_needed:
-        notes.append(f"raise the fd limit from {s.fd_limit} to at least {fd_needed} (LimitNOFILE / ulimit -n) "
-                     "before raising maxclients")
+    status = status_of(total, effective)
+    recommended, fd_needed = recommended_settings(total, s.maxclients, s.fd_limit, s.fd_margin, notes)
     return DeploymentPlan(tuple(plans), internal, total, effective, s.maxclients, round(ratio, 4), status,
                           status == "ok", recommended, fd_needed, tuple(notes))
 

@@ -102,6 +102,33 @@ def internal_parts(*, replicas: int, sentinels: int, cluster_nodes: int, reserve
     ) if p.connections)
 
 
+def effective_maxclients(maxclients: int, fd_limit: int | None) -> tuple[int, list[str]]:
+    """maxclients as the server will run it: lowered to fd_limit - 32 at startup when the fd limit is too low."""
+    if fd_limit is not None and max_clients_for_fd_limit(fd_limit) < maxclients:
+        effective = max_clients_for_fd_limit(fd_limit)
+        return effective, [f"the fd limit {fd_limit} lowers maxclients from {maxclients} to {effective} "
+                           f"({fd_limit} - {RESERVED_FDS}); Redis does this at startup and says so only in its log"]
+    return maxclients, []
+
+
+def status_of(total: int, maxclients: int) -> str:
+    """ok | warning (>= the 0.8 line) | critical (>= the 0.9 line, or over maxclients)."""
+    ratio = total / maxclients
+    return "critical" if total > maxclients or ratio >= CRITICAL_LINE else "warning" if ratio >= WARNING_LINE else "ok"
+
+
+def recommended_settings(total: int, maxclients: int, fd_limit: int | None, fd_margin: int,
+                         notes: list[str]) -> tuple[int, int]:
+    """The maxclients that keeps `total` under the warning line (never lower than today's) and the fd limit
+    it needs; appends the note to raise the fd limit first when it is too low."""
+    recommended = max(least_maxclients_for(total), maxclients)
+    fd_needed = fd_limit_for_maxclients(recommended, fd_margin)
+    if fd_limit is not None and fd_limit < fd_needed:
+        notes.append(f"raise the fd limit from {fd_limit} to at least {fd_needed} (LimitNOFILE / ulimit -n) "
+                     "before raising maxclients")
+    return recommended, fd_needed
+
+
 def plan(spec: PlanInput) -> Plan:
     """Connections per part, the total against maxclients, the largest safe pool and the settings to use."""
     if spec.serverless:
@@ -118,14 +145,9 @@ def plan(spec: PlanInput) -> Plan:
     total = sum(p.connections for p in parts)
     non_app = total - app.connections
 
-    notes: list[str] = []
-    effective = spec.maxclients
-    if spec.fd_limit is not None and max_clients_for_fd_limit(spec.fd_limit) < spec.maxclients:
-        effective = max_clients_for_fd_limit(spec.fd_limit)
-        notes.append(f"the fd limit {spec.fd_limit} lowers maxclients from {spec.maxclients} to {effective} "
-                     f"({spec.fd_limit} - {RESERVED_FDS}); Redis does this at startup and says so only in its log")
+    effective, notes = effective_maxclients(spec.maxclients, spec.fd_limit)
     ratio = total / effective
-    status = "critical" if total > effective or ratio >= CRITICAL_LINE else "warning" if ratio >= WARNING_LINE else "ok"
+    status = status_of(total, effective)
     safe = largest_under(WARNING_LINE, effective, non_app, app_units)
     per = spec.per_invocation if spec.serverless else spec.pool_size
     if per > safe:
@@ -133,12 +155,7 @@ def plan(spec: PlanInput) -> Plan:
         notes.append(f"{what} {per} is above the largest safe {safe} for this maxclients")
     if spec.serverless:
         notes.append("each invocation holds its own connections: put a proxy in between, or cap concurrency")
-    needed = least_maxclients_for(total)
-    recommended = max(needed, spec.maxclients)
-    fd_needed = fd_limit_for_maxclients(recommended, spec.fd_margin)
-    if spec.fd_limit is not None and spec.fd_limit < fd_needed:
-        notes.append(f"raise the fd limit from {spec.fd_limit} to at least {fd_needed} (LimitNOFILE / ulimit -n) "
-                     "before raising maxclients")
+    recommended, fd_needed = recommended_settings(total, spec.maxclients, spec.fd_limit, spec.fd_margin, notes)
     return Plan(
         parts=parts, total=total, maxclients=effective, maxclients_requested=spec.maxclients, ratio=round(ratio, 4),
         status=status, fits=status == "ok", largest_safe_pool_size=safe, recommended_maxclients=recommended,
