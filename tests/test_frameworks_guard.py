@@ -98,6 +98,17 @@ def test_django_caches_work_through_the_guard_on_a_server_with_room(default_bina
         assert cache.get("greeting") == {"hello": 1}
 
 
+def quick_worker(rq, queues, conn):
+    """rq.SimpleWorker (in-process, no fork) without its command channel: rq 3.0's pub/sub thread polls with
+    get_message(timeout=60) and can hold up the worker's exit for up to a minute, guard or not."""
+
+    class QuickWorker(rq.SimpleWorker):
+        def subscribe(self) -> None:
+            self.pubsub_thread = None
+
+    return QuickWorker(queues, connection=conn)
+
+
 def test_rq_queue_and_worker_with_a_guarded_client(full_server, default_binary, start_server):
     rq = pytest.importorskip("rq")
     from connguard.guard.integrations.rq import GuardedRedis
@@ -107,7 +118,7 @@ def test_rq_queue_and_worker_with_a_guarded_client(full_server, default_binary, 
     assert isinstance(conn.connection_pool, GuardedConnectionPool)
     q = rq.Queue("cg", connection=conn)
     job = q.enqueue("builtins.len", "abc")
-    worker = rq.SimpleWorker([q], connection=conn)  # in-process: no fork, so the test stays fast
+    worker = quick_worker(rq, [q], conn)
     assert worker.work(burst=True) and job.get_status(refresh=True) == "finished" and job.return_value() == 3
     conn.close()
 
@@ -209,6 +220,6 @@ def test_the_rq_command_line_connection_class_builds_a_guarded_client(default_bi
     assert isinstance(conn.connection_pool, GuardedConnectionPool)
     q = rq.Queue("cgcli", connection=conn)
     job = q.enqueue("builtins.len", "abcd")
-    assert rq.SimpleWorker([q], connection=conn).work(burst=True)
+    assert quick_worker(rq, [q], conn).work(burst=True)
     assert job.get_status(refresh=True) == "finished" and job.return_value() == 4
     conn.close()

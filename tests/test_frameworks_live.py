@@ -74,3 +74,20 @@ def test_the_celery_scenario_is_a_result_backend_pile_the_doctor_names_as_celery
     assert "celery result-backend" in src.frameworks
     # advisory: recognition adds no kill candidates and no finding beyond info
     assert all(f.severity == "info" or f.cause != "framework_connections" for f in diag.findings)
+
+
+def test_without_celery_the_scenario_says_how_to_install_it_and_exits_3(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    # a `celery` package that cannot be imported stands for a missing one, in a child process
+    (tmp_path / "celery.py").write_text("raise ImportError('not installed')\n")
+    shadow = "import importlib.util, sys; real = importlib.util.find_spec\n" \
+             "importlib.util.find_spec = lambda n, *a: None if n == 'celery' else real(n, *a)\n" \
+             "from connguard.cli import main; sys.argv = ['connguard', 'lab', 'scenario', 'celery']; main()\n"
+    done = subprocess.run([sys.executable, "-c", shadow], capture_output=True, text=True, timeout=60,
+                          env={**os.environ})
+    assert done.returncode == 3
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    assert len(lines) == 1 and "pip install 'connguard[frameworks]'" in lines[0] and "celery" in lines[0]

@@ -7,6 +7,7 @@ and stops with exit 3 before anything starts."""
 from __future__ import annotations
 
 import importlib.util
+import sys
 from typing import TYPE_CHECKING
 
 from connguard.errors import LabError
@@ -21,9 +22,19 @@ CONCURRENCY = 20  # prefork children: each holds one result-backend connection o
 MAXCLIENTS = 36
 
 
+def _installed(module: str) -> bool:
+    """Without importing it (a lab run need not pay for Celery's import to learn it is there)."""
+    if module in sys.modules:
+        return True  # kombu swaps its module object for a lazy one whose __spec__ is None: find_spec fails
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ValueError:
+        return True
+
+
 def require_celery() -> None:
     """One line and exit 3 when Celery (or kombu's Redis transport's `packaging`) is missing."""
-    missing = [m for m in ("celery", "kombu", "packaging") if importlib.util.find_spec(m) is None]
+    missing = [m for m in ("celery", "kombu", "packaging") if not _installed(m)]
     if missing:
         raise LabError(f"the celery scenario needs {', '.join(missing)}: {INSTALL}")
 
