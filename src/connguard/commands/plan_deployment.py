@@ -14,7 +14,8 @@ from rich.table import Table
 
 from connguard.commands._common import EXIT_BY_STATUS, emit_json
 from connguard.commands.plan import print_settings, print_verdict
-from connguard.remedy.deployment import DeploymentError, DeploymentPlan, deployment_from, plan_deployment
+from connguard.remedy.deployment import DeploymentPlan, plan_deployment
+from connguard.remedy.deployment_file import DeploymentError, deployment_from
 from connguard.remedy.plan import WARNING_LINE
 from connguard.render.console import console_for
 
