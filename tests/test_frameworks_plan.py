@@ -24,6 +24,8 @@ def component_for(row: dict) -> Component:
                          result_backend="redis" if cfg["result_backend"] else None,
                          broker_pool_limit=cfg["broker_pool_limit"] or 10,
                          redis_max_connections=cfg["redis_max_connections"])
+    if kind == "celery-client":
+        return Component("m", kind, result_backend=cfg["result_backend"], waits_for_results=cfg["waits_for_results"])
     if kind in ("celery-beat", "flower"):
         return Component("m", kind, result_backend=cfg["result_backend"])
     if kind == "gunicorn":
@@ -43,7 +45,7 @@ def test_the_recorded_table_covers_what_the_issue_asks():
         for conc in (1, 4, 16):
             assert {(pool, conc, True), (pool, conc, False)} <= celery
     assert ("solo", 1, True) in celery and ("solo", 1, False) in celery
-    assert {r["kind"] for r in rows} >= {"celery-beat", "flower", "gunicorn", "django-cache", "rq"}
+    assert {r["kind"] for r in rows} >= {"celery-beat", "flower", "celery-client", "gunicorn", "django-cache", "rq"}
     assert {r["config"]["backend"] for r in rows if r["kind"] == "django-cache"} == {"django", "django-redis"}
 
 
@@ -61,6 +63,13 @@ def test_a_result_backend_adds_one_connection_per_prefork_child_and_nothing_with
     without = Component("w", "celery", pool="prefork", concurrency=16)
     assert per_instance(with_backend)[0] - per_instance(without)[0] == 16
     assert per_instance(Component("w", "celery", pool="prefork", concurrency=1))[0] == per_instance(without)[0]
+
+
+def test_web_processes_that_wait_on_results_hold_a_producer_and_a_result_consumer_each():
+    waiting = Component("web", "celery-client", instances=20, processes=4, result_backend="redis",
+                        waits_for_results=True)
+    assert per_instance(waiting)[0] == 4 * 4
+    assert per_instance(Component("web", "celery-client", processes=4))[0] == 4 * 2  # no result backend
 
 
 def test_the_tracker_deployment_20_web_and_5_workers_against_400():
@@ -169,6 +178,7 @@ def test_the_human_report_has_the_verdict_the_table_and_the_ulimit(tmp_path):
     ("[[component]]\nname = 'a'\nkind = 'celery'\npool = 'forks'\n", "pool = 'forks' is not one of"),
     ("[[component]]\nname = 'a'\nkind = 'celery'\nworkers = 3\n", "celery has no field 'workers'"),
     ("[[component]]\nname = 'a'\nkind = 'celery'\nbroker = 'amqp'\n", "only a Redis broker"),
+    ("[[component]]\nname = 'a'\nkind = 'celery-client'\nwaits_for_results = 'yes'\n", "must be true or false"),
     ("[[component]]\nname = 'a'\nkind = 'rq'\n[[component]]\nname = 'a'\nkind = 'rq'\n", "names must be unique"),
     ("[server]\nmaxclients = 0\n[[component]]\nname = 'a'\nkind = 'rq'\n", "maxclients = 0 must be between"),
     ("[server]\nmaxclients = 100\n", "no [[component]] tables"),

@@ -33,6 +33,7 @@ def matrix() -> list[tuple[str, object]]:
     runs.append(("celery", fr.CeleryConfig("prefork", 8, True)))
     runs.append(("celery", fr.CeleryConfig("threads", 8, True, redis_max_connections=4)))
     runs.append(("celery", fr.CeleryConfig("prefork", 4, True, broker_pool_limit=2)))
+    runs += [("celery-client", (True, True)), ("celery-client", (False, True)), ("celery-client", (False, False))]
     runs += [("celery-beat", True), ("celery-beat", False), ("flower", True), ("flower", False)]
     runs += [("gunicorn", fr.WebConfig(1, 1, 10)), ("gunicorn", fr.WebConfig(2, 4, 10)),
              ("gunicorn", fr.WebConfig(4, 8, 4))]
@@ -50,6 +51,9 @@ def run_one(url: str, kind: str, cfg: object) -> fr.Measurement:
         return fr.measure_celery_sidecar(url, "beat", bool(cfg))
     if kind == "flower":
         return fr.measure_celery_sidecar(url, "flower", bool(cfg))  # kind "flower"
+    if kind == "celery-client":
+        wait, backend = cfg  # type: ignore[misc]
+        return fr.measure_celery_client(url, wait, backend)
     if kind == "gunicorn":
         return fr.measure_gunicorn(url, cfg)  # type: ignore[arg-type]
     if kind == "django-cache":

@@ -21,7 +21,7 @@ def _count(name: str, default: int, help_text: str, minimum: int = 0, maximum: i
 
 @click.command("plan", cls=OneLineCommand)
 @click.option("--deployment", "deployment_file", metavar="FILE.toml", default=None,
-              help="A deployment by its components ([[component]]: celery, celery-beat, flower, gunicorn, uwsgi, "
+              help="A deployment by its components ([[component]]: celery, celery-client, celery-beat, flower, gunicorn, uwsgi, "
                    "django-cache, rq, redis-py) and its [server]; flags given here override [server]. "
                    "See docs/frameworks.md.")
 @_count("--instances", 1, "Application instances (hosts, pods).", 1)

@@ -128,6 +128,19 @@ else:
 '''
 
 
+CELERY_CLIENT = '''
+import sys
+from cgapp import add
+wait = sys.argv[1] == "wait"
+for i in range(5):
+    r = add.delay(i, i)
+    if wait:
+        r.get(timeout=60)
+print("sent", flush=True)
+sys.stdin.readline()  # stays alive, as a web process does, while the parent counts
+'''
+
+
 @dataclass(frozen=True)
 class CeleryConfig:
     pool: str = "prefork"  # prefork | threads | solo (gevent/eventlet need their own packages)
@@ -145,6 +158,7 @@ class CeleryDeployment:
         self.dir = tempfile.mkdtemp(prefix="connguard-celery-")
         Path(self.dir, "cgapp.py").write_text(textwrap.dedent(CELERY_APP))
         Path(self.dir, "produce.py").write_text(textwrap.dedent(CELERY_PRODUCER))
+        Path(self.dir, "client.py").write_text(textwrap.dedent(CELERY_CLIENT))
         self.env = {"CG_BROKER": f"{url}/0", "CG_BACKEND": f"{url}/1" if cfg.result_backend else "",
                     "PYTHONPATH": with_path(self.dir), "CG_BROKER_POOL_LIMIT": "" if cfg.broker_pool_limit is None else
                     str(cfg.broker_pool_limit), "CG_REDIS_MAX_CONNECTIONS": "" if cfg.redis_max_connections is None
@@ -213,6 +227,39 @@ def measure_celery_sidecar(url: str, which: str, result_backend: bool = True) ->
                 mix = command_mix(obs)
         return Measurement(f"celery-{which}" if which == "beat" else "flower",
                            {"result_backend": "redis" if result_backend else None}, rest, after, mix)
+    finally:
+        obs.close()
+        dep.close()
+
+
+def measure_celery_client(url: str, wait: bool, result_backend: bool = True) -> Measurement:
+    """A process that sends tasks (a web worker calling .delay()) and, with `wait`, waits on their results:
+    the connections it keeps while it lives, next to a warmed solo worker that runs the tasks."""
+    dep = CeleryDeployment(url, CeleryConfig(pool="solo", concurrency=1, result_backend=result_backend))
+    obs = observer(url)
+    try:
+        with dep.worker():
+            settle(obs, at_least=3, timeout_s=40)
+            dep.produce(2)
+            base = settle(obs)
+            proc = subprocess.Popen([sys.executable, "client.py", "wait" if wait else "send"], cwd=dep.dir,
+                                    env={**os.environ, **dep.env}, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+            try:
+                assert proc.stdout is not None and proc.stdin is not None
+                if proc.stdout.readline().strip() != "sent":
+                    raise RuntimeError("the Celery client process failed")
+                held = settle(obs) - base
+                mix = command_mix(obs)
+                proc.stdin.write("\n")
+                proc.stdin.flush()
+                proc.wait(timeout=20)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        return Measurement("celery-client", {"waits_for_results": wait,
+                                             "result_backend": "redis" if result_backend else None}, held, held, mix)
     finally:
         obs.close()
         dep.close()

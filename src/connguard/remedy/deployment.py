@@ -30,9 +30,13 @@ CELERY_WORKER_BROKER = 10
 # (the result consumer that apply_async sets up, then leaves unsubscribed).
 CELERY_BEAT = 2
 CELERY_BEAT_RESULT_BACKEND = 1
-# flower: its event consumer, a broker pool for inspect/broadcast calls and their reply queues: 17-22
+# flower: its event consumer, a broker pool for inspect/broadcast calls and their reply queues: 17-21
 # measured across runs (it opens and keeps more as its periodic inspect calls overlap); 19 is the middle.
 FLOWER = 19
+# A process that sends tasks (a web worker calling .delay()): its producer (LPUSH) and a heartbeat PING, 2;
+# +1 when a Redis result backend is configured (apply_async starts the result consumer even if nobody
+# waits); +1 more once it has waited on a result (AsyncResult.get(): GET, then the consumer's SUBSCRIBE).
+CELERY_CLIENT = 2
 # `rq worker`: BLMOVE (BRPOP before RQ 2) on its queues plus a SUBSCRIBE to rq:pubsub:<worker> for commands;
 # the forked work horse uses the parent's connection and opens none of its own.
 RQ_WORKER = 2
@@ -53,7 +57,9 @@ class Component:
     result_backend: str | None = None
     broker_pool_limit: int = 10
     redis_max_connections: int | None = None
-    # gunicorn / uwsgi / django-cache / redis-py / rq
+    # celery-client
+    waits_for_results: bool = False
+    # gunicorn / uwsgi / django-cache / redis-py / rq / celery-client
     workers: int = 1
     threads: int = 1
     max_connections: int | None = None
@@ -101,6 +107,12 @@ def celery_beat(c: Component) -> tuple[int, str, bool]:
     return CELERY_BEAT, f"{CELERY_BEAT} broker connections", True
 
 
+def celery_client(c: Component) -> tuple[int, str, bool]:
+    each = CELERY_CLIENT + (c.result_backend == "redis") + (c.result_backend == "redis" and c.waits_for_results)
+    return c.processes * each, f"{c.processes} process(es) x {each} (producer{', result consumer' if each > 2 else ''}" \
+        f"{', result GET' if each > 3 else ''})", True
+
+
 def web_workers(c: Component) -> tuple[int, str, bool]:
     per = _min_cap(c.threads, c.max_connections)
     n = c.workers * per
@@ -121,7 +133,8 @@ def redis_py(c: Component) -> tuple[int, str, bool]:
 FORMULAS: dict[str, tuple[Callable[[Component], tuple[int, str, bool]], str | None]] = {
     "celery": (celery_worker, "concurrency"),
     "celery-beat": (celery_beat, None),
-    "flower": (lambda c: (FLOWER, "event consumer, inspect/broadcast pool and reply queues (17-22 measured)", True), None),
+    "celery-client": (celery_client, "processes"),
+    "flower": (lambda c: (FLOWER, "event consumer, inspect/broadcast pool and reply queues (17-21 measured)", True), None),
     "gunicorn": (web_workers, "workers"),
     "uwsgi": (web_workers, "workers"),
     "django-cache": (django_cache, "workers"),

@@ -22,6 +22,7 @@ class DeploymentError(ValueError):
 FIELDS: dict[str, tuple[str, ...]] = {
     "celery": ("pool", "concurrency", "broker", "result_backend", "broker_pool_limit", "redis_max_connections"),
     "celery-beat": ("broker", "result_backend"),
+    "celery-client": ("processes", "broker", "result_backend", "waits_for_results"),
     "flower": ("broker",),
     "gunicorn": ("workers", "threads", "max_connections"),
     "uwsgi": ("workers", "threads", "max_connections"),
@@ -71,6 +72,9 @@ def component_from(table: Mapping[str, Any], index: int) -> Component:
             if v not in ("redis", "", "none"):
                 raise DeploymentError(f"{where}: result_backend = {v!r} must be \"redis\" or absent")
             v = v or None if v != "none" else None
+        elif key == "waits_for_results":
+            if not isinstance(v, bool):
+                raise DeploymentError(f"{where}: waits_for_results = {v!r} must be true or false")
         elif key == "backend":
             if v not in CACHE_BACKENDS:
                 raise DeploymentError(f"{where}: backend = {v!r} is not one of {', '.join(CACHE_BACKENDS)}")
