@@ -21,8 +21,8 @@ def _count(name: str, default: int, help_text: str, minimum: int = 0, maximum: i
 
 @click.command("plan", cls=OneLineCommand)
 @click.option("--deployment", "deployment_file", metavar="FILE.toml", default=None,
-              help="A deployment by its components ([[component]]: celery, celery-client, celery-beat, flower, gunicorn, uwsgi, "
-                   "django-cache, rq, redis-py) and its [server]; flags given here override [server]. "
+              help="A deployment by its components ([[component]]: celery, celery-client, celery-beat, flower, "
+                   "gunicorn, uwsgi, django-cache, rq, redis-py) and its [server]; flags given here override [server]. "
                    "See docs/frameworks.md.")
 @_count("--instances", 1, "Application instances (hosts, pods).", 1)
 @_count("--processes", 1, "Processes per instance, each with its own pool (gunicorn/uwsgi workers).", 1)
