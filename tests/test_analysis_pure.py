@@ -3,7 +3,6 @@ anywhere a recording can be read. Checked in a fresh interpreter: this test proc
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -15,7 +14,6 @@ import pytest
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 IO_LIBRARIES = ("redis", "rich", "click")
 # The pool arithmetic leaves remedy/plan.py (which imports redis-py) for analysis/pools.py on branch w22.
-POOLS_MOVED = importlib.util.find_spec("connguard.analysis.pools") is not None
 
 
 def loaded_after(statement: str) -> list[str]:
@@ -32,6 +30,5 @@ def test_the_snapshot_model_and_the_window_import_no_io_library(module):
     assert loaded_after(f"import {module}") == []
 
 
-@pytest.mark.xfail(not POOLS_MOVED, strict=True, reason="analysis/rules/pool.py still imports remedy.plan (w22 moves it)")
 def test_the_diagnosis_imports_no_io_library():
     assert loaded_after("import connguard.analysis.diagnosis") == []

@@ -135,7 +135,7 @@ def test_blocked_clients_hold_slots_in_blpop(binary: ServerBinary) -> None:
 
 
 def test_every_scenario_is_named_and_unknown_ones_list_the_valid_names() -> None:
-    assert len(SCENARIO_NAMES) == 9 and "output_buffer_bloat" in SCENARIO_NAMES
+    assert len(SCENARIO_NAMES) == 10 and "output_buffer_bloat" in SCENARIO_NAMES and "celery" in SCENARIO_NAMES
     with pytest.raises(LabError, match="valid names: connection_leak"):
         with run_scenario("thundering_herd", log=quiet):
             pass

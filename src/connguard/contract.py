@@ -23,6 +23,7 @@ DOCTOR_SCHEMA = "connguard.doctor/1"
 KILL_SCHEMA = "connguard.kill/1"
 CONFIG_SCHEMA = "connguard.config/1"
 PLAN_SCHEMA = "connguard.plan/1"
+PLAN_DEPLOYMENT_SCHEMA = "connguard.plan/2"  # plan --deployment: a deployment by its components
 WATCH_SCHEMA = "connguard.watch/1"
 WATCH_ALERT_SCHEMA = "connguard.watch.alert/1"  # --alert-cmd's stdin
 FLEET_SCHEMA = "connguard.fleet/1"
@@ -32,7 +33,7 @@ OBSERVATION_SCHEMA = "connguard.observation/1"  # one line per tick of a recordi
 EVENT_SCHEMA = "connguard.event/1"  # something the tool did between observations (watch's kills)
 SNAPSHOT_SCHEMA = "connguard.snapshot/1"  # the raw captures of tests/testdata
 
-SCHEMAS = (STATUS_SCHEMA, DOCTOR_SCHEMA, KILL_SCHEMA, CONFIG_SCHEMA, PLAN_SCHEMA, WATCH_SCHEMA, WATCH_ALERT_SCHEMA,
+SCHEMAS = (STATUS_SCHEMA, DOCTOR_SCHEMA, KILL_SCHEMA, CONFIG_SCHEMA, PLAN_SCHEMA, PLAN_DEPLOYMENT_SCHEMA, WATCH_SCHEMA, WATCH_ALERT_SCHEMA,
            FLEET_SCHEMA, STORM_SCHEMA, RECORDING_SCHEMA, OBSERVATION_SCHEMA, EVENT_SCHEMA, SNAPSHOT_SCHEMA)
 
 # -- the `reason` label of connguard_probe_error (the exporter) --------------------------------------------------
@@ -45,4 +46,5 @@ CAUSES = (
     "maxclients_too_low", "fd_limit", "internal_connections", "blocked_clients",
     "output_buffer_bloat",  # slow consumers (subscribers, replicas) whose output buffers hold memory
     "capacity_pressure",  # usage at or over the warning line that no other cause explains
+    "framework_connections",  # advisory (info): connections that look like Celery, RQ, Django's cache
 )

@@ -7,6 +7,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
+from connguard.analysis import frameworks
 from connguard.analysis.classify import BLOCKED, INTERNAL_KINDS, NORMAL, PUBSUB, client_records, kind_of
 from connguard.analysis.window import HostChurn
 from connguard.probe.model import ClientRecord, Snapshot
@@ -74,6 +75,7 @@ class Source:
     others: int = 0  # the host's connections that are not stale
     others_max_idle_s: int | None = None  # the longest idle among them
     stale_age_gap_s: int | None = None  # seconds between the stale pile's ages and the others' ages
+    frameworks: tuple[str, ...] = ()  # advisory names ("celery worker", "rq worker"): analysis/frameworks.py
 
     @property
     def churning(self) -> bool:
@@ -92,7 +94,7 @@ class Source:
             "libs": list(self.libs), "blocked": self.blocked, "users": list(self.users),
             "normal": self.normal, "pubsub": self.pubsub, "internal": self.internal, "active": self.active,
             "age_spread_s": self.age_spread_s, "growth": self.growth, "opened": self.opened, "closed": self.closed,
-            "hosts": self.hosts,
+            "hosts": self.hosts, **({"frameworks": list(self.frameworks)} if self.frameworks else {}),
         }
 
 
@@ -172,6 +174,7 @@ def summarize(host: str, recs: Sequence[ClientRecord], idle_threshold_s: float, 
         others=len(others),
         others_max_idle_s=max((r.idle_s for r in others), default=None),
         stale_age_gap_s=gap,
+        frameworks=frameworks.labels(recs),
     )
 
 

@@ -101,6 +101,10 @@ def _maxclients_line(server: ServerProcess) -> str:
 def scenario_command(name: str, url: str | None, duration_s: float, scale: float, server_bin: str | None) -> None:
     if name not in SCENARIO_NAMES:
         raise BadArguments(f"unknown scenario {name!r}; valid names: {', '.join(SCENARIO_NAMES)}")
+    if name == "celery":
+        from connguard.lab.celery import require_celery
+
+        require_celery()  # one line (how to install) and exit 3 before anything starts
     if url is None:
         default_binary(server_bin)  # a missing binary is reported before anything starts
     with interrupts_as_keyboardinterrupt():

@@ -20,6 +20,10 @@ def _count(name: str, default: int, help_text: str, minimum: int = 0, maximum: i
 
 
 @click.command("plan", cls=OneLineCommand)
+@click.option("--deployment", "deployment_file", metavar="FILE.toml", default=None,
+              help="A deployment by its components ([[component]]: celery, celery-client, celery-beat, flower, "
+                   "gunicorn, uwsgi, django-cache, rq, redis-py) and its [server]; flags given here override [server]. "
+                   "See docs/frameworks.md.")
 @_count("--instances", 1, "Application instances (hosts, pods).", 1)
 @_count("--processes", 1, "Processes per instance, each with its own pool (gunicorn/uwsgi workers).", 1)
 @_count("--pool-size", 10, "Connections per process pool (max_connections).", 1)
@@ -36,7 +40,7 @@ def _count(name: str, default: int, help_text: str, minimum: int = 0, maximum: i
 @_count("--per-invocation", 1, "Connections each invocation opens (with --serverless).", 1)
 @json_option
 @handle_errors
-def plan_command(instances: int, processes: int, pool_size: int, replicas: int, sentinels: int, cluster_nodes: int,
+def plan_command(deployment_file: str | None, instances: int, processes: int, pool_size: int, replicas: int, sentinels: int, cluster_nodes: int,
                  maxclients: int, fd_limit: int | None, reserve: int, fd_margin: int, serverless: bool,
                  concurrency: int, per_invocation: int, as_json: bool) -> None:
     """How many connections a deployment takes against maxclients, and what to set so it stays under 80%.
@@ -44,6 +48,10 @@ def plan_command(instances: int, processes: int, pool_size: int, replicas: int, 
     Exit 0 when it stays under the 0.8 warning line, 1 at or above it, 2 at or above the 0.9 line or over
     maxclients, 3 on bad input.
     """
+    if deployment_file is not None:
+        from connguard.commands.plan_deployment import run_deployment
+
+        run_deployment(deployment_file, as_json)
     if not serverless and concurrency:
         raise ValueError("--concurrency only applies with --serverless")
     result = plan(PlanInput(
@@ -58,19 +66,29 @@ def plan_command(instances: int, processes: int, pool_size: int, replicas: int, 
     sys.exit(int(EXIT_BY_STATUS[result.status]))
 
 
-def render(result: Plan, console: Console) -> None:
-    pct = f"{100 * result.ratio:.1f}%"
+def print_verdict(console: Console, status: str, total: int, maxclients: int, ratio: float) -> None:
+    """The plan's first line (plain and deployment plans alike): the verdict and the numbers behind it."""
+    pct = f"{100 * ratio:.1f}%"
     verdict = {
-        "ok": f"OK: {result.total} of {result.maxclients} connections ({pct}), under the {WARNING_LINE:.0%} warning line.",
-        "warning": f"WARNING: {result.total} of {result.maxclients} connections ({pct}) is at or over the "
+        "ok": f"OK: {total} of {maxclients} connections ({pct}), under the {WARNING_LINE:.0%} warning line.",
+        "warning": f"WARNING: {total} of {maxclients} connections ({pct}) is at or over the "
                    f"{WARNING_LINE:.0%} warning line: no room for a deploy, a failover or a leak.",
-        "critical": (f"CRITICAL: {result.total} connections exceed maxclients {result.maxclients} ({pct}): "
-                     "the server will refuse connections at peak.") if result.total > result.maxclients else
-                    (f"CRITICAL: {result.total} of {result.maxclients} connections ({pct}) is at or over the "
+        "critical": (f"CRITICAL: {total} connections exceed maxclients {maxclients} ({pct}): "
+                     "the server will refuse connections at peak.") if total > maxclients else
+                    (f"CRITICAL: {total} of {maxclients} connections ({pct}) is at or over the "
                      f"{CRITICAL_LINE:.0%} danger line: one deploy or failover from refusing connections."),
-    }[result.status]
-    style = {"ok": "bold green", "warning": "bold yellow", "critical": "bold red"}[result.status]
-    console.print(verdict, style=style)
+    }[status]
+    console.print(verdict, style={"ok": "bold green", "warning": "bold yellow", "critical": "bold red"}[status])
+
+
+def print_settings(console: Console, maxclients: int, fd_limit: int) -> None:
+    console.print(f"Set maxclients {maxclients} (redis.conf, or `connguard config URL --maxclients {maxclients} "
+                  f"--yes`) and the server's fd limit to at least {fd_limit} (`ulimit -n {fd_limit}`, systemd "
+                  f"LimitNOFILE={fd_limit}): maxclients + 32 + margin.")
+
+
+def render(result: Plan, console: Console) -> None:
+    print_verdict(console, result.status, result.total, result.maxclients, result.ratio)
     table = Table(show_edge=False)
     table.add_column("part")
     table.add_column("connections", justify="right")
@@ -81,9 +99,6 @@ def render(result: Plan, console: Console) -> None:
     console.print(table)
     unit = "connections per invocation" if result.parts[0].name == "serverless" else "pool size per process"
     console.print(f"Largest safe {unit}: {result.largest_safe_pool_size}")
-    console.print(f"Set maxclients {result.recommended_maxclients} (redis.conf, or `connguard config URL "
-                  f"--maxclients {result.recommended_maxclients} --yes`) and the server's fd limit to at least "
-                  f"{result.recommended_fd_limit} (`ulimit -n {result.recommended_fd_limit}`, systemd "
-                  f"LimitNOFILE={result.recommended_fd_limit}): maxclients + 32 + margin.")
+    print_settings(console, result.recommended_maxclients, result.recommended_fd_limit)
     for note in result.notes:
         console.print(f"- {note}")

@@ -238,3 +238,5 @@ SPECS: dict[str, Spec] = {
     "blocked_clients": Spec(blocked_clients, maxclients=100),
     "output_buffer_bloat": Spec(output_buffer_bloat, maxclients=100),
 }
+from connguard.lab.celery import MAXCLIENTS as _CELERY_MAXCLIENTS, celery_pile  # noqa: E402 (it imports Built, Setup)
+SPECS["celery"] = Spec(celery_pile, maxclients=_CELERY_MAXCLIENTS, own_server="a real Celery worker", scales=False)

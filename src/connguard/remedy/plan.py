@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
-from fractions import Fraction
 from typing import Any
 
 from connguard.analysis.capacity import CRITICAL_RATIO as CRITICAL_LINE
 from connguard.analysis.capacity import WARNING_RATIO as WARNING_LINE
+from connguard.analysis.pools import largest_under, least_maxclients_for
+from connguard.contract import PLAN_SCHEMA
 from connguard.remedy.limits import DEFAULT_RESERVE, RESERVED_FDS, fd_limit_for_maxclients, max_clients_for_fd_limit
 DEFAULT_FD_MARGIN = 64  # fds beyond maxclients + 32 for AOF/RDB files, the replication backlog, logs
 
@@ -18,20 +18,6 @@ DEFAULT_FD_MARGIN = 64  # fds beyond maxclients + 32 for AOF/RDB files, the repl
 MAX_COUNT = 1_000_000
 MAX_MAXCLIENTS = 10_000_000
 MAX_FD_LIMIT = 1 << 30
-
-
-def largest_under(line: float, maxclients: int, other: int, units: int) -> int:
-    """The largest per-unit size p with units x p + other strictly under line x maxclients: the ratio
-    then stays below the warning line, which is reached at or above it (>=, as in capacity.py)."""
-    room = Fraction(line).limit_denominator(10_000) * maxclients - other
-    if room <= 0:
-        return 0
-    return max(0, math.ceil(room / units) - 1)
-
-
-def least_maxclients_for(total: int, line: float = WARNING_LINE) -> int:
-    """The smallest maxclients that keeps `total` strictly under `line`."""
-    return math.floor(total / Fraction(line).limit_denominator(10_000)) + 1
 
 
 @dataclass(frozen=True)
@@ -101,8 +87,47 @@ class Plan:
     notes: tuple[str, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": "connguard.plan/1", **asdict(self), "warning_line": WARNING_LINE,
+        return {"schema": PLAN_SCHEMA, **asdict(self), "warning_line": WARNING_LINE,
                 "critical_line": CRITICAL_LINE}
+
+
+def internal_parts(*, replicas: int, sentinels: int, cluster_nodes: int, reserve: int) -> tuple[Part, ...]:
+    """What the server holds besides the applications (non-zero parts only): replicas, Sentinel links, the
+    cluster bus estimate (all count against maxclients, REDIS-FACTS.md) and the reserve for people and tools."""
+    cluster_bus = 2 * (cluster_nodes - 1) if cluster_nodes >= 2 else 0
+    return tuple(p for p in (
+        Part("replicas", replicas, "one connection per replica on the primary"),
+        Part("sentinels", 2 * sentinels, "each Sentinel holds a command and a pub/sub link"),
+        Part("cluster bus", cluster_bus, f"2 x ({cluster_nodes} nodes - 1), counted against maxclients"),
+        Part("reserve", reserve, "people and tools: redis-cli, exporters, failover headroom"),
+    ) if p.connections)
+
+
+def effective_maxclients(maxclients: int, fd_limit: int | None) -> tuple[int, list[str]]:
+    """maxclients as the server will run it: lowered to fd_limit - 32 at startup when the fd limit is too low."""
+    if fd_limit is not None and max_clients_for_fd_limit(fd_limit) < maxclients:
+        effective = max_clients_for_fd_limit(fd_limit)
+        return effective, [f"the fd limit {fd_limit} lowers maxclients from {maxclients} to {effective} "
+                           f"({fd_limit} - {RESERVED_FDS}); Redis does this at startup and says so only in its log"]
+    return maxclients, []
+
+
+def status_of(total: int, maxclients: int) -> str:
+    """ok | warning (>= the 0.8 line) | critical (>= the 0.9 line, or over maxclients)."""
+    ratio = total / maxclients
+    return "critical" if total > maxclients or ratio >= CRITICAL_LINE else "warning" if ratio >= WARNING_LINE else "ok"
+
+
+def recommended_settings(total: int, maxclients: int, fd_limit: int | None, fd_margin: int,
+                         notes: list[str]) -> tuple[int, int]:
+    """The maxclients that keeps `total` under the warning line (never lower than today's) and the fd limit
+    it needs; appends the note to raise the fd limit first when it is too low."""
+    recommended = max(least_maxclients_for(total), maxclients)
+    fd_needed = fd_limit_for_maxclients(recommended, fd_margin)
+    if fd_limit is not None and fd_limit < fd_needed:
+        notes.append(f"raise the fd limit from {fd_limit} to at least {fd_needed} (LimitNOFILE / ulimit -n) "
+                     "before raising maxclients")
+    return recommended, fd_needed
 
 
 def plan(spec: PlanInput) -> Plan:
@@ -116,25 +141,14 @@ def plan(spec: PlanInput) -> Plan:
         app = Part("application pools", units * spec.pool_size,
                    f"{spec.instances} instance(s) x {spec.processes_per_instance} process(es) x pool {spec.pool_size}")
         app_units = units
-    cluster_bus = 2 * (spec.cluster_nodes - 1) if spec.cluster_nodes >= 2 else 0
-    parts = tuple(p for p in (
-        app,
-        Part("replicas", spec.replicas, "one connection per replica on the primary"),
-        Part("sentinels", 2 * spec.sentinels, "each Sentinel holds a command and a pub/sub link"),
-        Part("cluster bus", cluster_bus, f"2 x ({spec.cluster_nodes} nodes - 1), counted against maxclients"),
-        Part("reserve", spec.reserve, "people and tools: redis-cli, exporters, failover headroom"),
-    ) if p.connections or p is app)
+    parts = (app, *internal_parts(replicas=spec.replicas, sentinels=spec.sentinels,
+                                  cluster_nodes=spec.cluster_nodes, reserve=spec.reserve))
     total = sum(p.connections for p in parts)
     non_app = total - app.connections
 
-    notes: list[str] = []
-    effective = spec.maxclients
-    if spec.fd_limit is not None and max_clients_for_fd_limit(spec.fd_limit) < spec.maxclients:
-        effective = max_clients_for_fd_limit(spec.fd_limit)
-        notes.append(f"the fd limit {spec.fd_limit} lowers maxclients from {spec.maxclients} to {effective} "
-                     f"({spec.fd_limit} - {RESERVED_FDS}); Redis does this at startup and says so only in its log")
+    effective, notes = effective_maxclients(spec.maxclients, spec.fd_limit)
     ratio = total / effective
-    status = "critical" if total > effective or ratio >= CRITICAL_LINE else "warning" if ratio >= WARNING_LINE else "ok"
+    status = status_of(total, effective)
     safe = largest_under(WARNING_LINE, effective, non_app, app_units)
     per = spec.per_invocation if spec.serverless else spec.pool_size
     if per > safe:
@@ -142,12 +156,7 @@ def plan(spec: PlanInput) -> Plan:
         notes.append(f"{what} {per} is above the largest safe {safe} for this maxclients")
     if spec.serverless:
         notes.append("each invocation holds its own connections: put a proxy in between, or cap concurrency")
-    needed = least_maxclients_for(total)
-    recommended = max(needed, spec.maxclients)
-    fd_needed = fd_limit_for_maxclients(recommended, spec.fd_margin)
-    if spec.fd_limit is not None and spec.fd_limit < fd_needed:
-        notes.append(f"raise the fd limit from {spec.fd_limit} to at least {fd_needed} (LimitNOFILE / ulimit -n) "
-                     "before raising maxclients")
+    recommended, fd_needed = recommended_settings(total, spec.maxclients, spec.fd_limit, spec.fd_margin, notes)
     return Plan(
         parts=parts, total=total, maxclients=effective, maxclients_requested=spec.maxclients, ratio=round(ratio, 4),
         status=status, fits=status == "ok", largest_safe_pool_size=safe, recommended_maxclients=recommended,

@@ -8,7 +8,7 @@ from typing import Callable
 from connguard.analysis.facts import Facts
 from connguard.analysis.findings import Finding
 from connguard.analysis.rules import (
-    blocked, buffers, exhausted, fanout, fd_limit, internal, leak, pool, pressure, storm, too_low,
+    blocked, buffers, exhausted, fanout, fd_limit, framework, internal, leak, pool, pressure, storm, too_low,
 )
 
 Rule = Callable[[Facts], "Finding | None"]
@@ -17,6 +17,7 @@ Rule = Callable[[Facts], "Finding | None"]
 RULES: tuple[Rule, ...] = (
     exhausted.check, storm.check, leak.check, pool.check, fanout.check, too_low.check,
     fd_limit.check, internal.check, blocked.check, buffers.check,
+    framework.check,  # advisory names only (info)
 )
 
 

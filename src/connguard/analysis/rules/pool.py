@@ -15,7 +15,7 @@ from connguard.analysis.rules import storm, too_low
 from connguard.analysis.rules._actions import raise_maxclients, round_up
 from connguard.analysis.rules.leak import leaking_hosts
 from connguard.analysis.sources import Source, active_idle_limit
-from connguard.remedy.plan import largest_under, least_maxclients_for
+from connguard.analysis.pools import largest_under, least_maxclients_for
 
 MIN_BLOCK = 5
 NEAR_LIMIT = 0.7  # pools are worth a note once they fill this share of maxclients (a warning from 0.8)

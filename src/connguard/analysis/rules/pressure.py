@@ -10,7 +10,7 @@ from connguard.analysis.facts import Facts
 from connguard.analysis.findings import Action, Finding
 from connguard.analysis.rules._actions import raise_maxclients, round_up
 from connguard.analysis.sources import active_idle_limit
-from connguard.remedy.plan import least_maxclients_for
+from connguard.analysis.pools import least_maxclients_for
 
 NAMED_HOSTS = 5
 NOT_ABOUT_SLOTS = frozenset({"output_buffer_bloat"})
