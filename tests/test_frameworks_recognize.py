@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from connguard.analysis.frameworks import labels, recognize
-from connguard.probe.client_list import parse_client_records
+from connguard.probe.client_list import parse_client_list
 
 DATA = Path(__file__).resolve().parent / "testdata" / "frameworks" / "7.0.15"
 
@@ -15,7 +15,7 @@ def records(name: str, host: str | None = None):
     text = (DATA / name).read_text()
     if host:
         text = text.replace("addr=127.0.0.1:", f"addr={host}:")  # the same capture, as seen from another host
-    return parse_client_records(text)
+    return parse_client_list(text).records()
 
 
 def test_a_celery_prefork_worker_with_a_result_backend_is_named_with_one_store_per_child():
@@ -31,10 +31,10 @@ def test_callers_waiting_on_results_are_result_consumers_not_workers():
     worker = records("celery_worker_prefork4.txt", "127.0.0.13")
     both = records("celery_worker_and_3_waiting_producers.txt")
     callers = [r for r in both if r.id not in {w.id for w in worker}]
-    web = parse_client_records("".join(
+    web = parse_client_list("".join(
         line.replace("addr=127.0.0.1:", "addr=127.0.0.20:") + "\n"
         for line in (DATA / "celery_worker_and_3_waiting_producers.txt").read_text().splitlines()
-        if int(line.split()[0][3:]) in {r.id for r in callers}))
+        if int(line.split()[0][3:]) in {r.id for r in callers})).records()
     found = recognize(web)
     assert [(x.host, x.framework, x.role, x.connections) for x in found] == [("127.0.0.20", "celery", "result-consumer", 3)]  # one per waiting process
     assert "AsyncResult.get()" in found[0].line
