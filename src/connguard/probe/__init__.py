@@ -13,7 +13,8 @@ from connguard.probe.census import read_census
 from connguard.probe.client_list import parse_client_list
 from connguard.probe.host import is_local_server, read_host_facts
 from connguard.probe.info import parse_info
-from connguard.probe.model import ClientRecord, HostFacts, ServerInfo, Snapshot, SocketCensus
+from connguard.probe.model import ClientRecord, HostFacts, ServerConfig, ServerInfo, Snapshot, SocketCensus
+from connguard.probe.server_config import read_server_config
 from connguard.target import HeldConnection
 from connguard.wire import CLIENT_NAME
 
@@ -29,6 +30,7 @@ class RawCapture:
     config_maxclients: int | None
     client_list: str | None
     limitations: tuple[str, ...] = ()
+    server_config: ServerConfig | None = None  # timeout, tcp-keepalive, cluster nodes (probe/server_config.py)
 
 
 def _text(reply: object) -> str:
@@ -53,6 +55,7 @@ def capture(conn: HeldConnection, *, client_list: bool = True, clock: Callable[[
             limitations.append("CONFIG GET maxclients returned nothing; maxclients is from INFO")
     except redis.exceptions.ResponseError as exc:
         limitations.append(f"CONFIG GET maxclients denied ({_denied(exc)}); maxclients is from INFO")
+    server_config = read_server_config(conn, cluster="cluster_enabled:1" in info_all)
     listing: str | None = None
     if client_list:
         try:
@@ -61,7 +64,7 @@ def capture(conn: HeldConnection, *, client_list: bool = True, clock: Callable[[
             limitations.append(
                 f"CLIENT LIST denied ({_denied(exc)}); no per-connection view: sources, idle times and names are unknown"
             )
-    return RawCapture(taken_at, info_all, config_maxclients, listing, tuple(limitations))
+    return RawCapture(taken_at, info_all, config_maxclients, listing, tuple(limitations), server_config)
 
 
 def build_snapshot(
@@ -100,6 +103,7 @@ def build_snapshot(
         observer_connections=observer_connections,
         monotonic=monotonic,
         observer_connects=observer_connects,
+        server_config=raw.server_config,
     )
 
 

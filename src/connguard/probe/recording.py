@@ -199,8 +199,12 @@ def _check_observation(data: Mapping[str, Any]) -> None:
                     raise ValueError(f"census.{key} holds something other than [ip, port] pairs")
     if data.get("host") is not None:
         _check(data["host"], "host.", {"pid": (_INT,), "fd_limit_soft": (_INT, _NONE), "fd_limit_hard": (_INT, _NONE),
-                                       "open_fds": (_INT, _NONE)}, required=("pid", "fd_limit_soft", "fd_limit_hard", "open_fds"))
-        if set(data["host"]) - {"pid", "fd_limit_soft", "fd_limit_hard", "open_fds"}:
+                                       "open_fds": (_INT, _NONE), "passive_opens": (_INT, _NONE),
+                                       "passive_opens_at": (_NUM, _NONE), "internal_peers": (_DICT,),
+                                       "cluster_bus_links_in": (_INT, _NONE)},
+               required=("pid", "fd_limit_soft", "fd_limit_hard", "open_fds"))
+        if set(data["host"]) - {"pid", "fd_limit_soft", "fd_limit_hard", "open_fds", "passive_opens",
+                                "passive_opens_at", "internal_peers", "cluster_bus_links_in"}:
             raise ValueError("host has fields this version does not know")
 
 

@@ -41,7 +41,7 @@ def check(f: Facts) -> Finding | None:
     sentinel_names = sorted({n for s in f.sources.all for n in s.names if n.startswith("sentinel-")})[:6] \
         if f.sources else []
     evidence = {
-        "internal": internal, "replicas": c.replicas, "sentinel": c.sentinel, "primary_link": c.primary_link,
+        "slots_held": internal, "internal": internal, "replicas": c.replicas, "sentinel": c.sentinel, "primary_link": c.primary_link,
         "cluster_bus": c.cluster_bus, "share_of_maxclients": round(share, 3), "maxclients": f.maxclients,
         "headroom": f.capacity.headroom, "sentinel_names": sentinel_names,
         "hosts": [s.host for s in (f.sources.all if f.sources else ()) if s.internal][:10],
