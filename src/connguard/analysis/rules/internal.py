@@ -17,10 +17,13 @@ def check(f: Facts) -> Finding | None:
         return None
     share = internal / f.maxclients
     headroom = f.capacity.headroom or 0
-    if share >= LARGE_SHARE or (f.ratio >= f.settings.warning_ratio and internal >= 0.1 * f.used):
+    # Judged against headroom, not as a bare ratio: internal links matter when the server is near its limit
+    # and they are a real part of what fills it. Far from the limit they are a note, whatever their share.
+    near = f.full or f.ratio >= f.settings.warning_ratio
+    if near and internal >= 0.1 * max(f.used, 1):
         severity = f.ratio_severity("warning")
-    elif headroom < internal + RESERVE:
-        severity = "info"  # no reserve left for a failover or a new replica
+    elif headroom < internal + RESERVE or share >= LARGE_SHARE:
+        severity = "info"  # a check for the operator: little reserve left for a failover or a new replica
     else:
         return None
     parts = [f"{c.replicas} replica{'s' if c.replicas != 1 else ''}"]
