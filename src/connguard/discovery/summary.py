@@ -15,7 +15,7 @@ from connguard.discovery.model import Member, Problem
 # How bad a status is for the fleet: a refusing server first, then one we cannot see, then a warning.
 RISK_ORDER = ("critical", "unknown", "warning", "ok")
 FANOUT_MIN_SHARE = 0.5  # a client host seen on at least half the nodes fans out across them
-STRUCTURAL = ("client_fanout", "imbalance")  # fleet-wide shapes: named before any one member's cause
+STRUCTURAL = ("client_fanout", "imbalance")  # fleet-wide shapes: the `cause` field names these first
 IMBALANCE_FACTOR = 2.0  # the nearest node at twice the median ratio (and past the warning line) is a hot node
 
 
@@ -191,8 +191,7 @@ def _causes(kind: str, rows: Sequence[Row], nearest: Row | None) -> tuple[list[t
         lead = (worst.top_cause or "exhausted",
                 f"{worst.member.label} {state}: {worst.top_cause or 'exhausted'}"
                 + (f" ({worst.used} of about {worst.maxclients} slots)" if worst.maxclients else ""))
-        structural = [c for c in found if c[0] in STRUCTURAL]
-        found = structural + [lead] + [c for c in found if c[0] not in STRUCTURAL]
+        found = [lead] + found
     return found, fan
 
 
@@ -209,12 +208,14 @@ def summarize(kind: str, rows: Sequence[Row], problems: Sequence[Problem] = ()) 
     seen = [r for r in rows if r.ratio is not None or r.full]
     nearest = max(seen, key=lambda r: (r.effective_ratio, -risk_key(r)[0])) if seen else None
     found, fan = _causes(kind, rows, nearest)
-    cause = found[0][0] if found else None
+    # The text leads with the worst member; the `cause` field keeps a fleet-wide shape first when there is one.
+    structural = [c for c, _ in found if c in STRUCTURAL]
+    cause = structural[0] if structural else found[0][0] if found else None
     text = "; also ".join(t for _, t in found) if found else "no shared cause"
     links = [r.sentinel_links for r in rows if r.sentinel_links is not None]
     return FleetSummary(
         kind=kind, members=len(rows), by_status={s: by_status.get(s, 0) for s in RISK_ORDER}, status=status,
-        nearest=nearest, cause=cause, causes=tuple(dict.fromkeys(c for c, _ in found)), cause_summary=text, fanout=fan,
+        nearest=nearest, cause=cause, causes=tuple(dict.fromkeys([*structural, *(c for c, _ in found)])), cause_summary=text, fanout=fan,
         cluster_bus=sum(r.cluster_bus or 0 for r in rows), sentinel_links=sum(links) if links else None,
         problems=len(problems),
     )
