@@ -67,3 +67,24 @@ def read_server_config(conn: Executor, *, cluster: bool) -> ServerConfig | None:
         return None
     return ServerConfig(timeout_s=_int(settings.get("timeout")), tcp_keepalive_s=_int(settings.get("tcp-keepalive")),
                         cluster_nodes=nodes)
+
+
+def server_config_to_dict(config: ServerConfig | None) -> dict[str, Any] | None:
+    if config is None:
+        return None
+    return {"timeout_s": config.timeout_s, "tcp_keepalive_s": config.tcp_keepalive_s,
+            "cluster_nodes": dict(config.cluster_nodes)}
+
+
+def server_config_from_dict(data: Any) -> ServerConfig | None:
+    """Back from a recording; anything malformed reads as not known (a recording never fails on it)."""
+    if not isinstance(data, dict):
+        return None
+
+    def number(key: str) -> int | None:
+        value = data.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    nodes = data.get("cluster_nodes")
+    nodes = {str(k): str(v) for k, v in nodes.items()} if isinstance(nodes, dict) else {}
+    return ServerConfig(timeout_s=number("timeout_s"), tcp_keepalive_s=number("tcp_keepalive_s"), cluster_nodes=nodes)

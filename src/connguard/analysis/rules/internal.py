@@ -19,8 +19,9 @@ def check(f: Facts) -> Finding | None:
     headroom = f.capacity.headroom or 0
     # Judged against headroom, not as a bare ratio: internal links matter when the server is near its limit
     # and they are a real part of what fills it. Far from the limit they are a note, whatever their share.
+    # Also when fewer slots are left than the links already take (a failover or a new replica would fill them).
     near = f.full or f.ratio >= f.settings.warning_ratio
-    if near and internal >= 0.1 * max(f.used, 1):
+    if (near and internal >= 0.1 * max(f.used, 1)) or (share >= LARGE_SHARE and headroom < internal):
         severity = f.ratio_severity("warning")
     elif headroom < internal + RESERVE or share >= LARGE_SHARE:
         severity = "info"  # a check for the operator: little reserve left for a failover or a new replica
