@@ -9,7 +9,7 @@ from connguard.analysis.capacity import Capacity, Thresholds, capacity
 from connguard.analysis.classify import ConnectionClasses, classify
 from connguard.analysis.shell import Commands
 from connguard.analysis.facts import Facts
-from connguard.analysis.findings import Action, DoctorSettings, Finding, severity_rank, worst
+from connguard.analysis.findings import Action, DoctorSettings, Finding, worst
 from connguard.analysis.rates import Rates, window_rates
 from connguard.analysis.rules import exhausted as exhausted_rule
 from connguard.analysis.ranking import rank

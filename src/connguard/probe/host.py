@@ -51,20 +51,26 @@ def listening_inodes(port: int, proc: Path = PROC) -> set[str]:
     return inodes
 
 
-def process_owns_inode(pid: int, inodes: set[str], proc: Path = PROC) -> bool:
+def socket_inodes(pid: int, proc: Path = PROC) -> set[str]:
+    """The inodes of every socket the process holds open (empty when /proc does not let us see them)."""
     fd_dir = proc / str(pid) / "fd"
+    inodes: set[str] = set()
     try:
         entries = os.listdir(fd_dir)
     except OSError:
-        return False
+        return inodes
     for entry in entries:
         try:
             link = os.readlink(fd_dir / entry)
         except OSError:
             continue
-        if link.startswith("socket:[") and link[8:-1] in inodes:
-            return True
-    return False
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    return inodes
+
+
+def process_owns_inode(pid: int, inodes: set[str], proc: Path = PROC) -> bool:
+    return bool(socket_inodes(pid, proc) & inodes)
 
 
 def is_local_server(pid: int | None, port: int | None, proc: Path = PROC) -> bool:

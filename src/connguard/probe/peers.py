@@ -11,28 +11,11 @@ import os
 from pathlib import Path
 
 from connguard.probe.census import ESTABLISHED, LISTEN, decode_address
+from connguard.probe.host import PROC, socket_inodes
 
-PROC = Path("/proc")
 REDIS_PROCESSES = ("redis-server", "redis-sentinel", "valkey-server", "valkey-sentinel", "redis-check-")
 CLUSTER_BUS_OFFSET = 10_000  # Redis listens for the cluster bus on its port + 10000
 SENTINEL, REPLICA, CLUSTER_NODE = "Sentinel", "replica", "cluster node"
-
-
-def _socket_inodes(pid: int, proc: Path) -> set[str]:
-    fd_dir = proc / str(pid) / "fd"
-    inodes: set[str] = set()
-    try:
-        entries = os.listdir(fd_dir)
-    except OSError:
-        return inodes
-    for entry in entries:
-        try:
-            link = os.readlink(fd_dir / entry)
-        except OSError:
-            continue
-        if link.startswith("socket:["):
-            inodes.add(link[8:-1])
-    return inodes
 
 
 def _tcp_lines(proc: Path) -> list[list[str]]:
@@ -70,7 +53,7 @@ def _redis_processes(skip: int, proc: Path) -> dict[int, str]:
 
 def bus_links_in(pid: int, proc: Path = PROC) -> int | None:
     """Established connections into `pid`'s cluster-bus port (one per other known node), None without a bus."""
-    server_inodes = _socket_inodes(pid, proc)
+    server_inodes = socket_inodes(pid, proc)
     rows = _tcp_lines(proc)
     ports = {decode_address(r[1])[1] for r in rows if r[3] == LISTEN and r[9] in server_inodes}
     bus = {p for p in ports if p - CLUSTER_BUS_OFFSET in ports}
@@ -82,7 +65,7 @@ def bus_links_in(pid: int, proc: Path = PROC) -> int | None:
 def internal_peers(pid: int, proc: Path = PROC) -> dict[str, str]:
     """{client host as the server sees it: what it is} for connections to `pid`'s listening ports whose
     client end a local Redis process holds: a Sentinel, a replica, or (to the bus port) a cluster node."""
-    server_inodes = _socket_inodes(pid, proc)
+    server_inodes = socket_inodes(pid, proc)
     if not server_inodes:
         return {}
     rows = _tcp_lines(proc)
@@ -105,7 +88,7 @@ def internal_peers(pid: int, proc: Path = PROC) -> dict[str, str]:
         return {}
     found: dict[str, set[str]] = {}
     for other, what in _redis_processes(pid, proc).items():
-        for inode in _socket_inodes(other, proc) & outbound.keys():
+        for inode in socket_inodes(other, proc) & outbound.keys():
             host, port = outbound[inode]
             found.setdefault(host, set()).add(CLUSTER_NODE if port in bus else what)
     return {host: ", ".join(sorted(kinds)) for host, kinds in sorted(found.items())}
