@@ -76,19 +76,23 @@ def test_a_leak_under_a_storm_is_the_root_and_the_storm_the_amplifier(server_bin
 
 
 @pytest.mark.timeout(90)
-def test_a_refused_doctor_still_names_the_pile_under_a_storm_and_counts_arrivals_from_the_kernel(server_binary):
+def test_a_doctor_without_a_held_slot_still_names_the_pile_under_a_storm(server_binary):
+    """Without a held connection the doctor is usually refused and judges from /proc (censuses and the
+    kernel's PassiveOpens); when the storm frees a slot at the right moment it gets in. Either way the pile is
+    the root and the storm the amplifier."""
     with d3.leak_under_storm(server_binary, hold=False) as live:
-        diag = run_doctor(parse_target(live.url), live.settings, connect_timeout_s=1.5)
-    assert not diag.reachable and {"exhausted", "retry_storm", "connection_leak"} <= serious(diag), \
-        [(f.cause, f.summary) for f in diag.findings]
+        diag = run_doctor(parse_target(live.url), live.settings, connect_timeout_s=0.5)
+    assert {"exhausted", "retry_storm", "connection_leak"} <= serious(diag), [(f.cause, f.summary) for f in diag.findings]
     leak, storm = diag.finding("connection_leak"), diag.finding("retry_storm")
     assert leak.hosts == (d3.LEAK_HOST,) and leak.summary.startswith("Root cause")
+    assert diag.finding("exhausted").actions[0].title.startswith("Order of relief: 1. stop the retry storm")
+    if diag.reachable:
+        assert storm.evidence["rejected_per_s"] > storm.evidence["connections_received_per_s"]
+        return
     arrivals = storm.evidence["kernel_arrivals"]
     assert arrivals is not None and "network namespace" in arrivals["scope"]
     caught = storm.evidence["new_connections"] / max(storm.evidence["window_s"], 0.01)
     assert arrivals["per_s"] > caught, "the kernel sees the refused attempts the census cannot catch"
-    steps = [a.title for a in diag.finding("exhausted").actions]
-    assert steps[0].startswith("Order of relief: 1. stop the retry storm")
 
 
 @pytest.mark.timeout(90)

@@ -87,3 +87,19 @@ def test_a_cluster_summary_names_the_refusing_node_first_and_counts_it_as_100_pe
     summary = summarize("cluster", rows)
     assert summary.cause_summary.startswith(f"{rows[-1].member.label} refuses connections: exhausted")
     assert summary.nearest is rows[-1] and summary.causes[0] == "exhausted"
+
+
+def test_kernel_arrivals_are_a_host_wide_rate_attributed_by_the_sampled_sockets():
+    from connguard.analysis.rules.exhausted import kernel_arrivals
+    from connguard.probe.census import CensusTurnover, HostTurnover
+    from connguard.probe.model import HostFacts
+
+    first = HostFacts(7, 1024, 1024, 10, passive_opens=1_000, passive_opens_at=10.0)
+    last = HostFacts(7, 1024, 1024, 10, passive_opens=24_136, passive_opens_at=12.0)
+    hosts = (HostTurnover("10.0.0.21", 2, 12, 11, 0), HostTurnover("10.0.0.22", 1, 4, 4, 0))
+    t = CensusTurnover(6379, 2.0, 60, 60, 60, hosts, 0, 0, 60)
+    got = kernel_arrivals(first, last, t)
+    assert got["per_s"] == 11568.0 and got["accepted"] == 23_136
+    assert got["by_host_estimate"] == {"10.0.0.21": 8676.0, "10.0.0.22": 2892.0}
+    assert "network namespace" in got["scope"]
+    assert kernel_arrivals(first, first, t) is None and kernel_arrivals(None, last, t) is None

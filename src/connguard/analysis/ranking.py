@@ -53,7 +53,7 @@ def relate(findings: Sequence[Finding]) -> list[Finding]:
                   "leak is what fills the server" + (f": `{kill.command}`" if kill else ""), None, False)
     new_storm = replace(storm, summary=f"Amplifier: {storm.summary}",
                         evidence={**storm.evidence, "role": "amplifier", "root": "connection_leak"},
-                        actions=(*storm.actions, then))
+                        actions=(*(a for a in storm.actions if a is not _first_kill(storm)), then))
     out = []
     for f in findings:
         out.append(new_leak if f is leak else new_storm if f is storm else f)
