@@ -154,7 +154,7 @@ def from_census(
         why = (f"Clients are reconnecting constantly: a retry storm ({'; '.join(signals)}), "
                f"led by {', '.join(h.host for h in storm_hosts[:3]) or busiest}.")
     elif turnover is not None and census and census.total:
-        named = ", ".join(f"{h} ({n}{", " + internal[h] if h in internal else ""})" for h, n in top[:3])
+        named = ", ".join(f"{h} ({n}" + (f", {internal[h]})" if h in internal else ")") for h, n in top[:3])
         why = (f"Little turnover in {turnover.window_s:.1f}s ({turnover.new} new): the slots are held by long-lived "
                f"connections, a leak or oversized pools; top hosts {named}{_pile_shape(census)}.")
     else:
