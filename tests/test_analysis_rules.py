@@ -126,7 +126,11 @@ def test_cluster_bus_and_replicas_count_as_internal_connections():
     lines = _busy(50) + [client(5000 + i, f"10.6.0.{i}", 1000, 0, flags="S", cmd="replconf") for i in range(2)]
     diag = diagnose(snapshot(lines, maxclients=300, slaves=2, cluster=40), None, PROD, TARGET)
     f = diag.finding("internal_connections")
-    assert f.evidence["internal"] == 42 and f.evidence["cluster_bus"] == 40 and f.severity == "warning"
+    # 31% in use, 208 slots free: a large share, but far from the limit, so a note, not a warning.
+    assert f.evidence["internal"] == 42 and f.evidence["cluster_bus"] == 40 and f.severity == "info"
+    assert diag.status == "ok"
+    near = diagnose(snapshot(_busy(200) + lines[50:], maxclients=260, slaves=2, cluster=40), None, PROD, TARGET)
+    assert near.finding("internal_connections").severity in ("warning", "critical"), "near the limit they matter"
 
 
 def test_classification_follows_flags_names_and_blocking_commands():

@@ -46,5 +46,6 @@ CAUSES = (
     "maxclients_too_low", "fd_limit", "internal_connections", "blocked_clients",
     "output_buffer_bloat",  # slow consumers (subscribers, replicas) whose output buffers hold memory
     "capacity_pressure",  # usage at or over the warning line that no other cause explains
+    "monitor_sessions",  # MONITOR clients holding slots (and CPU: every command is copied to each)
     "framework_connections",  # advisory (info): connections that look like Celery, RQ, Django's cache
 )

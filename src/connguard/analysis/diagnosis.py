@@ -9,9 +9,10 @@ from connguard.analysis.capacity import Capacity, Thresholds, capacity
 from connguard.analysis.classify import ConnectionClasses, classify
 from connguard.analysis.shell import Commands
 from connguard.analysis.facts import Facts
-from connguard.analysis.findings import Action, DoctorSettings, Finding, severity_rank, worst
+from connguard.analysis.findings import Action, DoctorSettings, Finding, worst
 from connguard.analysis.rates import Rates, window_rates
 from connguard.analysis.rules import exhausted as exhausted_rule
+from connguard.analysis.ranking import rank
 from connguard.analysis.rules import run_rules
 from connguard.analysis.sources import Source, source_table
 from connguard.analysis.window import Window
@@ -113,8 +114,7 @@ class Diagnosis:
 
 
 def _ordered(findings: list[Finding]) -> tuple[Finding, ...]:
-    # exhausted first (it is the symptom), then worst severity, then most confident.
-    return tuple(sorted(findings, key=lambda f: (f.cause != "exhausted", -severity_rank(f.severity), -f.confidence)))
+    return rank(findings)  # analysis/ranking.py: the symptom, then severity, then slots held
 
 
 def overall_status(findings: tuple[Finding, ...], cap: Capacity | None, settings: DoctorSettings) -> str:
@@ -191,6 +191,7 @@ def _census_sources(census: SocketCensus, turnover: CensusTurnover | None = None
 def diagnose_unreachable(
     target: Target | str, settings: DoctorSettings, error: str, *, full: bool,
     census: SocketCensus | None = None, host: HostFacts | None = None, turnover: CensusTurnover | None = None,
+    first_host: HostFacts | None = None,
 ) -> Diagnosis:
     """Pure: the verdict when the doctor got no connection. A full server is `exhausted` (critical), plus
     `retry_storm` when two censuses `turnover` apart show the connections changing hands; any other
@@ -201,7 +202,8 @@ def diagnose_unreachable(
                          rates=None, sources=None, findings=(), settings=settings)
     sources = _census_sources(census, turnover) if census is not None else None
     top = sources[: settings.top] if sources else ()
-    findings = exhausted_rule.from_census(error, census, turnover, host, settings, Commands.for_target(target))
+    findings = exhausted_rule.from_census(error, census, turnover, host, settings, Commands.for_target(target),
+                                          first_host=first_host)
     limitations = ("the server refused the doctor: no INFO or CLIENT LIST, only what this host can see",)
     if census is not None and turnover is None:
         limitations += ("one socket census (--once): turnover, and so a retry storm, is not measured",)
@@ -230,4 +232,5 @@ def diagnose_observations(observations: Sequence[Observation], settings: DoctorS
     turnover = census_turnover(censuses) if len(censuses) >= 2 else None
     return diagnose_unreachable(target, settings, refused[-1].failure.message if refused[-1].failure else "refused",
                                 full=True, census=censuses[-1] if censuses else None,
-                                host=hosts[-1] if hosts else None, turnover=turnover)
+                                host=hosts[-1] if hosts else None, turnover=turnover,
+                                first_host=hosts[0] if len(hosts) > 1 else None)

@@ -76,11 +76,21 @@ class Source:
     others_max_idle_s: int | None = None  # the longest idle among them
     stale_age_gap_s: int | None = None  # seconds between the stale pile's ages and the others' ages
     frameworks: tuple[str, ...] = ()  # advisory names ("celery worker", "rq worker"): analysis/frameworks.py
+    # Subscribers (SUBSCRIBE/PSUBSCRIBE) are idle by nature, so their ages, not idle times, tell a pile:
+    pubsub_ids: tuple[int, ...] = field(default=(), repr=False)  # oldest first
+    pubsub_median_age_s: int = 0
+    pubsub_age_spread_s: int = 0  # p90 - p10 of their ages: opened over time (one per session) or together
+    pubsub_outliving: int = 0  # subscribers older than every other connection of the host: left behind
+    pubsub_patterns: int = 0  # of them pattern subscribers (psub > 0)
 
     @property
     def churning(self) -> bool:
         """Connections came and went while we watched: not a fixed block, not a still pile."""
         return bool(self.closed) and bool(self.opened) and self.closed >= max(2, 0.2 * self.connections)
+
+    @property
+    def pubsub_spread_ratio(self) -> float:
+        return max(0, self.pubsub_age_spread_s - 1) / max(self.pubsub_median_age_s, 1)
 
     @property
     def spread_ratio(self) -> float:
@@ -144,6 +154,10 @@ def summarize(host: str, recs: Sequence[ClientRecord], idle_threshold_s: float, 
         s_lo, s_hi = min(r.age_s for r in stale), max(r.age_s for r in stale)
         o_lo, o_hi = min(r.age_s for r in others), max(r.age_s for r in others)
         gap = max(0, s_lo - o_hi, o_lo - s_hi)
+    subs = sorted((r for r, k in zip(recs, kinds) if k == PUBSUB), key=lambda r: (-r.age_s, r.id))
+    sub_ages = sorted(r.age_s for r in subs)
+    non_sub_ages = [r.age_s for r, k in zip(recs, kinds) if k != PUBSUB]
+    oldest_other = max(non_sub_ages, default=None)
     return Source(
         host=host,
         connections=len(recs),
@@ -175,6 +189,11 @@ def summarize(host: str, recs: Sequence[ClientRecord], idle_threshold_s: float, 
         others_max_idle_s=max((r.idle_s for r in others), default=None),
         stale_age_gap_s=gap,
         frameworks=frameworks.labels(recs),
+        pubsub_ids=tuple(r.id for r in subs),
+        pubsub_median_age_s=percentile(sub_ages, 0.5),
+        pubsub_age_spread_s=percentile(sub_ages, 0.9) - percentile(sub_ages, 0.1),
+        pubsub_outliving=sum(1 for a in sub_ages if oldest_other is not None and a > oldest_other),
+        pubsub_patterns=sum(1 for r in subs if r.psub),
     )
 
 

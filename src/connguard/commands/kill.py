@@ -35,9 +35,13 @@ SHOWN_IN_TEXT = 200  # clients listed one by one in text; --json lists them all
 @click.option("--output-buffer-over", "output_buffer_min", type=FiniteNumber(1, 2 ** 63, integer=True),
               help="Only clients whose output buffer (omem) holds at least this many bytes: slow consumers. The one "
                    "selector that may reach pub/sub subscribers; each is named. Replicas are never touched.")
+@click.option("--pubsub", is_flag=True,
+              help="Only pub/sub subscribers (SUBSCRIBE/PSUBSCRIBE), with --source, --name or --id: a subscriber pile. "
+                   "Lets subscribers be chosen; each is named. Replicas, Sentinel and MONITOR stay protected.")
 @click.option("--include-blocked", is_flag=True, help="Also kill clients blocked in BLPOP/XREAD/WAIT...")
 @click.option("--force", is_flag=True,
-              help="With --id: kill the listed clients even if protected (replica, pub/sub, MONITOR...); each is named.")
+              help="With --id: kill the listed clients even if protected (replica, pub/sub, MONITOR...); each is named. "
+                   "With --sockets: abort a --source that is a replica, Sentinel or cluster node of the server.")
 @click.option("--max", "max_kills", type=FiniteNumber(1, 10 ** 7, integer=True), default=1000, show_default=True,
               help="Never kill more than this many.")
 @click.option("--sockets", is_flag=True,
@@ -48,8 +52,8 @@ SHOWN_IN_TEXT = 200  # clients listed one by one in text; --json lists them all
 @connect_timeout_option
 @insecure_option
 @handle_errors
-def kill_command(url, sources, idle_min_s, names, ids, output_buffer_min, include_blocked, force, max_kills, sockets,
-                 yes, as_json, connect_timeout_s) -> None:
+def kill_command(url, sources, idle_min_s, names, ids, output_buffer_min, pubsub, include_blocked, force, max_kills,
+                 sockets, yes, as_json, connect_timeout_s) -> None:
     """Disconnect matching clients by ID. Replicas, the primary link, Sentinel, pub/sub, MONITOR and
     connguard's own connection are never touched (explicit --id with --force excepted). Dry run unless --yes.
     When the server is full, it waits for a free slot for --connect-timeout, like `doctor`."""
@@ -59,11 +63,13 @@ def kill_command(url, sources, idle_min_s, names, ids, output_buffer_min, includ
         target_text = target.redacted
         if sockets and output_buffer_min is not None:
             raise BadArguments("--sockets cannot see output buffers: choose by --output-buffer-over without --sockets")
+        if sockets and pubsub:
+            raise BadArguments("--sockets cannot tell subscribers from other connections: use --pubsub without --sockets")
         if sockets:
             payload = _kill_sockets(target, sources, idle_min_s, names, ids, force, yes)
         else:
             payload = _kill_clients(target, sources, idle_min_s, names, ids, include_blocked, force, max_kills, yes,
-                                    connect_timeout_s, output_buffer_min)
+                                    connect_timeout_s, output_buffer_min, pubsub)
     except ConnguardError as err:
         if as_json:
             emit_json(error_object(SCHEMA, target_text, err, reachable=isinstance(err, Denied)))
@@ -82,14 +88,14 @@ def kill_command(url, sources, idle_min_s, names, ids, output_buffer_min, includ
 # -- by client ID, over one held connection ---------------------------------------------------------
 
 def _kill_clients(target: Target, sources, idle_min_s, names, ids, include_blocked, force, max_kills, yes,
-                  connect_timeout_s, output_buffer_min=None) -> dict[str, Any]:
+                  connect_timeout_s, output_buffer_min=None, pubsub=False) -> dict[str, Any]:
     from connguard.probe.client_list import parse_client_list
     from connguard.probe.info import parse_info
     from connguard.remedy.kill import ServerFeatures, KillFilter, client_list_args, describe, execute_kills, plan_kill
 
     try:
         wanted = KillFilter(tuple(sources), idle_min_s, tuple(names), tuple(ids), include_blocked, max_kills, force,
-                            output_buffer_min)
+                            output_buffer_min, pubsub)
     except ValueError as exc:
         raise BadArguments(str(exc)) from None
     try:
@@ -178,7 +184,7 @@ def _print_clients(p: dict[str, Any], max_kills: int) -> None:
             console.print(f"... and {len(p['targets']) - SHOWN_IN_TEXT} more (--json lists every one)")
         console.print("By source: " + ", ".join(f"{h} {n}" for h, n in p["by_source"].items()))
     for c in p["forced"]:
-        how = "" if "--output-buffer-over" in c["protected_as"] else " (--force)"
+        how = "" if "chosen by" in c["protected_as"] else " (--force)"
         console.print(f"{'Would kill' if dry else 'Killed'} a protected kind{how}: id {c['id']} {c['addr']} "
                       f"{escape(c['name'] or '-')} is a {escape(c['protected_as'])}, output buffer {c['omem']} bytes")
     if p["already_gone"]:
@@ -198,9 +204,11 @@ def _print_clients(p: dict[str, Any], max_kills: int) -> None:
 def _kill_sockets(target: Target, sources, idle_min_s, names, ids, force, yes) -> dict[str, Any]:
     from connguard.probe.census import read_census
     from connguard.remedy.kill import check_source
-    from connguard.remedy.sockets import EFFECT, check_can_destroy, destroy_sockets, local_server, plan_sockets
+    from connguard.remedy.sockets import (
+        EFFECT, check_can_destroy, destroy_sockets, local_server, plan_sockets, refuse_internal,
+    )
 
-    if idle_min_s is not None or names or ids or force:
+    if idle_min_s is not None or names or ids:
         raise BadArguments("--sockets selects by --source only: from outside Redis there are no idle times, names or "
                            "IDs to go by")
     if not sources:
@@ -212,6 +220,7 @@ def _kill_sockets(target: Target, sources, idle_min_s, names, ids, force, yes) -
     if "unix" in chosen:
         raise BadArguments("--sockets aborts TCP connections; unix-socket clients cannot be chosen by host")
     port, pid = local_server(target)
+    internal = refuse_internal(chosen, pid, force=force)
     if yes:
         check_can_destroy()
     plan = plan_sockets(read_census(port), chosen, pid)
@@ -224,6 +233,7 @@ def _kill_sockets(target: Target, sources, idle_min_s, names, ids, force, yes) -
         "still_connected": result.after if result else None,
         "freed_slots": result.freed_slots if result else 0,
         "errors": list(result.errors) if result else [],
+        "internal_forced": internal,
     }
 
 

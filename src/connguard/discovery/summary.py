@@ -15,6 +15,7 @@ from connguard.discovery.model import Member, Problem
 # How bad a status is for the fleet: a refusing server first, then one we cannot see, then a warning.
 RISK_ORDER = ("critical", "unknown", "warning", "ok")
 FANOUT_MIN_SHARE = 0.5  # a client host seen on at least half the nodes fans out across them
+STRUCTURAL = ("client_fanout", "imbalance")  # fleet-wide shapes: the `cause` field names these first
 IMBALANCE_FACTOR = 2.0  # the nearest node at twice the median ratio (and past the warning line) is a hot node
 
 
@@ -60,9 +61,11 @@ def row_from_doctor(member: Member, doc: Mapping[str, Any]) -> Row:
     server = doc.get("server") or {}
     sources = tuple((str(s["host"]), max(0, int(s.get("connections") or 0) - int(s.get("internal") or 0)))
                     for s in doc.get("sources") or () if not doc.get("sources_from") == "census")
+    exhausted = next((f for f in doc.get("findings") or () if f.get("cause") == "exhausted"), None)
+    estimate = (exhausted or {}).get("evidence", {}).get("maxclients_estimate") if not cap else None
     return Row(
         member=member, status=str(doc.get("status", "unknown")), payload=doc,
-        used=cap.get("used"), maxclients=cap.get("maxclients"), ratio=cap.get("ratio"), headroom=cap.get("headroom"),
+        used=cap.get("used", estimate), maxclients=cap.get("maxclients", estimate), ratio=cap.get("ratio"), headroom=cap.get("headroom"),
         cluster_bus=cap.get("cluster_connections"), sentinel_links=classes.get("sentinel"),
         internal=classes.get("internal"), top_cause=_top_cause(doc.get("findings") or ()),
         error=doc.get("error"), server_role=server.get("role"), sources=sources,
@@ -168,19 +171,34 @@ def _causes(kind: str, rows: Sequence[Row], nearest: Row | None) -> tuple[list[t
             f"client fan-out: {fan.host} holds about {fan.per_node} connections on each of {fan.nodes} of "
             f"{fan.of_nodes} {where}s ({fan.total} in all). A client keeps a pool per {where}, so a pool of M "
             f"holds N×M across N {where}s: size each per-{where} pool as its share, not the whole budget")))
-    ratios = [r.ratio for r in rows if r.ratio is not None]
-    if nearest is not None and nearest.ratio is not None and len(ratios) >= 3:
+    # A refusing node counts as 100%: it is the most imbalanced of all, not one left out of the median.
+    ratios = [r.effective_ratio for r in rows if r.ratio is not None or r.full]
+    if nearest is not None and (nearest.ratio is not None or nearest.full) and len(ratios) >= 3:
         median = statistics.median(ratios)
-        if nearest.ratio >= WARNING_RATIO and nearest.ratio >= IMBALANCE_FACTOR * max(median, 0.01):
+        near = nearest.effective_ratio
+        if near >= WARNING_RATIO and near >= IMBALANCE_FACTOR * max(median, 0.01):
             found.append(("imbalance", (
-                f"imbalance: {nearest.member.label} is at {_pct(nearest.ratio)} while the median {where} is at "
+                f"imbalance: {nearest.member.label} is at {_pct(near)} while the median {where} is at "
                 f"{_pct(median)}: clients of its own (or hot slots) pile onto it"
                 + (f"; its top cause: {nearest.top_cause}" if nearest.top_cause else ""))))
     causes = Counter(r.top_cause for r in rows if r.top_cause)
     if causes:
         cause, count = causes.most_common(1)[0]
         found.append((cause, f"{cause} on {count} of {len(rows)} {where}s"))
+    worst = worst_member(rows)
+    if worst is not None:  # the refusing or critical member leads, with its own cause (after a fleet-wide shape)
+        state = "refuses connections" if worst.full else f"is critical at {_pct(worst.ratio)}"
+        lead = (worst.top_cause or "exhausted",
+                f"{worst.member.label} {state}: {worst.top_cause or 'exhausted'}"
+                + (f" ({worst.used} of about {worst.maxclients} slots)" if worst.maxclients else ""))
+        found = [lead] + found
     return found, fan
+
+
+def worst_member(rows: Sequence[Row]) -> Row | None:
+    """The member to name first: refusing before critical, then the fuller; None when none is critical."""
+    critical = [r for r in rows if r.status == "critical"]
+    return max(critical, key=lambda r: (r.full, r.effective_ratio, r.member.label)) if critical else None
 
 
 def summarize(kind: str, rows: Sequence[Row], problems: Sequence[Problem] = ()) -> FleetSummary:
@@ -190,12 +208,14 @@ def summarize(kind: str, rows: Sequence[Row], problems: Sequence[Problem] = ()) 
     seen = [r for r in rows if r.ratio is not None or r.full]
     nearest = max(seen, key=lambda r: (r.effective_ratio, -risk_key(r)[0])) if seen else None
     found, fan = _causes(kind, rows, nearest)
-    cause = found[0][0] if found else None
+    # The text leads with the worst member; the `cause` field keeps a fleet-wide shape first when there is one.
+    structural = [c for c, _ in found if c in STRUCTURAL]
+    cause = structural[0] if structural else found[0][0] if found else None
     text = "; also ".join(t for _, t in found) if found else "no shared cause"
     links = [r.sentinel_links for r in rows if r.sentinel_links is not None]
     return FleetSummary(
         kind=kind, members=len(rows), by_status={s: by_status.get(s, 0) for s in RISK_ORDER}, status=status,
-        nearest=nearest, cause=cause, causes=tuple(c for c, _ in found), cause_summary=text, fanout=fan,
+        nearest=nearest, cause=cause, causes=tuple(dict.fromkeys([*structural, *(c for c, _ in found)])), cause_summary=text, fanout=fan,
         cluster_bus=sum(r.cluster_bus or 0 for r in rows), sentinel_links=sum(links) if links else None,
         problems=len(problems),
     )

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from connguard.probe.client_list import parse_client_list
 from connguard.probe.info import parse_info
-from connguard.probe.model import ClientRecord, HostFacts, ServerInfo, Snapshot, SocketCensus
+from connguard.probe.model import ClientRecord, HostFacts, ServerConfig, ServerInfo, Snapshot, SocketCensus
 from connguard.wire import CLIENT_NAME
 
 __all__ = ["RawCapture", "build_snapshot"]
@@ -23,6 +23,7 @@ class RawCapture:
     config_maxclients: int | None
     client_list: str | None
     limitations: tuple[str, ...] = ()
+    server_config: ServerConfig | None = None  # timeout, tcp-keepalive, cluster nodes (probe/server_config.py)
 
 
 def build_snapshot(
@@ -61,6 +62,7 @@ def build_snapshot(
         observer_connections=observer_connections,
         monotonic=monotonic,
         observer_connects=observer_connects,
+        server_config=raw.server_config,
     )
 
 

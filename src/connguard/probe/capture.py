@@ -13,6 +13,7 @@ from connguard.probe.census import read_census
 from connguard.probe.host import is_local_server, read_host_facts
 from connguard.probe.info import parse_info
 from connguard.probe.model import Snapshot
+from connguard.probe.server_config import read_server_config
 from connguard.target import HeldConnection
 
 __all__ = ["capture", "take_snapshot"]
@@ -40,6 +41,7 @@ def capture(conn: HeldConnection, *, client_list: bool = True, clock: Callable[[
             limitations.append("CONFIG GET maxclients returned nothing; maxclients is from INFO")
     except redis.exceptions.ResponseError as exc:
         limitations.append(f"CONFIG GET maxclients denied ({_denied(exc)}); maxclients is from INFO")
+    server_config = read_server_config(conn, cluster="cluster_enabled:1" in info_all)
     listing: str | None = None
     if client_list:
         try:
@@ -48,7 +50,7 @@ def capture(conn: HeldConnection, *, client_list: bool = True, clock: Callable[[
             limitations.append(
                 f"CLIENT LIST denied ({_denied(exc)}); no per-connection view: sources, idle times and names are unknown"
             )
-    return RawCapture(taken_at, info_all, config_maxclients, listing, tuple(limitations))
+    return RawCapture(taken_at, info_all, config_maxclients, listing, tuple(limitations), server_config)
 
 
 def take_snapshot(conn: HeldConnection, *, client_list: bool = True, census: bool = False) -> Snapshot:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import time
 from pathlib import Path
+from typing import Callable
 
 from connguard.probe.model import HostFacts
 
@@ -49,20 +51,26 @@ def listening_inodes(port: int, proc: Path = PROC) -> set[str]:
     return inodes
 
 
-def process_owns_inode(pid: int, inodes: set[str], proc: Path = PROC) -> bool:
+def socket_inodes(pid: int, proc: Path = PROC) -> set[str]:
+    """The inodes of every socket the process holds open (empty when /proc does not let us see them)."""
     fd_dir = proc / str(pid) / "fd"
+    inodes: set[str] = set()
     try:
         entries = os.listdir(fd_dir)
     except OSError:
-        return False
+        return inodes
     for entry in entries:
         try:
             link = os.readlink(fd_dir / entry)
         except OSError:
             continue
-        if link.startswith("socket:[") and link[8:-1] in inodes:
-            return True
-    return False
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    return inodes
+
+
+def process_owns_inode(pid: int, inodes: set[str], proc: Path = PROC) -> bool:
+    return bool(socket_inodes(pid, proc) & inodes)
 
 
 def is_local_server(pid: int | None, port: int | None, proc: Path = PROC) -> bool:
@@ -84,7 +92,28 @@ def find_listening_pid(port: int, proc: Path = PROC) -> int | None:
     return None
 
 
-def read_host_facts(pid: int, proc: Path = PROC) -> HostFacts | None:
+def parse_passive_opens(text: str) -> int | None:
+    """`PassiveOpens` from the text of /proc/net/snmp: the `Tcp:` header line names the columns, the next
+    `Tcp:` line holds the values."""
+    tcp = [line.split()[1:] for line in text.splitlines() if line.startswith("Tcp:")]
+    if len(tcp) < 2 or "PassiveOpens" not in tcp[0]:
+        return None
+    try:
+        return int(tcp[1][tcp[0].index("PassiveOpens")])
+    except (IndexError, ValueError):
+        return None
+
+
+def read_passive_opens(proc: Path = PROC) -> int | None:
+    """Connections this host's kernel accepted on any port since boot (this network namespace): a refused
+    connection to a full Redis is accepted first, so it counts here though no socket of it lives long."""
+    try:
+        return parse_passive_opens((proc / "net" / "snmp").read_text())
+    except OSError:
+        return None
+
+
+def read_host_facts(pid: int, proc: Path = PROC, clock: Callable[[], float] = time.monotonic) -> HostFacts | None:
     try:
         soft, hard = parse_limits((proc / str(pid) / "limits").read_text())
     except OSError:
@@ -93,7 +122,11 @@ def read_host_facts(pid: int, proc: Path = PROC) -> HostFacts | None:
         open_fds: int | None = len(os.listdir(proc / str(pid) / "fd"))
     except OSError:
         open_fds = None
-    return HostFacts(pid=pid, fd_limit_soft=soft, fd_limit_hard=hard, open_fds=open_fds)
+    from connguard.probe.peers import bus_links_in, internal_peers  # /proc walks: the other Redis processes here
+
+    return HostFacts(pid=pid, fd_limit_soft=soft, fd_limit_hard=hard, open_fds=open_fds,
+                     passive_opens=read_passive_opens(proc), passive_opens_at=clock(),
+                     internal_peers=internal_peers(pid, proc), cluster_bus_links_in=bus_links_in(pid, proc))
 
 
 def _is_loopback(host: str | None) -> bool:

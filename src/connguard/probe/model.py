@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping, NamedTuple
 
@@ -182,6 +182,14 @@ class HostFacts:
     fd_limit_soft: int | None
     fd_limit_hard: int | None
     open_fds: int | None
+    # Tcp PassiveOpens from /proc/net/snmp and when it was read (monotonic): connections this host's kernel
+    # accepted, refused ones included. Per network namespace, not per server.
+    passive_opens: int | None = None
+    passive_opens_at: float | None = None
+    # Client hosts whose connections to this server belong to Redis processes on this host (a replica, a
+    # Sentinel, a cluster node): {host: what}. Read from /proc, so seen even when the server refuses us.
+    internal_peers: Mapping[str, str] = field(default_factory=dict)
+    cluster_bus_links_in: int | None = None  # links into its cluster-bus port: known nodes - 1 (cluster mode)
 
 
 Peer = tuple[str, int]  # a client's (ip, port): one connection's identity while it lives
@@ -219,6 +227,16 @@ class SocketCensus:
 
 
 @dataclass(frozen=True)
+class ServerConfig:
+    """Settings the advice must not weaken, as CONFIG GET gave them (None: denied or not reported), and the
+    cluster's other nodes as CLUSTER NODES names them (host: role)."""
+
+    timeout_s: int | None = None
+    tcp_keepalive_s: int | None = None
+    cluster_nodes: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """Everything one probe saw at one moment. Analysis reads only this."""
 
@@ -240,6 +258,7 @@ class Snapshot:
     # Connections the observer has opened so far (cumulative): subtracted from total_connections_received
     # so the observer's own reconnects are never counted as churn.
     observer_connects: int = 0
+    server_config: ServerConfig | None = None  # CONFIG GET timeout, tcp-keepalive; CLUSTER NODES (where allowed)
 
     @property
     def used(self) -> int:

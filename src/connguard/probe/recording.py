@@ -24,6 +24,7 @@ from connguard.contract import EVENT_SCHEMA, OBSERVATION_SCHEMA, RECORDING_SCHEM
 from connguard.errors import BadArguments, ConnguardError
 from connguard.probe.build import RawCapture, build_snapshot
 from connguard.probe.model import HostFacts
+from connguard.probe.server_config import server_config_from_dict, server_config_to_dict
 from connguard.probe.sampler import Observation
 from connguard.probe.serialize import census_from_dict, census_to_dict
 from connguard.target import Target
@@ -90,7 +91,8 @@ def observation_to_dict(obs: Observation) -> dict[str, Any]:
         "observed": obs.snapshot is not None,
         "raw": None if raw is None else {"taken_at": raw.taken_at, "info_all": raw.info_all,
                                          "config_maxclients": raw.config_maxclients,
-                                         "client_list": raw.client_list, "limitations": list(raw.limitations)},
+                                         "client_list": raw.client_list, "limitations": list(raw.limitations),
+                                         "server_config": server_config_to_dict(raw.server_config)},
         "census": census_to_dict(obs.census),
         "host": None if obs.host is None else vars(obs.host).copy(),
     }
@@ -102,7 +104,8 @@ def observation_from_dict(data: Mapping[str, Any]) -> Observation:
     raw_data = data.get("raw")
     raw = None if raw_data is None else RawCapture(
         taken_at=raw_data["taken_at"], info_all=raw_data["info_all"], config_maxclients=raw_data["config_maxclients"],
-        client_list=raw_data["client_list"], limitations=tuple(raw_data["limitations"]))
+        client_list=raw_data["client_list"], limitations=tuple(raw_data["limitations"]),
+        server_config=server_config_from_dict(raw_data.get("server_config")))
     census = census_from_dict(data.get("census"))
     host = None if data.get("host") is None else HostFacts(**data["host"])
     snapshot = None
@@ -181,7 +184,7 @@ def _check_observation(data: Mapping[str, Any]) -> None:
     if data.get("raw") is not None:
         raw = data["raw"]
         _check(raw, "raw.", {"taken_at": (_NUM,), "info_all": (_STR,), "config_maxclients": (_INT, _NONE),
-                             "client_list": (_STR, _NONE), "limitations": (_LIST,)},
+                             "client_list": (_STR, _NONE), "limitations": (_LIST,), "server_config": (_DICT, _NONE)},
                required=("taken_at", "info_all", "config_maxclients", "client_list", "limitations"))
         if not all(isinstance(x, str) for x in raw["limitations"]):
             raise ValueError("raw.limitations holds something other than text")
@@ -198,8 +201,12 @@ def _check_observation(data: Mapping[str, Any]) -> None:
                     raise ValueError(f"census.{key} holds something other than [ip, port] pairs")
     if data.get("host") is not None:
         _check(data["host"], "host.", {"pid": (_INT,), "fd_limit_soft": (_INT, _NONE), "fd_limit_hard": (_INT, _NONE),
-                                       "open_fds": (_INT, _NONE)}, required=("pid", "fd_limit_soft", "fd_limit_hard", "open_fds"))
-        if set(data["host"]) - {"pid", "fd_limit_soft", "fd_limit_hard", "open_fds"}:
+                                       "open_fds": (_INT, _NONE), "passive_opens": (_INT, _NONE),
+                                       "passive_opens_at": (_NUM, _NONE), "internal_peers": (_DICT,),
+                                       "cluster_bus_links_in": (_INT, _NONE)},
+               required=("pid", "fd_limit_soft", "fd_limit_hard", "open_fds"))
+        if set(data["host"]) - {"pid", "fd_limit_soft", "fd_limit_hard", "open_fds", "passive_opens",
+                                "passive_opens_at", "internal_peers", "cluster_bus_links_in"}:
             raise ValueError("host has fields this version does not know")
 
 

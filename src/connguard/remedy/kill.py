@@ -14,7 +14,8 @@ from connguard.probe.model import ClientRecord
 
 DEFAULT_MAX_KILLS = 1000
 # The one protected kind a selector may reach: a subscriber whose output buffer grows because it never reads
-# (output_buffer_bloat) is the case where disconnecting a pub/sub client is right. Named in every dry run.
+# (output_buffer_bloat, --output-buffer-over), or one of a pile of subscribers never closed (--pubsub).
+# Named in every dry run.
 SLOW_SUBSCRIBER = PROTECTED_KINDS[PUBSUB]
 
 
@@ -42,12 +43,16 @@ class KillFilter:
     max_kills: int = DEFAULT_MAX_KILLS
     force: bool = False
     output_buffer_min: int | None = None  # bytes of omem; also lets pub/sub subscribers be chosen
+    pubsub: bool = False  # only pub/sub subscribers (a subscriber pile), which it lets be chosen
 
     def __post_init__(self) -> None:
         if not (self.sources or self.idle_min_s is not None or self.names or self.ids
                 or self.output_buffer_min is not None):
             raise ValueError("kill needs a selector: --source, --idle, --name, --id or --output-buffer-over "
                              "(there is no 'kill all')")
+        if self.pubsub and not (self.sources or self.names or self.ids):
+            raise ValueError("--pubsub needs --source, --name or --id too: it narrows a selection to subscribers, "
+                             "it never means 'every subscriber'")
         if self.output_buffer_min is not None and self.output_buffer_min < 1:
             raise ValueError(f"--output-buffer-over must be at least 1 byte, got {self.output_buffer_min}")
         object.__setattr__(self, "sources", tuple(check_source(s) for s in self.sources))
@@ -68,6 +73,8 @@ class KillFilter:
         if self.ids and client.id not in self.ids:
             return False
         if self.output_buffer_min is not None and client.output_buffer < self.output_buffer_min:
+            return False
+        if self.pubsub and kind_of(client) != PUBSUB:
             return False
         return True
 
@@ -110,6 +117,9 @@ def plan_kill(clients: Iterable[ClientRecord], wanted: KillFilter, own_client_id
             reason = None
         elif reason == SLOW_SUBSCRIBER and wanted.output_buffer_min is not None:
             forced.append(Skipped(client, f"{reason} (chosen by --output-buffer-over)"))
+            reason = None
+        elif reason == SLOW_SUBSCRIBER and wanted.pubsub:
+            forced.append(Skipped(client, f"{reason} (chosen by --pubsub)"))
             reason = None
         if reason:
             skipped.append(Skipped(client, reason))

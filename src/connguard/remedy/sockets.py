@@ -105,6 +105,21 @@ def plan_sockets(census: SocketCensus, sources: tuple[str, ...], pid: int) -> So
     return SocketKillPlan(census.port, pid, {h: census.by_host.get(h, 0) for h in sources}, census.total)
 
 
+def refuse_internal(sources: tuple[str, ...], pid: int, *, force: bool) -> dict[str, str]:
+    """The chosen sources that carry the server's own links (a replica, a Sentinel, a cluster node), as /proc
+    shows them on this host: refused unless --force, since cutting them frees a few slots and breaks
+    failover. Returns what was forced through, for the record."""
+    from connguard.probe.peers import internal_peers
+
+    internal = internal_peers(pid)
+    hit = {h: internal[h] for h in sources if h in internal}
+    if hit and not force:
+        named = ", ".join(f"{h} is {what}" for h, what in hit.items())
+        raise BadArguments(f"--sockets refuses to cut the server's own links ({named} of this server: aborting them "
+                           "frees a few slots and breaks replication or failover); add --force if you mean it")
+    return hit
+
+
 def check_can_destroy() -> None:
     if not shutil.which("ss"):
         raise BadArguments("--sockets needs `ss` (package iproute2), which is not installed")

@@ -39,6 +39,9 @@ def raise_maxclients_actions(cmd: Commands, *, fd: int | None, current: int, wan
     itself when it is already the ceiling. `refusing`: the server lets nobody in, so CONFIG SET cannot run
     yet; the step is advice for once slots are free, not a command to paste now. `wait`: the server is full
     but frees a slot now and then (the doctor's own, when it leaves): `connguard config`, which waits."""
+    if current and wanted <= current:
+        return [Action(f"{why}: maxclients {current} is already at or above the {wanted} this needs; do not lower "
+                       "it, free slots instead", None, False)]
     if refusing:
         why += " once slots are free (CONFIG SET needs a connection)"
 
@@ -105,9 +108,22 @@ NEXT_TIME = Action(
 
 
 def timeout_safety_net(f: Facts) -> Action:
+    """CONFIG SET timeout as a safety net, never weaker than the timeout in place: a server already closing
+    idle clients sooner is told so, and left as it is."""
     seconds = max(TIMEOUT_SAFETY_NET_S, f.idle_threshold)
+    config = f.now.server_config
+    current = config.timeout_s if config is not None else None
+    if current:  # 0 means off
+        if current <= seconds:
+            return Action(f"timeout {current} is already in place and stricter than the {seconds}s safety net: "
+                          f"keep it; it closes plain clients idle over {current}s, so what piles up here is younger "
+                          "than that, or pub/sub or blocked (which timeout never closes), or kept alive by the "
+                          "client's own pings", None, False)
     title = (f"Safety net until the code is fixed: close clients idle over {seconds}s "
-             "(it does not close pub/sub or blocked clients, replicas or MONITOR)")
+             "(it does not close pub/sub or blocked clients, replicas or MONITOR)"
+             + (f"; timeout is {current}s now, so this tightens it" if current else
+                "" if config is not None and config.timeout_s == 0 else
+                "; check CONFIG GET timeout first and never raise a lower one"))
     if refusing(f):
         return Action(f"{title} (dry run until --yes{WAIT_NOTE})",
                       f.cmd.connguard("config", "--timeout", seconds, *waiting(f)), True)
@@ -149,3 +165,23 @@ def kill_stale(f: Facts, sources: list[Source], limit: int = 3) -> list[Action]:
     if ids and not refusing(f):
         actions.append(Action("Or with redis-cli, by client ID, never by ip:port", f.cmd.kill_ids(ids), True))
     return actions
+
+
+KEEPALIVE_S = 300  # the Redis default: probes a silent peer so a crashed client's connection is closed
+
+
+def keepalive_advice(f: Facts) -> list[Action]:
+    """tcp-keepalive, read from the server: off (0) lets connections of crashed or vanished clients hold their
+    slots until a write fails; on, it is already right and the advice says so."""
+    config = f.now.server_config
+    if config is None or config.tcp_keepalive_s is None:
+        return []
+    if config.tcp_keepalive_s > 0:
+        return [Action(f"tcp-keepalive {config.tcp_keepalive_s} is already on: connections of crashed clients are "
+                       "closed by the kernel; nothing to change there", None, False)]
+    title = (f"tcp-keepalive is off (0): connections of vanished clients hold their slots for good; turn it on "
+             f"({KEEPALIVE_S}s, the default; it applies to connections made after it is set)")
+    if refusing(f):
+        return [Action(f"{title} once slots are free: `{f.cmd.redis_cli('CONFIG SET tcp-keepalive', KEEPALIVE_S)}`",
+                       None, True)]
+    return [Action(title, f.cmd.redis_cli("CONFIG SET tcp-keepalive", KEEPALIVE_S), True)]

@@ -31,7 +31,7 @@ def check(f: Facts) -> Finding | None:
         "give blocking calls a timeout and a small dedicated pool."
     )
     evidence = {
-        "blocked": blocked, "blocked_clients_info": f.now.info.blocked_clients, "share_of_maxclients": round(share, 3),
+        "slots_held": blocked, "blocked": blocked, "blocked_clients_info": f.now.info.blocked_clients, "share_of_maxclients": round(share, 3),
         "commands": dict(commands.most_common(5)), "long_blocked": len(long_blocked),
         "max_blocked_idle_s": max((r.idle_s for r in recs), default=None),
         "hosts": hosts, "per_host": dict(by_host.most_common(10)),

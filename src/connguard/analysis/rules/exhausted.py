@@ -10,6 +10,8 @@ from typing import Any
 from connguard.analysis.shell import Commands
 from connguard.analysis.facts import Facts
 from connguard.analysis.findings import Action, DoctorSettings, Finding
+from connguard.analysis.internal_links import host_facts_links
+from connguard.analysis.ranking import relate
 from connguard.analysis.rules import storm
 from connguard.analysis.rules._actions import NEXT_TIME, kill_idle, raise_maxclients_actions, round_up
 from connguard.probe.census import CensusTurnover, HostTurnover
@@ -99,25 +101,36 @@ def _pile_shape(census: SocketCensus) -> str:
 
 def from_census(
     error: str, census: SocketCensus | None, turnover: CensusTurnover | None, host: HostFacts | None,
-    settings: DoctorSettings, cmd: Commands,
+    settings: DoctorSettings, cmd: Commands, *, first_host: HostFacts | None = None,
 ) -> tuple[Finding, ...]:
-    """Pure: `exhausted` (and `retry_storm` when the connections keep changing hands) for a server that
-    refused the doctor, judged from this host's socket census; without a census, `exhausted` alone."""
+    """Pure: `exhausted` (and `retry_storm` when the connections keep changing hands, and `connection_leak`
+    for a pile that stays under that storm) for a server that refused the doctor, judged from this host's
+    socket census and kernel counters; without a census, `exhausted` alone."""
+    internal = host_facts_links(host)
     top = sorted((census.by_host if census else {}).items(), key=lambda kv: (-kv[1], kv[0]))
-    busiest = top[0][0] if top else "<host>"
+    app_top = [(h, n) for h, n in top if h not in internal]
+    busiest = app_top[0][0] if app_top else "<host>"
     held = census.accepted if census else 0
     if census and turnover is not None and turnover.accepted_min is not None:
         held = min(held, turnover.accepted_min)  # a refused connection caught in flight holds no slot
+    bus = 2 * host.cluster_bus_links_in if host is not None and host.cluster_bus_links_in else 0
     fd = host.fd_limit_soft if host else None
     pid = host.pid if host else None
     signals = storm_signals(turnover, held) if turnover is not None else []
-    storm_hosts = [h for h in (turnover.hosts if turnover else ()) if h.activity][:NAMED_HOSTS]
+    arrivals = kernel_arrivals(first_host, host, turnover)
+    if arrivals is not None and signals:
+        signals.append(f"{arrivals['per_s']:g} connections/s accepted by this host's kernel (PassiveOpens)")
+    storm_hosts = [h for h in (turnover.hosts if turnover else ()) if h.activity and h.host not in internal][:NAMED_HOSTS]
     verdict = "retry_storm" if signals else ("static" if turnover is not None else "unmeasured")
     evidence: dict[str, Any] = {
         "error": error,
         "established_connections": census.total if census else None,
         "slots_held": held if census else None,
-        "maxclients_estimate": held if census and held else None,
+        "maxclients_estimate": held + bus if census and held else None,
+        "cluster_bus_slots": bus or None,
+        "slots_held": held + bus if census else None,
+        "kernel_arrivals": arrivals,
+        "internal_hosts": internal or None,
         "waiting_in_accept_queue": census.unaccepted if census else None,
         "by_host": dict(census.by_host) if census else None,
         "fd_limit": fd, "pid": pid,
@@ -133,13 +146,15 @@ def from_census(
     elif not census.total:
         where = "no established connections seen on its port from here"
     else:
-        where = (f"{held} connections hold every slot, so maxclients is about {held} (unix-socket clients and "
-                 f"cluster-bus slots are not counted), most from {busiest}")
+        bus_text = (f" + {bus} cluster-bus slots (2 x {bus // 2} other known nodes)" if bus
+                    else " (unix-socket clients and cluster-bus slots are not counted)")
+        where = (f"{held} connections hold every slot, so maxclients is about {held + bus}{bus_text}, "
+                 f"most from {busiest}")
     if signals:
         why = (f"Clients are reconnecting constantly: a retry storm ({'; '.join(signals)}), "
                f"led by {', '.join(h.host for h in storm_hosts[:3]) or busiest}.")
     elif turnover is not None and census and census.total:
-        named = ", ".join(f"{h} ({n})" for h, n in top[:3])
+        named = ", ".join(f"{h} ({n}" + (f", {internal[h]})" if h in internal else ")") for h, n in top[:3])
         why = (f"Little turnover in {turnover.window_s:.1f}s ({turnover.new} new): the slots are held by long-lived "
                f"connections, a leak or oversized pools; top hosts {named}{_pile_shape(census)}.")
     else:
@@ -149,12 +164,15 @@ def from_census(
     # Nobody gets in, so every step here must work without a Redis connection: abort sockets from this
     # host (ss -K), stop the hosts the census names, the fd limit (prlimit), and reading the census.
     local = census is not None
-    pile = [h for h, _ in top[:2]]
+    pile = [h for h, _ in app_top[:2]]
     sockets = [Action(
         f"Free slots now, on this host as root: abort the {dict(top)[h]} connections from {h} with ss -K "
         "(dry run until --yes; from outside Redis it cannot tell an application connection from a replica or "
         "subscriber, so check the host first)",
         cmd.connguard("kill", "--sockets", "--source", h), True) for h in pile] if local else []
+    spared = [Action(f"Never abort {h}'s connections: it is {what} of this server (a few slots, and the failover "
+                     "path); `kill --sockets` refuses it without --force", None, False)
+              for h, what in internal.items() if census is not None and h in census.by_host]
     stop_storm = Action("If clients reconnect at once when refused, stop that retry storm: they must back off "
                         "with jitter and open a circuit breaker (connguard.guard)", None, False)
     look = [Action("See who holds the slots (read-only, on the server host)",
@@ -163,9 +181,9 @@ def from_census(
         # Killing young storm connections only makes room for the next reconnect: the storm finding says when.
         actions = [Action("Stop the retry storm first (see the retry_storm finding): the reconnecting clients take "
                           "every slot that frees", None, False)]
-    elif top:
+    elif app_top:
         actions = sockets + [Action(
-            f"Or stop or scale down the application on {busiest}, which holds {top[0][1]} connections"
+            f"Or stop or scale down the application on {busiest}, which holds {app_top[0][1]} connections"
             f"{' and does not give them back' if turnover is not None else ''}", None, False)]
     else:
         actions = [Action("Run `connguard doctor` on the server's own host: there it counts who holds the slots "
@@ -175,7 +193,66 @@ def from_census(
     if not signals and turnover is None:
         actions.append(stop_storm)
     actions.append(NEXT_TIME)
-    exhausted = Finding("exhausted", "critical", 1.0, summary, evidence, tuple(actions + look))
+    piles = static_piles(turnover, held, internal) if signals and turnover is not None else []
+    if piles:
+        actions = actions[:1] + [sockets_for(cmd, h, n) for h, n in piles] + actions[1:]
+    exhausted = Finding("exhausted", "critical", 1.0, summary, evidence, tuple(actions + spared + look))
     if not signals or turnover is None:
         return (exhausted,)
-    return (exhausted, storm.from_census(turnover, storm_hosts, signals, held, cmd, census))
+    found = [exhausted, storm.from_census(turnover, storm_hosts, signals, held, cmd, census, arrivals)]
+    if piles:
+        found.append(leak_from_census(piles, held, turnover, cmd))
+    return tuple(relate(found))
+
+
+def kernel_arrivals(first: HostFacts | None, last: HostFacts | None,
+                    turnover: CensusTurnover | None) -> dict[str, Any] | None:
+    """Connections accepted per second by this host's kernel (Tcp PassiveOpens), refused ones included: a
+    refused connection lives well under a millisecond, so the sockets a census catches undercount a storm
+    by orders of magnitude. Per host (network namespace), not per server: attributed to client hosts in
+    proportion to the new connections the censuses caught from each."""
+    if first is None or last is None or first.passive_opens is None or last.passive_opens is None \
+            or first.passive_opens_at is None or last.passive_opens_at is None:
+        return None
+    seconds = last.passive_opens_at - first.passive_opens_at
+    if seconds <= 0 or last.passive_opens < first.passive_opens:
+        return None
+    rate = round((last.passive_opens - first.passive_opens) / seconds, 1)
+    caught = {h.host: h.new for h in (turnover.hosts if turnover else ()) if h.new}
+    total = sum(caught.values())
+    return {"per_s": rate, "window_s": round(seconds, 2), "accepted": last.passive_opens - first.passive_opens,
+            "by_host_estimate": {h: round(rate * n / total, 1) for h, n in caught.items()} if total else {},
+            "scope": "Tcp PassiveOpens in /proc/net/snmp: every connection this host (network namespace) "
+                     "accepted on any port, refused ones included; attributed by the hosts of the sampled sockets"}
+
+
+STILL = 0.05  # a host whose connections changed by at most this share while the rest churned: a pile that stays
+PILE_SHARE = 0.3  # of the slots held
+
+
+def static_piles(t: CensusTurnover, held: int, internal: dict[str, str]) -> list[tuple[str, int]]:
+    """Hosts that hold a large, unchanging share of the slots while others reconnect: under a storm, the
+    pile (a leak, or pools never given back) is what keeps the server full."""
+    return [(h.host, h.connections) for h in t.hosts
+            if h.host not in internal and h.connections >= max(5, PILE_SHARE * held)
+            and h.new + h.gone <= STILL * h.connections]
+
+
+def sockets_for(cmd: Commands, host: str, n: int) -> Action:
+    return Action(f"Then free the pile: abort the {n} connections {host} holds and never gives back, on this host as "
+                  "root (dry run until --yes)", cmd.connguard("kill", "--sockets", "--source", host), True)
+
+
+def leak_from_census(piles: list[tuple[str, int]], held: int, t: CensusTurnover, cmd: Commands) -> Finding:
+    """connection_leak at a full server, from outside: the connections one host keeps while the storm's
+    connections come and go. The root of the outage: stopping the storm leaves these slots taken."""
+    pile = sum(n for _, n in piles)
+    names = ", ".join(f"{h} ({n})" for h, n in piles)
+    summary = (f"Connection leak: {names} hold{'s' if len(piles) == 1 else ''} {pile} of the {held} slots and kept "
+               f"every one of them for {t.window_s:.1f}s while other clients reconnected: a pile that stays.")
+    evidence = {"slots_held": pile, "hosts": [h for h, _ in piles], "per_host": dict(piles), "slots": held,
+                "window_s": round(t.window_s, 2), "source": "two socket censuses (/proc/net/tcp)"}
+    actions = [sockets_for(cmd, h, n) for h, n in piles] + [Action(
+        "Fix at the source: close connections in `finally` (or one module-level pool); connguard.guard's leak "
+        "detection names the code that never returned one", None, False)]
+    return Finding("connection_leak", "critical", 0.7, summary, evidence, tuple(actions))

@@ -61,7 +61,7 @@ def check(f: Facts) -> Finding | None:
         "or put a proxy in front; killing them does not help."
     )
     evidence = {
-        "sources": len(small), "connections": small_total, "share_of_app_connections": round(share, 2),
+        "slots_held": small_total, "sources": len(small), "connections": small_total, "share_of_app_connections": round(share, 2),
         "median_age_s": median_age, "used": f.used, "maxclients": f.maxclients,
         "connections_received_per_s": f.rates.connections_received_per_s if f.rates else None,
         "hosts": sorted((s.host for s in small), key=host_key)[:MAX_HOSTS],

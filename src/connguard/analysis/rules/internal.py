@@ -17,10 +17,14 @@ def check(f: Facts) -> Finding | None:
         return None
     share = internal / f.maxclients
     headroom = f.capacity.headroom or 0
-    if share >= LARGE_SHARE or (f.ratio >= f.settings.warning_ratio and internal >= 0.1 * f.used):
+    # Judged against headroom, not as a bare ratio: internal links matter when the server is near its limit
+    # and they are a real part of what fills it. Far from the limit they are a note, whatever their share.
+    # Also when fewer slots are left than the links already take (a failover or a new replica would fill them).
+    near = f.full or f.ratio >= f.settings.warning_ratio
+    if (near and internal >= 0.1 * max(f.used, 1)) or (share >= LARGE_SHARE and headroom < internal):
         severity = f.ratio_severity("warning")
-    elif headroom < internal + RESERVE:
-        severity = "info"  # no reserve left for a failover or a new replica
+    elif headroom < internal + RESERVE or share >= LARGE_SHARE:
+        severity = "info"  # a check for the operator: little reserve left for a failover or a new replica
     else:
         return None
     parts = [f"{c.replicas} replica{'s' if c.replicas != 1 else ''}"]
@@ -41,7 +45,7 @@ def check(f: Facts) -> Finding | None:
     sentinel_names = sorted({n for s in f.sources.all for n in s.names if n.startswith("sentinel-")})[:6] \
         if f.sources else []
     evidence = {
-        "internal": internal, "replicas": c.replicas, "sentinel": c.sentinel, "primary_link": c.primary_link,
+        "slots_held": internal, "internal": internal, "replicas": c.replicas, "sentinel": c.sentinel, "primary_link": c.primary_link,
         "cluster_bus": c.cluster_bus, "share_of_maxclients": round(share, 3), "maxclients": f.maxclients,
         "headroom": f.capacity.headroom, "sentinel_names": sentinel_names,
         "hosts": [s.host for s in (f.sources.all if f.sources else ()) if s.internal][:10],

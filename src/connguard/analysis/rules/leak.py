@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from connguard.analysis.facts import Facts
 from connguard.analysis.findings import Action, Finding
-from connguard.analysis.rules._actions import kill_idle, kill_stale, timeout_safety_net
+from connguard.analysis.rules import subscribers
+from connguard.analysis.rules._actions import keepalive_advice, kill_idle, kill_stale, timeout_safety_net
 from connguard.analysis.sources import Source
 
 MIN_PILE = 5  # idle connections on one host before it can be a leak (fan-out hosts hold 1-2)
@@ -88,8 +89,9 @@ def leaking_hosts(f: Facts) -> list[Source]:
 
 def check(f: Facts) -> Finding | None:
     hosts = leaking_hosts(f)
+    piles = subscribers.subscriber_piles(f)
     if not hosts:
-        return None
+        return subscriber_finding(f, piles) if piles else None
     young = not any(is_idle_pile(s) or is_abandoned_pile(f, s) for s in hosts)
     burst = [s for s in hosts if is_burst_leak(s)]
     abandoned_pile = [s for s in hosts if is_abandoned_pile(f, s) and not is_idle_pile(s)]
@@ -136,13 +138,32 @@ def check(f: Facts) -> Finding | None:
             for s in hosts[:5]
         ],
     }
+    evidence["slots_held"] = pile + sum(s.pubsub for s in piles)
+    if piles:
+        summary += " Also: " + subscribers.describe(piles) + "."
+        evidence.update(subscribers.evidence(piles))
     actions = (kill_stale(f, hosts) if young else kill_idle(f, hosts)) + [
-        timeout_safety_net(f),
+        timeout_safety_net(f), *keepalive_advice(f),
         Action(
             f"Fix at the source: in {names}{' (' + ', '.join(top.libs) + ')' if top.libs else ''} close connections in "
             "`finally` (or use one module-level client/pool); connguard.guard's leak detection reports the code "
             "that checked out a connection and never returned it",
             f'from connguard.guard import guarded_client; r = guarded_client("{f.cmd.url}", leak_threshold_s=60)', False,
         ),
-    ]
+    ] + (subscribers.kill_actions(f, piles) if piles else [])
     return Finding("connection_leak", f.ratio_severity(floor), min(confidence, 0.95), summary, evidence, tuple(actions))
+
+
+def subscriber_finding(f: Facts, piles: list[Source]) -> Finding:
+    """A leak of subscribers alone: the pile is pub/sub, so the kill goes by --pubsub, never by idle time."""
+    held = sum(s.pubsub for s in piles)
+    growing = any(is_growing(s) for s in piles)
+    confidence = 0.6 + 0.15 * growing + 0.1 * any(s.pubsub_outliving >= 0.5 * s.pubsub for s in piles)
+    big = bool(f.maxclients) and held >= 0.05 * (f.maxclients or 0)
+    summary = (f"Connection leak (subscribers): {subscribers.describe(piles)}. Disconnect them with "
+               "`connguard kill --pubsub` and close the subscription when the session ends.")
+    evidence = {"slots_held": held, "hosts": [s.host for s in piles], "kind": "pubsub", "used": f.used,
+                "maxclients": f.maxclients, "used_delta": f.rates.used_delta if f.rates else None,
+                **subscribers.evidence(piles)}
+    return Finding("connection_leak", f.ratio_severity("warning" if growing or big else "info"),
+                   min(confidence, 0.95), summary, evidence, tuple(subscribers.kill_actions(f, piles)))

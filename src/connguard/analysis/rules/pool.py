@@ -72,7 +72,7 @@ def check(f: Facts) -> Finding | None:
         f"{per_host}{' and pipeline' if busy else ''}, or raise maxclients to {wanted} within the fd limit."
     )
     evidence = {
-        "hosts": [s.host for s in hosts],
+        "slots_held": total, "hosts": [s.host for s in hosts],
         "instances": n, "pool_size": m, "total": total, "maxclients": f.maxclients, "other_used": other,
         "pools": "busy" if busy else "idle", "active": active, "plain": plain,
         "opened_together": tight, "similar_blocks": similar, "stable": stable if known else None,

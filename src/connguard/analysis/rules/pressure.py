@@ -43,7 +43,7 @@ def explain(f: Facts, findings: Sequence[Finding]) -> Finding | None:
                f"Bring pools down so the total stays under the {line} line, or raise maxclients to {wanted} "
                "within the fd limit.")
     evidence = {
-        "used": f.used, "maxclients": f.maxclients, "ratio": f.ratio, "warning_line": f.settings.warning_ratio,
+        "slots_held": f.used, "used": f.used, "maxclients": f.maxclients, "ratio": f.ratio, "warning_line": f.settings.warning_ratio,
         "hosts": [s.host for s in hosts[:NAMED_HOSTS]],
         "per_host": {s.host: s.connections for s in hosts[:NAMED_HOSTS]},
         "active": active if f.sources is not None else None, "plain": plain if f.sources is not None else None,

@@ -5,6 +5,8 @@ doctor, from the turnover between two socket censuses. Both give the same fixes 
 
 from __future__ import annotations
 
+from typing import Any
+
 from connguard.analysis.facts import Facts
 from connguard.analysis.findings import Action, Finding
 from connguard.analysis.rules._actions import RAISING_DOES_NOT_END_STORM, WAIT_FOR_SLOT_S, backoff_actions, kill_idle
@@ -80,6 +82,7 @@ def check(f: Facts) -> Finding | None:
         "used": f.used, "maxclients": f.maxclients,
         "hosts": [s.host for s in young[:5]],
         "young_connections": sum(s.connections for s in young),
+        "slots_held": sum(s.connections for s in young),
         "reopened_per_host": {s.host: s.opened for s in young[:5] if s.opened is not None},
     }
     actions = backoff_actions(f.cmd)
@@ -92,7 +95,7 @@ def check(f: Facts) -> Finding | None:
 
 
 def from_census(t: CensusTurnover, hosts: list[HostTurnover], signals: list[str], held: int,
-                cmd: Commands, census: SocketCensus | None) -> Finding:
+                cmd: Commands, census: SocketCensus | None, arrivals: dict[str, Any] | None = None) -> Finding:
     """retry_storm for a server that refused the doctor: its connections keep changing hands."""
     names = [h.host for h in hosts]
     summary = (f"Retry storm: clients reconnect as fast as slots free up ({'; '.join(signals)}) while the server "
@@ -103,7 +106,9 @@ def from_census(t: CensusTurnover, hosts: list[HostTurnover], signals: list[str]
         "replaced_ratio": round(t.replaced_ratio, 2), "new_per_s": t.new_per_s,
         "closed_per_s": t.closed_per_s, "time_wait_growth": t.time_wait_growth,
         "new_per_host": {h.host: h.new for h in hosts}, "closed_per_host": {h.host: h.closed for h in hosts},
-        "slots_held": held, "source": "two socket censuses (/proc/net/tcp)",
+        "slots_held": sum(h.connections for h in hosts), "slots": held,
+        "source": "two socket censuses (/proc/net/tcp)" + (" and PassiveOpens (/proc/net/snmp)" if arrivals else ""),
+        "kernel_arrivals": arrivals,
         "note": "refused attempts are reset by the server and leave no socket behind: these counts are lower bounds",
     }
     sources = [a for h in names[:3] for a in ("--source", h)]

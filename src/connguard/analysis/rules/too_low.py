@@ -36,7 +36,7 @@ def check(f: Facts) -> Finding | None:
         f"{f.now.info.rejected_connections} were refused{rate}; raise maxclients (to about {wanted}) within the fd limit."
     )
     evidence = {
-        "used": f.used, "maxclients": f.maxclients, "plain_connections": plain if f.sources else None,
+        "slots_held": f.used, "used": f.used, "maxclients": f.maxclients, "plain_connections": plain if f.sources else None,
         "active": active if f.sources else None, "idle_over_threshold": idle if f.sources else None,
         "rejected_connections_total": f.now.info.rejected_connections,
         "rejected_per_s": f.rates.rejected_per_s if f.rates else None, "fd_limit": f.fd_limit,
