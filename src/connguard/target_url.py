@@ -172,13 +172,19 @@ def parse_target(url: str | None = None, env: Mapping[str, str] | None = None) -
             raise BadTarget(f"URL {shown!r}: port 0 is not a port a server listens on (leave it out for 6379)")
         port = port or 6379
         db_text = parts.path.lstrip("/") or query.get("db", "0")
+    db = database_number(db_text, f"URL {shown!r}")
+    return Target(scheme, host, port if scheme != "unix" else None, path, db, username, password, query)
+
+
+def database_number(text: str, where: str) -> int:
+    """A URL's database: a whole number >= 0, or a bad target naming `where` (the URL, redacted)."""
     try:
-        db = int(db_text)
+        db = int(text)
         if db < 0:
             raise ValueError
     except ValueError:
-        raise BadTarget(f"URL {shown!r}: database {db_text!r} is not a number >= 0") from None
-    return Target(scheme, host, port if scheme != "unix" else None, path, db, username, password, query)
+        raise BadTarget(f"{where}: database {text!r} is not a number >= 0") from None
+    return db
 
 
 def verification_off(target: Target) -> bool:

@@ -18,7 +18,7 @@ from typing import Mapping
 from urllib.parse import parse_qs, quote, unquote
 
 from connguard.errors import BadTarget
-from connguard.target_url import Target, credentials, parse_target
+from connguard.target_url import Target, credentials, database_number, parse_target
 
 DEFAULT_SENTINEL_PORT = 26379
 # scheme -> (data scheme, where the master name lives)
@@ -145,12 +145,7 @@ def parse_sentinel_url(raw: str, env: Mapping[str, str] | None = None) -> Sentin
         raise BadTarget(f"Sentinel URL {_redact(raw)!r} has no master name: use {EXAMPLE}")
     if extra:
         raise BadTarget(f"Sentinel URL {_redact(raw)!r}: unexpected path {'/'.join(extra)!r} after the db: use {EXAMPLE}")
-    try:
-        db = int(db_text)
-        if db < 0:
-            raise ValueError
-    except ValueError:
-        raise BadTarget(f"Sentinel URL {_redact(raw)!r}: database {db_text!r} is not a number >= 0") from None
+    db = database_number(db_text, f"Sentinel URL {_redact(raw)!r}")
     if password is None and env.get("REDISCLI_AUTH"):
         password = env["REDISCLI_AUTH"]
     s_user, s_pw = query.get("sentinel_username"), query.get("sentinel_password")
