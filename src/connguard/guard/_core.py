@@ -13,6 +13,7 @@ import functools
 import inspect
 import sys
 import weakref
+from threading import get_ident
 from typing import Any, Callable
 
 from redis.exceptions import RedisError
@@ -146,8 +147,34 @@ def adopt(pool: Any, conn: Any, asynchronous: bool) -> bool:
         inner = conn
     if getattr(type(inner), "connect_check_health", None) is None:
         return True  # a connection class of the caller's own that opens sockets some other way: budget only
-    inner.connect_check_health = (_async_gate if asynchronous else _sync_gate)(inner, pool.endpoint)
+    if asynchronous:
+        inner.connect_check_health = _async_gate(inner, pool.endpoint)
+    else:
+        inner._cg_connecting = None  # the thread inside connect_check_health, if any
+        inner._cg_closed_under = False
+        inner.connect_check_health = _sync_gate(inner, pool.endpoint)
+        inner.disconnect = _sync_disconnect(inner)
     return True
+
+
+def _sync_disconnect(conn: Any) -> Callable[..., Any]:
+    """Mark a connection closed by another thread (pool.disconnect()) while its connect is under way. redis-py >= 8.2
+    reports a socket closed under a read as `Connection closed by server.`, the very words of a server that dropped
+    us; only the connection can tell the two apart. The thread that connects also disconnects on its own errors:
+    that is not marked."""
+    original = type(conn).disconnect
+    ref = weakref.ref(conn)
+
+    def disconnect(*args: Any, **kwargs: Any) -> Any:
+        c = ref()
+        if c is None:
+            return None
+        connecting = c._cg_connecting
+        if connecting is not None and connecting != get_ident():
+            c._cg_closed_under = True
+        return original(c, *args, **kwargs)
+
+    return disconnect
 
 
 def _sync_gate(conn: Any, endpoint: EndpointGuard) -> Callable[..., None]:
@@ -162,13 +189,18 @@ def _sync_gate(conn: Any, endpoint: EndpointGuard) -> Callable[..., None]:
         try:
             if wait:
                 endpoint.limiter.sleep(wait)
-            original(c, check_health, retry_socket_connect)
+            c._cg_closed_under = False
+            c._cg_connecting = get_ident()
+            try:
+                original(c, check_health, retry_socket_connect)
+            finally:
+                c._cg_connecting = None
         except BaseException as exc:
             if c._sock is not None:
                 # redis-py closes the socket only for a RedisError in the handshake; after a KeyboardInterrupt or a
                 # bug it would stay open outside any count.
                 _close_quietly(c)
-            err = endpoint.after_failure(probe, exc)
+            err = endpoint.after_failure(probe, exc, closed_here=c._cg_closed_under)
             if err is exc:
                 raise
             raise err from exc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 from sys import _getframe
@@ -43,6 +44,7 @@ class _SyncGuard:
         try:
             conn = super().get_connection(*args, **kwargs)  # type: ignore[misc]
         except NoRoom:  # the pool had no idle connection and the budget no slot: wait for one or the other
+            self._cg_no_room()
             conn = self._wait_and_get(args, kwargs)
         if self._room.watching:  # the server refused us for maxclients: has it room again? (guard/room.py)
             _core.ask_room_sync(self, conn)
@@ -64,6 +66,7 @@ class _SyncGuard:
                     try:
                         return super().get_connection(*args, **kwargs)  # type: ignore[misc]
                     except NoRoom:
+                        self._cg_no_room()
                         budget.wait_for_room(self._cg_has_idle, self)  # BudgetExceeded at the deadline
             finally:
                 self._open_lock.release()
@@ -121,6 +124,8 @@ class _SyncGuard:
     def _cg_has_idle(self) -> bool: ...
     def _cg_shed_one(self) -> bool: ...
     def _cg_sink(self, conn: Any) -> None: ...
+    def _cg_no_room(self) -> None:  # NoRoom has just left redis-py's get_connection
+        pass
 
 
 class GuardedConnectionPool(_SyncGuard, redis.ConnectionPool):
@@ -176,6 +181,33 @@ class GuardedConnectionPool(_SyncGuard, redis.ConnectionPool):
         return True
 
 
+class _ProbeFailure(Exception):
+    pass
+
+
+@functools.lru_cache(maxsize=1)
+def _redis_returns_token() -> bool:
+    """Does redis-py's BlockingConnectionPool.get_connection put the None token back into the queue itself when
+    make_connection raises? redis-py 8.2 does; earlier versions lose the token (the guard gives it back). Asked of
+    redis-py's behaviour once, on a pool that never connects, rather than of its version number."""
+
+    class Probe(redis.BlockingConnectionPool):
+        def make_connection(self) -> Any:
+            raise _ProbeFailure
+
+    probe = Probe(max_connections=1, timeout=0)
+    for args in ((), ("PING",)):  # redis-py < 5.1 requires a command name
+        try:
+            probe.get_connection(*args)
+        except _ProbeFailure:
+            return probe.pool.qsize() == 1
+        except TypeError:
+            continue
+        except Exception:  # an unexpected redis-py: assume the older behaviour, as the guard always did
+            return False
+    return False
+
+
 class GuardedBlockingConnectionPool(_SyncGuard, redis.BlockingConnectionPool):
     """redis-py's BlockingConnectionPool (wait up to `timeout` for one of `max_connections`) plus the guard:
     `redis.Redis(connection_pool=GuardedBlockingConnectionPool.from_url(url, max_connections=50, timeout=20))`."""
@@ -203,17 +235,31 @@ class GuardedBlockingConnectionPool(_SyncGuard, redis.BlockingConnectionPool):
 
     def _cg_unmake(self, conn: Any) -> None:
         """redis-py took a None token from the queue to make this connection: give the token back, at the bottom,
-        so that a connection returned meanwhile is found first."""
+        so that a connection returned meanwhile is found first. redis-py >= 8.2 gives it back itself (on top of the
+        LIFO queue, `put_nowait(None)` when make_connection raises): then _cg_no_room moves it underneath, once
+        NoRoom has left redis-py's get_connection. Two tokens for one would overfill the queue, and a
+        connection released into a full queue is dropped by redis-py with its slot still held."""
         if conn is not None:
             try:
                 self._connections.remove(conn)
             except ValueError:
                 pass
+        if _redis_returns_token():
+            return
         q = self.pool
         with q.mutex:
             q.queue.insert(0, None)
             q.unfinished_tasks += 1
             q.not_empty.notify()
+
+    def _cg_no_room(self) -> None:
+        """After NoRoom (redis-py >= 8.2 put the token back on top): move a None on top of the queue to the bottom, so
+        the next checkout takes an idle connection if there is one instead of making one (and meeting NoRoom again).
+        Any None will do: tokens are interchangeable. A connection returned meanwhile is on top already."""
+        q = self.pool
+        with q.mutex:
+            if len(q.queue) > 1 and q.queue[-1] is None:
+                q.queue.insert(0, q.queue.pop())
 
     def _cg_idle(self) -> list[Any]:
         return [c for c in list(self.pool.queue) if c is not None]

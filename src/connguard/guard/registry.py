@@ -85,12 +85,13 @@ class EndpointGuard:
             self._recent.append(time.monotonic())
         self.breaker.success(probe)
 
-    def after_failure(self, probe: bool, exc: BaseException) -> BaseException:
-        """Tell the breaker, and return the error to raise (MaxClientsError for a refusal, else `exc` itself)."""
+    def after_failure(self, probe: bool, exc: BaseException, closed_here: bool = False) -> BaseException:
+        """Tell the breaker, and return the error to raise (MaxClientsError for a refusal, else `exc` itself).
+        `closed_here`: another thread of this process disconnected the connection while it was connecting."""
         if isinstance(exc, AuthenticationError):
             self.breaker.success(probe)  # admitted, then refused the password: not a capacity problem
             return exc
-        if _closed_by_this_process(exc):
+        if closed_here or _closed_by_this_process(exc):
             # pool.disconnect() closed the socket under the handshake: our own doing, no word on the server.
             if probe:
                 self.breaker.abandon_probe()
