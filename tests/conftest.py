@@ -50,12 +50,39 @@ _LIVE_SOURCE = re.compile(
     r"|start_live|live_scenario|Prometheus|run_exporter)\b|\"demo\"|\"lab\"")
 
 
+TESTS_DIR = Path(__file__).resolve().parent
+
+
+def _test_helper(obj: object) -> bool:
+    """A function, class or module written in tests/ (not pytest's, not connguard's)."""
+    path = getattr(obj, "__file__", None) or getattr(inspect.getmodule(obj), "__file__", None)
+    return bool(path) and Path(path).resolve().parent == TESTS_DIR
+
+
 @lru_cache(maxsize=None)
-def _source_starts_servers(func: Callable[..., object]) -> bool:
+def _source_starts_servers(func: Callable[..., object], depth: int = 3) -> bool:
+    """Whether a test, a fixture or a helper of tests/ they call (a few levels down) starts servers."""
     try:
-        return bool(_LIVE_SOURCE.search(inspect.getsource(func)))
+        if _LIVE_SOURCE.search(inspect.getsource(func)):
+            return True
     except (OSError, TypeError):
         return False
+    code = getattr(func, "__code__", None)
+    if depth == 0 or code is None:
+        return False
+    names = set(code.co_names) | {n for c in code.co_consts if inspect.iscode(c) for n in c.co_names}
+    env = getattr(func, "__globals__", {})
+    for name in names:
+        obj = env.get(name)
+        if inspect.ismodule(obj) and _test_helper(obj):  # `import doctor_scenarios as ds`: ds.<name>
+            found = [getattr(obj, n) for n in names if callable(getattr(obj, n, None))]
+        else:
+            found = [obj] if callable(obj) else []
+        for helper in found:
+            if (inspect.isfunction(helper) or inspect.isclass(helper)) and _test_helper(helper) and helper is not func:
+                if _source_starts_servers(helper, depth - 1):
+                    return True
+    return False
 
 
 def _is_live(item: pytest.Item) -> bool:
