@@ -16,10 +16,11 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, TypeVar
 
 import pytest
 
@@ -129,8 +130,32 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             group = _shared_group(item)
             if group:
                 item.add_marker(pytest.mark.xdist_group(group))
-    # Slow tests first: xdist hands out work in this order, so the longest ones do not finish last.
-    items.sort(key=lambda item: 0 if item.get_closest_marker("slow") else 1)
+    # xdist hands out work in collection order (with --no-loadscope-reorder): modules with slow tests first, then
+    # those with a shared fixture (a group runs as one unit), then the rest, so a long test does not finish last.
+    # Whole modules move, never single tests, so a module-scoped fixture is still built once in a serial run.
+    rank: dict[str, int] = {}
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        here = 0 if item.get_closest_marker("slow") else 1 if item.get_closest_marker("xdist_group") else 2
+        rank[module] = min(rank.get(module, 2), here)
+    items.sort(key=lambda item: rank[item.nodeid.split("::")[0]])
+
+
+# -- waiting for a condition, not for a fixed time ---------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+def eventually(observe: Callable[[], T], done: Callable[[T], bool], timeout_s: float, interval_s: float = 0.1) -> T:
+    """Observe until `done(observation)` or the deadline; returns the last observation either way, so the test's
+    own asserts on it say what was wrong. A fixed sleep waits its whole length on a fast machine and may be too
+    short on a loaded one; this waits only as long as needed, up to `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        seen = observe()
+        if done(seen) or time.monotonic() >= deadline:
+            return seen
+        time.sleep(interval_s)
 
 
 # -- servers ----------------------------------------------------------------------------------------------------

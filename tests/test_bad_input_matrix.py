@@ -25,6 +25,7 @@ import pytest
 
 from connguard.lab.servers import ServerProcess, find_binaries, free_port, resp_command
 
+pytestmark = pytest.mark.slow  # the module fixture runs the whole matrix (about 40 s serially)
 PASSWORD = "matrix-pw"
 COMMANDS = ("status", "doctor", "kill", "config", "watch", "plan", "exporter")
 NO_TARGET = ("plan",)  # takes no target at all

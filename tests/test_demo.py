@@ -18,6 +18,7 @@ def server_processes() -> str:
     return subprocess.run(["pgrep", "-af", "valkey-server|redis-server"], capture_output=True, text=True).stdout
 
 
+@pytest.mark.slow
 def test_the_demo_diagnoses_a_leak_and_a_storm_live_and_leaves_nothing_behind() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "connguard", "demo"],

@@ -117,6 +117,7 @@ def test_insecure_on_a_plain_url_is_one_usage_line():
     assert "not a TLS URL" in one_line(run("status", "redis://127.0.0.1:1", "--insecure"))
 
 
+@pytest.mark.slow
 def test_each_tls_mismatch_is_one_clear_line_and_exit_3(default_binary, start_server, pki):
     plain_server, optional = tls_server(start_server, default_binary, pki, "optional")
     ca = f"ssl_ca_certs={pki['ca']}"
