@@ -44,11 +44,14 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 # Fixtures that start a server (directly or through another fixture listed here).
 LIVE_FIXTURES = frozenset({"binary", "default_binary", "start_server", "server", "crowd_for", "full_server"})
-# Code that starts servers or the lab without those fixtures: a test or fixture whose source says one of these
-# is live too. A new helper that starts servers belongs here (or, better, uses `start_server`).
+# Code that reaches outside the test process without those fixtures: servers or the lab, a CLI or another
+# process, a socket. A test or fixture whose source (or a tests/ helper it calls) says one of these is live too,
+# so `-m "not live"` is pure, in-process code. A new helper that starts servers belongs here (or, better, uses
+# `start_server`).
 _LIVE_SOURCE = re.compile(
     r"\b(ServerProcess|SentinelSet|ClusterSet|BINARIES|REDIS7|REDIS62|find_binaries|default_binary|run_scenario"
-    r"|start_live|live_scenario|Prometheus|run_exporter)\b|\"demo\"|\"lab\"")
+    r"|start_live|live_scenario|Prometheus|run_exporter|subprocess|Popen|sys\.executable|socket|tmux|openssl"
+    r"|CliRunner|free_port)\b|\"demo\"|\"lab\"")
 
 
 TESTS_DIR = Path(__file__).resolve().parent
