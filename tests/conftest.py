@@ -35,6 +35,22 @@ def _by_flavor(flavor: str, version_prefix: str = "") -> list[ServerBinary]:
     return [b for b in BINARIES if b.flavor == flavor and b.version.startswith(version_prefix)]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Compile the package once, on the controller. The CLI tests start `python -m connguard` hundreds of times;
+    where PYTHONDONTWRITEBYTECODE is set (some CI images and sandboxes) each start would compile every module
+    again (about a quarter of a `status` run's CPU). Python still reads .pyc files written here."""
+    if hasattr(config, "workerinput"):  # an xdist worker: the controller did it
+        return
+    import compileall
+
+    import connguard
+
+    try:
+        compileall.compile_dir(str(Path(connguard.__file__).parent), quiet=2)
+    except OSError:
+        pass  # a read-only install: it was compiled when installed
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     found = ", ".join(f"{b.label} ({b.origin})" for b in BINARIES) or "none"
     return f"connguard test servers: {found}"
