@@ -5,7 +5,9 @@ The suite runs under pytest-xdist (`-n auto`, see pyproject.toml). What keeps it
   that loses its port to another process is restarted on a fresh one;
 - tests whose module-scoped fixture builds something (a fleet, a cluster, a matrix) run on one worker
   (an automatic `xdist_group` per module), and so do all users of one session-scoped topology;
-- tests that use a server are marked `live` automatically, so `pytest -m "not live"` is the quick pure loop.
+- tests that leave the process (a server, the lab, a CLI run, a socket) are marked `live` automatically, so
+  `pytest -m "not live" -n 0` is the quick, pure loop;
+- `slow` tests' modules run first, so a parallel run does not end waiting on one long test.
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ def _test_helper(obj: object) -> bool:
 
 @lru_cache(maxsize=None)
 def _source_starts_servers(func: Callable[..., object], depth: int = 3) -> bool:
-    """Whether a test, a fixture or a helper of tests/ they call (a few levels down) starts servers."""
+    """Whether a test, a fixture or a helper of tests/ they call (a few levels down) leaves the process."""
     try:
         if _LIVE_SOURCE.search(inspect.getsource(func)):
             return True
