@@ -15,31 +15,28 @@ from connguard.lab.crowd import Crowd
 from connguard.lab.topology import CLUSTER_BUS_OFFSET, MAX_CLUSTER_PORT, ClusterSet
 from connguard.target import parse_target
 
-from conftest import BINARIES
+from conftest import BINARIES, LAB_CLUSTER_MAXCLIENTS, cluster_node_down
 
-REDIS7 = [b for b in BINARIES if b.flavor == "redis" and b.version.startswith("7.")] or BINARIES
 REDIS62 = [b for b in BINARIES if b.flavor == "redis" and b.version.startswith("6.2")]
-MAXCLIENTS = 60
+MAXCLIENTS = LAB_CLUSTER_MAXCLIENTS  # 60
 FANOUT_PER_NODE = 10  # 127.0.0.9: one pool of 10 on every node
 HOT = 36  # 127.0.0.10: a block on node 1 only
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[tuple[ClusterSet, list[Crowd]]]:
-    if not REDIS7:
-        pytest.skip("no server binary found")
+def cluster(lab_cluster: ClusterSet) -> Iterator[tuple[ClusterSet, list[Crowd]]]:
+    """The session's cluster (conftest.py), with this module's crowds held on it."""
     crowds: list[Crowd] = []
-    with ClusterSet(REDIS7[0], primaries=3, maxclients=MAXCLIENTS) as cl:
-        try:
-            for node in cl.nodes:
-                crowd = Crowd("127.0.0.1", node.port)
-                crowds.append(crowd)
-                crowd.open(FANOUT_PER_NODE, source="127.0.0.9")
-            crowds[1].open(HOT, source="127.0.0.10")
-            yield cl, crowds
-        finally:
-            for crowd in crowds:
-                crowd.close()
+    try:
+        for node in lab_cluster.nodes:
+            crowd = Crowd("127.0.0.1", node.port)
+            crowds.append(crowd)
+            crowd.open(FANOUT_PER_NODE, source="127.0.0.9")
+        crowds[1].open(HOT, source="127.0.0.10")
+        yield lab_cluster, crowds
+    finally:
+        for crowd in crowds:
+            crowd.close()
 
 
 def cg(*args: str) -> subprocess.CompletedProcess[str]:
@@ -147,12 +144,11 @@ def test_redis_62_has_no_cluster_shards_so_cluster_nodes_finds_the_nodes() -> No
 def test_a_node_down_after_discovery_is_a_row_with_its_error_and_the_rest_are_reported(
     cluster: tuple[ClusterSet, list[Crowd]],
 ) -> None:
-    """Last in this module: it stops a node of the shared cluster."""
+    """Last in this module: it stops a node of the shared cluster (and starts it again after)."""
     cl, crowds = cluster
     crowds[2].close()
-    down = cl.nodes[2]
-    down.stop()  # the other nodes still list it (node timeout 5 s): discovery finds it, observing it fails
-    proc = cg("fleet", "status", "--cluster", "--json", cl.url)
+    with cluster_node_down(cl, 2) as down:  # the others still list it (node timeout 5 s): observing it fails
+        proc = cg("fleet", "status", "--cluster", "--json", cl.url)
     out = json.loads(proc.stdout)
     assert proc.returncode == 3 and out["status"] == "unknown"  # unknown ranks above the hot node's warning
     by_port = {t["member"]["name"]: t for t in out["targets"]}

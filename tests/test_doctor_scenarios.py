@@ -28,7 +28,9 @@ def run(name: str, binary) -> tuple[ds.Live, Diagnosis]:
         return live, live.doctor()
 
 
-@pytest.fixture(params=BINARIES, ids=[b.label for b in BINARIES])
+# One xdist group per version: the tests that read one cached scenario run on the worker that ran it.
+@pytest.fixture(params=[pytest.param(b, marks=pytest.mark.xdist_group(f"scenarios-{b.label}")) for b in BINARIES],
+                ids=[b.label for b in BINARIES])
 def server_binary(request):
     return request.param
 

@@ -5,13 +5,11 @@ from __future__ import annotations
 import http.server
 import json
 import os
-import shutil
 import socket
 import ssl
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -98,29 +96,24 @@ def test_a_missing_password(locked: ServerProcess):
 
 
 def test_tls_to_a_plain_server_fails_fast(locked: ServerProcess):
-    started = time.monotonic()
     line = one_line_error(run_status(f"rediss://:{SECRET}@127.0.0.1:{locked.port}"))
-    assert "not TLS" in line and "redis://" in line
-    assert time.monotonic() - started < 4.5  # not the 5 s socket timeout
+    assert "not TLS" in line and "redis://" in line  # named from the reply, not a timeout
 
 
-def test_plain_to_a_tls_server_and_real_tls(default_binary, start_server, tmp_path: Path):
-    if not shutil.which("openssl") or default_binary.origin != "path":
-        pytest.skip("needs openssl and a TLS-capable redis-server")
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True, timeout=30)
+def test_plain_to_a_tls_server_and_real_tls(default_binary, start_server, pki):
+    if default_binary.origin != "path":
+        pytest.skip("needs a TLS-capable redis-server")
+    key, cert = pki["server.key"], pki["server"]
     tls_port = free_port()
     start_server(default_binary, maxclients=2, extra_args=(
         "--tls-port", str(tls_port), "--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-auth-clients", "no"))
-    url = f"rediss://127.0.0.1:{tls_port}?ssl_ca_certs={cert}"
+    url = f"rediss://127.0.0.1:{tls_port}?ssl_ca_certs={pki['ca']}"
     ok = run_status(url)
     assert ok.returncode == 0 and ok.stdout.startswith("OK: rediss://")
     assert "not trusted" in one_line_error(run_status(f"rediss://127.0.0.1:{tls_port}"))
     assert "rediss://" in one_line_error(run_status(f"redis://127.0.0.1:{tls_port}"))
     # Full over TLS: the server closes without a word, which still means CRITICAL, not a TLS error.
-    context = ssl.create_default_context(cafile=str(cert))
+    context = ssl.create_default_context(cafile=str(pki["ca"]))
     held = [context.wrap_socket(socket.create_connection(("127.0.0.1", tls_port), timeout=5), server_hostname="127.0.0.1")
             for _ in range(2)]
     try:
@@ -143,10 +136,8 @@ def test_a_server_that_stays_full_is_critical(default_binary, start_server, crow
     server = start_server(default_binary, maxclients=3, password=SECRET)
     assert len(crowd_for(server).open(3, source="127.0.0.5").sockets) == 3
     url = f"redis://:{SECRET}@127.0.0.1:{server.port}"
-    started = time.monotonic()
     line = one_line_error(run_status(url, "--connect-timeout", "1"), code=2)
     assert "server full" in line and "is at maxclients" in line and "over 1s" in line
-    assert time.monotonic() - started < 10
     proc = run_status(url, "--connect-timeout", "1", "--json")
     out = json.loads(proc.stdout)
     assert proc.returncode == 2 and (out["status"], out["reachable"]) == ("critical", False)
@@ -160,26 +151,17 @@ def test_errors_in_json_mode_are_one_object_with_status_unknown():
     assert "refused" in out["error"]
 
 
-def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True, timeout=30)
-    return key, cert
-
-
-def test_tls_client_certificates_are_sent_and_their_absence_is_named(default_binary, start_server, tmp_path: Path):
-    if not shutil.which("openssl") or default_binary.origin != "path":
-        pytest.skip("needs openssl and a TLS-capable redis-server")
-    key, cert = _self_signed(tmp_path)
+def test_tls_client_certificates_are_sent_and_their_absence_is_named(default_binary, start_server, pki):
+    if default_binary.origin != "path":
+        pytest.skip("needs a TLS-capable redis-server")
     tls_port = free_port()
     start_server(default_binary, maxclients=20, extra_args=(
-        "--tls-port", str(tls_port), "--tls-cert-file", str(cert), "--tls-key-file", str(key),
-        "--tls-auth-clients", "yes", "--tls-ca-cert-file", str(cert)))
-    base = f"rediss://127.0.0.1:{tls_port}?ssl_ca_certs={cert}"
+        "--tls-port", str(tls_port), "--tls-cert-file", str(pki["server"]), "--tls-key-file", str(pki["server.key"]),
+        "--tls-auth-clients", "yes", "--tls-ca-cert-file", str(pki["ca"])))
+    base = f"rediss://127.0.0.1:{tls_port}?ssl_ca_certs={pki['ca']}"
     line = one_line_error(run_status(base, "--connect-timeout", "1"))
     assert "requires a client certificate" in line and "ssl_certfile" in line
-    ok = run_status(f"{base}&ssl_certfile={cert}&ssl_keyfile={key}")
+    ok = run_status(f"{base}&ssl_certfile={pki['client']}&ssl_keyfile={pki['client.key']}")
     assert ok.returncode == 0 and ok.stdout.startswith("OK: rediss://"), ok.stderr
 
 

@@ -116,10 +116,8 @@ def test_open_breaker_answers_without_waiting_for_the_probe():
     now[0] = 1.01
     assert breaker.admit() is True  # the probe; its connect would now run with no lock held
     assert breaker.state == "half_open"
-    started = time.monotonic()
     with pytest.raises(CircuitOpenError, match="probe connection is in flight"):
-        breaker.admit()
-    assert time.monotonic() - started < 0.05
+        breaker.admit()  # at once: one thread here, so a wait for the probe could never end
     breaker.failure(probe=True, refusal=True, error="max number of clients reached")
     assert breaker.state == "open" and 1.9 < breaker.retry_in_s() <= 2.0  # a failed probe doubles the wait
     now[0] = 3.1
@@ -169,10 +167,9 @@ def test_while_a_probe_hangs_other_callers_fail_fast_instead_of_queueing(default
         while breaker.state != "half_open" and time.monotonic() < deadline:
             time.sleep(0.005)
         assert breaker.state == "half_open"  # the probe is out, waiting on the stopped server
-        started = time.monotonic()
         with pytest.raises(CircuitOpenError, match="probe connection is in flight"):
             api.ping()
-        assert time.monotonic() - started < 0.3  # answered while the probe still hangs (it waits 1 s)
+        assert probe.is_alive()  # answered while the probe still hangs on the stopped server
         probe.join(5)
     finally:
         os.kill(server.pid, signal.SIGCONT)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from typing import Iterator
 
 import pytest
 import redis
@@ -15,18 +14,15 @@ from connguard.lab.servers import ServerProcess
 from connguard.lab.topology import ClusterSet, free_cluster_port
 from connguard.target import parse_target
 
-from conftest import BINARIES
+from conftest import LAB_CLUSTER_MAXCLIENTS
 
-REDIS7 = [b for b in BINARIES if b.flavor == "redis" and b.version.startswith("7.")] or BINARIES
-MAXCLIENTS = 40
+MAXCLIENTS = LAB_CLUSTER_MAXCLIENTS
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[ClusterSet]:
-    if not REDIS7:
-        pytest.skip("no server binary found")
-    with ClusterSet(REDIS7[0], primaries=3, maxclients=MAXCLIENTS) as cl:
-        yield cl
+@pytest.fixture
+def cluster(lab_cluster: ClusterSet) -> ClusterSet:
+    """The session's 3-node cluster (conftest.py); each test leaves it as it found it."""
+    return lab_cluster
 
 
 @pytest.fixture(autouse=True)
@@ -103,7 +99,7 @@ def test_a_full_node_opens_only_its_own_breaker(cluster: ClusterSet) -> None:
 def test_a_moved_to_a_node_the_client_never_saw_creates_its_guard_state_then(cluster: ClusterSet) -> None:
     client = guarded_cluster_client(cluster.url, leak_threshold_s=None)
     port = free_cluster_port(taken={n.port for n in cluster.nodes})
-    new = ServerProcess(REDIS7[0], port=port, maxclients=MAXCLIENTS,
+    new = ServerProcess(cluster.binary, port=port, maxclients=MAXCLIENTS,
                         extra_args=("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")).start()
     admins = [redis.Redis(port=n.port) for n in cluster.nodes]
     newc = redis.Redis(port=port)
@@ -130,6 +126,24 @@ def test_a_moved_to_a_node_the_client_never_saw_creates_its_guard_state_then(clu
         assert newc.get(key) == b"moved"
     finally:
         client.close()
+        _give_the_slot_back_and_forget(newc, admins, slot)
         for conn in (newc, *admins):
             conn.close()
         new.stop()
+
+
+def _give_the_slot_back_and_forget(newc: redis.Redis, admins: list[redis.Redis], slot: int) -> None:
+    """Leave the shared cluster as it was: the slot on its first owner again, the extra node forgotten."""
+    try:
+        new_id = newc.execute_command("CLUSTER", "MYID")
+        new_id = new_id.decode() if isinstance(new_id, bytes) else new_id
+        owner = admins[0].execute_command("CLUSTER", "MYID")
+        owner = owner.decode() if isinstance(owner, bytes) else owner
+        for key in newc.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+            newc.delete(key)  # a node cannot give away a slot that still holds keys
+        for conn in (newc, *admins):
+            conn.execute_command("CLUSTER", "SETSLOT", slot, "NODE", owner)
+        for conn in admins:
+            conn.execute_command("CLUSTER", "FORGET", new_id)  # bans the ID for 60 s: gossip cannot bring it back
+    except redis.RedisError:
+        pass  # the new node never joined; nothing to undo

@@ -40,7 +40,7 @@ def test_the_blocking_pool_behaves_as_redis_py_plus_the_guard(default_binary, st
     started = time.monotonic()
     with pytest.raises(redis.ConnectionError, match="No connection available"):
         small.get_connection()
-    assert 0.25 <= time.monotonic() - started < 2
+    assert time.monotonic() - started >= 0.25  # it waited out its timeout (a lower bound, which cannot flake)
     handed = []
     waiter = threading.Thread(target=lambda: handed.append(small.get_connection()))
     waiter.start()

@@ -132,10 +132,8 @@ def test_the_watchdog_neither_keeps_the_interpreter_alive_nor_breaks_its_exit(de
         held = [pool.get_connection() for _ in range(20)]
         time.sleep(0.045)  # exit while reports are due
     """)
-    started = time.monotonic()
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=20)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=20)  # no hang
     assert done.returncode == 0, done.stderr
-    assert time.monotonic() - started < 10
     assert "Traceback" not in done.stderr and "Logging error" not in done.stderr, done.stderr
 
 

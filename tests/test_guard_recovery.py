@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
 
 from connguard.guard import GuardedBlockingConnectionPool, GuardRefusal, guarded_async_client, guarded_client
+
+from conftest import eventually
 
 pytestmark = pytest.mark.usefixtures("fresh_guard_registry")
 
@@ -113,8 +114,8 @@ def test_both_pools_recover_when_the_server_times_idle_clients_out(default_binar
     admin = _admin(server)
     admin.config_set("timeout", 1)
 
-    def wait_out() -> None:
-        time.sleep(2.2)  # idle > 1 s, checked by serverCron
+    def wait_out() -> None:  # idle > 1 s, closed by serverCron: until only the admin's own connection is left
+        eventually(lambda: admin.info("clients")["connected_clients"], lambda n: n <= 1, timeout_s=5)
 
     client = guarded_client(server.url, budget=BUDGET, budget_wait_s=1.0, leak_threshold_s=None)
     assert _sync_rounds(client, admin, 2, wait_out) <= BUDGET
@@ -125,7 +126,7 @@ def test_both_pools_recover_when_the_server_times_idle_clients_out(default_binar
         pool, ok = aclient.connection_pool, [0, 0]
         assert await _async_round(aclient, pool, ok) == []
         for _ in range(2):
-            await asyncio.sleep(2.2)
+            await asyncio.to_thread(wait_out)
             _only_dropped_sockets(await _async_round(aclient, pool, ok), BUDGET)
             assert await _async_round(aclient, pool, ok) == []
         assert ok[1] <= BUDGET

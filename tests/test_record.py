@@ -60,6 +60,7 @@ def test_live_observations_round_trip_losslessly_refused_ones_included(full_serv
     assert all(json.loads(line) for line in path.read_text().splitlines())
 
 
+@pytest.mark.slow
 def test_a_live_leak_recorded_then_replayed_gives_identical_findings(default_binary, tmp_path):
     path = tmp_path / "leak.jsonl"
     with run_scenario("connection_leak", binary=default_binary, scale=0.6, log=lambda line: None) as run:

@@ -96,6 +96,7 @@ def http_port() -> Iterator[int]:
     httpd.server_close()
 
 
+@pytest.mark.slow
 def test_the_password_never_shows_when_the_command_succeeds(locked: ServerProcess):
     port = locked.port
     runs = (every_command(f"redis://:{ENC}@127.0.0.1:{port}", "URL", {}, (0, 1, 2))
@@ -105,6 +106,7 @@ def test_the_password_never_shows_when_the_command_succeeds(locked: ServerProces
     check_all(runs)
 
 
+@pytest.mark.slow
 def test_the_password_never_shows_on_any_error_path(locked: ServerProcess, http_port: int):
     closed = free_port()
     runs = (every_command(f"redis://:{WRONG_ENC}@127.0.0.1:{locked.port}", "wrong password in URL", {}, (3,))

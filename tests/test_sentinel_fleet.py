@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from typing import Iterator
 
 import pytest
 
@@ -14,18 +13,15 @@ from connguard.discovery.sentinel_url import parse_sentinel_url
 from connguard.lab.servers import free_port
 from connguard.lab.topology import SentinelSet
 
-from conftest import BINARIES
+from conftest import LAB_SENTINELS_PASSWORD
 
-PASSWORD = "s3ntinel-pw-7"
-REDIS7 = [b for b in BINARIES if b.flavor == "redis" and b.version.startswith("7.")] or BINARIES
+PASSWORD = LAB_SENTINELS_PASSWORD
 
 
-@pytest.fixture(scope="module")
-def sentinels() -> Iterator[SentinelSet]:
-    if not REDIS7:
-        pytest.skip("no server binary found")
-    with SentinelSet(REDIS7[0], replicas=2, sentinels=3, maxclients=100, password=PASSWORD) as s:
-        yield s
+@pytest.fixture
+def sentinels(lab_sentinels: SentinelSet) -> SentinelSet:
+    """The session's primary, two replicas and three Sentinels (conftest.py)."""
+    return lab_sentinels
 
 
 def cg(*args: str) -> subprocess.CompletedProcess[str]:

@@ -13,6 +13,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "soak.py"
 spec = importlib.util.spec_from_file_location("connguard_bench_soak", BENCH)
 soak = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
@@ -20,6 +22,7 @@ sys.modules[spec.name] = soak  # type: ignore[union-attr]
 spec.loader.exec_module(soak)  # type: ignore[union-attr]
 
 
+@pytest.mark.slow
 def test_watch_and_the_exporter_survive_fills_restarts_and_kills(default_binary):
     result = soak.run_soak(scale=0.2, binary_path=default_binary.path, scrape_s=6.0)
     # Slack for a shared 2-core machine: a loaded CI box schedules the child processes late, not the backoff.

@@ -1,8 +1,8 @@
 """TLS end to end: status, doctor and kill (dry run) over rediss:// with a throwaway CA, client certificates and an
 explicit opt-out of verification; each mismatch is one line and exit 3; a full server over TLS is `exhausted`.
 
-The PKI is made per test module with `openssl` (a CA, a server certificate for IP 127.0.0.1 signed by it, a
-client certificate, and a second, unrelated CA). Servers keep their plain port (the lab's readiness check pings
+The PKI (a CA, a server certificate for IP 127.0.0.1 signed by it, a client certificate, and a second,
+unrelated CA) is the session-scoped `pki` fixture of conftest.py. Servers keep their plain port (the lab's readiness check pings
 it) and add `--tls-port`.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import ssl
 import subprocess
@@ -33,28 +32,6 @@ COMMANDS = {
     "doctor": ("doctor", "--once", "--connect-timeout", "1"),
     "kill": ("kill", "--source", "127.0.0.9", "--idle", "0", "--connect-timeout", "1"),
 }
-
-
-def openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    if not shutil.which("openssl"):
-        pytest.skip("needs openssl")
-    d = tmp_path_factory.mktemp("pki")
-    for ca in ("ca", "other-ca"):
-        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{ca}.key", "-out", f"{ca}.pem",
-                "-days", "1", "-subj", f"/CN=connguard test {ca}", cwd=d)
-    (d / "server.ext").write_text("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
-    (d / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
-    for name, subject in (("server", "/CN=127.0.0.1"), ("client", "/CN=connguard-client")):
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
-                "-subj", subject, cwd=d)
-        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-                "-out", f"{name}.pem", "-days", "1", "-extfile", f"{name}.ext", cwd=d)
-    return {p.stem if p.suffix == ".pem" else p.name: p for p in d.iterdir()}
 
 
 def tls_server(start_server, binary: ServerBinary, pki: dict[str, Path], auth_clients: str, maxclients: int = 50) -> tuple[ServerProcess, int]:
@@ -140,6 +117,7 @@ def test_insecure_on_a_plain_url_is_one_usage_line():
     assert "not a TLS URL" in one_line(run("status", "redis://127.0.0.1:1", "--insecure"))
 
 
+@pytest.mark.slow
 def test_each_tls_mismatch_is_one_clear_line_and_exit_3(default_binary, start_server, pki):
     plain_server, optional = tls_server(start_server, default_binary, pki, "optional")
     ca = f"ssl_ca_certs={pki['ca']}"

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 
+import pytest
 import redis
 
 from connguard.lab.scenarios import run_scenario
@@ -66,6 +67,7 @@ def names(line: dict) -> set[str]:
     return {a["name"] for a in line["alerts"]}
 
 
+@pytest.mark.slow
 def test_a_steady_leak_is_forecast_within_a_quarter_and_capacity_alerts_at_the_line(
         default_binary, start_server, crowd_for, tmp_path):
     server = start_server(default_binary, maxclients=72)
@@ -171,6 +173,7 @@ def test_a_restart_leaves_no_negative_rates_and_sampling_resumes(default_binary,
     assert after and all(line["reachable"] and line["rejected_per_s"] is not None for line in after)
 
 
+@pytest.mark.slow
 def test_a_full_server_does_not_stop_the_lines(default_binary, start_server, crowd_for):
     server = start_server(default_binary, maxclients=12)
     crowd = crowd_for(server)

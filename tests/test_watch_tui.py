@@ -63,6 +63,7 @@ def status(url: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=30)
 
 
+@pytest.mark.slow
 def test_the_live_view_shows_gauge_forecast_and_capacity_alert_and_ctrl_c_exits_0(
         default_binary, start_server, crowd_for):
     server = start_server(default_binary, maxclients=60)

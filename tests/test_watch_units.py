@@ -33,10 +33,9 @@ def test_the_hook_gets_the_alert_as_json_on_stdin(tmp_path):
 
 def test_a_slow_hook_never_blocks_and_is_killed_at_its_timeout():
     hook = AlertHook("sleep 30", "redis://127.0.0.1:6379", timeout_s=0.5)
-    started = time.monotonic()
     for _ in range(3):
         hook.submit(event())
-    assert time.monotonic() - started < 0.1  # submitting is a queue put, never a wait
+    assert hook.results == []  # submitting is a queue put: none of the 0.5 s runs has ended yet
     deadline = time.monotonic() + 10
     while not hook.results and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import random
 import re
 import resource
 import shutil
@@ -11,6 +12,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,13 +105,78 @@ def default_binary(override: str | None = None) -> ServerBinary:
     raise LabError(HOW_TO_GET_A_SERVER)
 
 
-def free_port(host: str = "127.0.0.1") -> int:
+# Ports for throwaway servers come from 11000-20999, below the kernel's ephemeral range (32768+ by default), so
+# no client socket's local port can take one; the cluster bus (+10000) lands in 21000-30999, which no server
+# port uses. The range is cut into slots: each pytest-xdist worker (PYTEST_XDIST_WORKER=gwN) takes its own, any
+# other process one picked by PID. Within a slot a process walks the ports in turn from a random start, so it
+# does not hand out a port it just used (TIME_WAIT) and two processes in one slot rarely meet; when they do,
+# the bind check skips the port and ServerProcess restarts a server that lost a race on another one.
+PORT_RANGE_START = 11_000
+PORT_RANGE_END = 21_000  # exclusive; + the 10000 bus offset stays below 32768
+PORT_SLOTS = 10
+_PORTS_PER_SLOT = (PORT_RANGE_END - PORT_RANGE_START) // PORT_SLOTS
+
+
+def _port_slot() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw") and worker[2:].isdigit():
+        return int(worker[2:]) % PORT_SLOTS
+    return os.getpid() % PORT_SLOTS
+
+
+class _PortCursor:
+    """Walks one slot's ports in turn; recreated when the process forks or changes slot."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.slot = _port_slot()
+        self.first = PORT_RANGE_START + self.slot * _PORTS_PER_SLOT
+        self.next = random.randrange(_PORTS_PER_SLOT)
+        self.lock = threading.Lock()
+
+    def take(self) -> int:
+        with self.lock:
+            port = self.first + self.next % _PORTS_PER_SLOT
+            self.next += 1
+            return port
+
+
+_cursor: _PortCursor | None = None
+
+
+def _bindable(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1", *, paired_offset: int | None = None, avoid: set[int] | None = None) -> int:
+    """A port nothing listens on, from this process's slot (see above). With `paired_offset`, port + offset is
+    free too (a cluster node's bus port). `avoid` holds ports already promised to servers not yet started."""
+    global _cursor
+    if _cursor is None or _cursor.pid != os.getpid() or _cursor.slot != _port_slot():
+        _cursor = _PortCursor()
+    avoid = avoid or set()
+    for _ in range(_PORTS_PER_SLOT):
+        port = _cursor.take()
+        pair = () if paired_offset is None else (port + paired_offset,)
+        if port in avoid or any(p in avoid for p in pair):
+            continue
+        if _bindable(host, port) and all(_bindable(host, p) for p in pair):
+            return port
+    raise LabError(f"no free port in {PORT_RANGE_START}-{PORT_RANGE_END - 1} (slot {_cursor.slot})")
 
 
 _PR_SET_PDEATHSIG = 1
+_START_ATTEMPTS = 5
+_PID_UNKNOWN = -1  # a server whose INFO names no process_id: cannot tell, so taken as ours
+
+
+class PortTaken(LabError):
+    """The port a server was to listen on belongs to another process."""
 
 
 def _child_setup(nofile: int | None) -> None:
@@ -139,6 +206,7 @@ class ServerProcess:
         start_timeout_s: float = 15.0,
     ) -> None:
         self.binary = binary
+        self._port_chosen_here = not port
         self.port = port or free_port()
         self.maxclients = maxclients
         self.nofile = nofile
@@ -171,6 +239,18 @@ class ServerProcess:
         return args + list(self.extra_args)
 
     def start(self) -> "ServerProcess":
+        """Start and wait for PING. A port this object picked itself that another process took in the meantime
+        (bind failed, or someone else answered) is replaced by a fresh one, a few times."""
+        for attempt in range(_START_ATTEMPTS):
+            try:
+                return self._start_once()
+            except PortTaken:
+                if not self._port_chosen_here or attempt == _START_ATTEMPTS - 1:
+                    raise
+                self.port = free_port()
+        raise AssertionError("unreachable")
+
+    def _start_once(self) -> "ServerProcess":
         nofile = self.nofile
         self.workdir = tempfile.mkdtemp(prefix="connguard-lab-")
         try:
@@ -199,19 +279,39 @@ class ServerProcess:
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                raise LabError(f"{self.binary.label} exited at start (code {self.proc.returncode}): {self.log_tail()}")
+                log = self.log_tail()
+                if "in use" in self.log_text():  # "bind: Address already in use"
+                    raise PortTaken(f"{self.binary.label} could not bind port {self.port}: {log}")
+                raise LabError(f"{self.binary.label} exited at start (code {self.proc.returncode}): {log}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
-                    if self.password:
-                        sock.sendall(_resp("AUTH", self.password))
-                        sock.recv(64)
-                    sock.sendall(_resp("PING"))
-                    if sock.recv(64).startswith(b"+PONG"):
-                        return
+                answered_by = self._ping_and_ask_pid()
             except OSError:
-                pass
+                answered_by = None
+            if answered_by is not None:
+                if self.proc is not None and answered_by not in (self.proc.pid, _PID_UNKNOWN):
+                    raise PortTaken(f"port {self.port} is answered by another server (pid {answered_by})")
+                return
             time.sleep(0.02)
         raise LabError(f"{self.binary.label} did not answer PING on port {self.port} within {self.start_timeout_s:.0f}s")
+
+    def _ping_and_ask_pid(self) -> int | None:
+        """The PID of the server answering on our port (INFO server), or None while it does not answer PING yet.
+        Two processes can pick one free port at once; this tells whether it is ours that answers."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+            if self.password:
+                sock.sendall(_resp("AUTH", self.password))
+                sock.recv(64)
+            sock.sendall(_resp("PING"))
+            if not sock.recv(64).startswith(b"+PONG"):
+                return None
+            sock.sendall(_resp("INFO", "server"))
+            data = b""
+            while not (match := re.search(rb"process_id:(\d+)\r\n", data)) and len(data) < 65_536:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        return int(match.group(1)) if match else _PID_UNKNOWN
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -6,7 +6,6 @@ is removed. Used by the tests and the fleet benchmark; nothing here touches a se
 from __future__ import annotations
 
 import random
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,26 +21,10 @@ CLUSTER_SLOTS = 16_384
 SENTINEL_MASTER = "mymaster"
 
 
-def _bindable(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def free_cluster_port(rng: random.Random | None = None, taken: set[int] | None = None) -> int:
-    """A free port <= 55535 whose cluster-bus port (+10000) is free too."""
-    rng = rng or random.Random()
-    taken = taken or set()
-    for _ in range(500):
-        port = rng.randint(20_000, MAX_CLUSTER_PORT)
-        if port in taken or port + CLUSTER_BUS_OFFSET in taken:
-            continue
-        if _bindable(port) and _bindable(port + CLUSTER_BUS_OFFSET):
-            return port
-    raise LabError("no free port pair (port, port+10000) found for a cluster node")
+    """A free port <= 55535 whose cluster-bus port (+10000) is free too (from this process's port slot;
+    `rng` is no longer used and kept for callers)."""
+    return free_port(paired_offset=CLUSTER_BUS_OFFSET, avoid=taken)
 
 
 class SentinelProcess(ServerProcess):
