@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from connguard.analysis.alerts import AlertSettings, AlertState, SourceTrend, Tick, active_alerts, step
-from connguard.analysis.forecast import Forecast, ForecastTracker, describe, forecast
+from connguard.analysis.forecast import MIN_SPAN_S, Forecast, ForecastTracker, describe, forecast
 
 
 def line(n: int, every_s: float, start: float, per_s: float, noise: float = 0.0, seed: int = 1):
@@ -235,3 +235,18 @@ def test_a_release_withdraws_at_once_and_a_reset_forgets_the_cycle():
     for t in range(120, 160):
         fc = tracker.observe(float(t), 5.0 + (t - 120), 1000)
     assert fc.seconds_to_full == pytest.approx(1000 - 44, rel=0.05)
+
+
+def test_the_first_forecast_comes_on_the_tick_the_data_suffices_whatever_the_tick_length():
+    # A loaded machine stretches ticks (0.6 s here, not 0.5): the first fit must not wait for the next refit.
+    from connguard.analysis.forecast import MIN_SPAN_S, ForecastTracker
+
+    tracker = ForecastTracker()
+    t, used = 0.0, 10.0
+    first_with_enough = None
+    while t < 40:
+        fc = tracker.observe(t, used, 300)
+        if t >= MIN_SPAN_S and first_with_enough is None:
+            first_with_enough = fc
+        t, used = t + 0.6, used + 1.2
+    assert first_with_enough is not None and first_with_enough.seconds_to_full is not None

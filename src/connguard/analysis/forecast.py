@@ -291,7 +291,9 @@ class ForecastTracker:
         if cycle is not None and level <= cycle[0] + _release_drop(cycle[0]):
             return self._withdrawn(f"below the peak of {cycle[0]:.0f} before the last release (a cycle, not a leak)",
                                    span)
-        if t - self._fit_at >= self.refit_s or self._fit is None:
+        # Refit every `refit_s`, and on every observation while the data is still too short to fit: the first
+        # forecast comes on the tick the data suffices, not up to `refit_s` later (such fits are small).
+        if t - self._fit_at >= self.refit_s or self._fit is None or self._fit.reason.startswith("not enough data"):
             pts = _subsample(self._points, MAX_FIT_POINTS)
             cut = last_change_point(pts) if self.method == "change-point" else 0  # after a bend, step, plateau
             fit = forecast(pts[cut:], limit, window_s=self.window_s)
