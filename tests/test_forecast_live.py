@@ -17,7 +17,7 @@ from connguard.lab.servers import ServerProcess
 from connguard.target_url import parse_target
 
 TICK_S = 0.5
-LEAK_PER_TICK = 2  # 4 connections a second
+LEAK_PER_S = 4.0  # by the clock, not per tick: a loaded machine stretches ticks, and a leak is steady in time
 MAXCLIENTS = 200
 
 
@@ -41,9 +41,16 @@ def test_watch_and_the_exporter_follow_the_forecast_lifecycle_live(default_binar
     ticks: list[Tick] = []
     restarted: ServerProcess | None = None
 
-    def tick(phase: str, opens: int = 0) -> None:
-        if opens:
-            crowd.open(opens, source="127.0.0.2", name="leaky")
+    leaking = {"phase": "", "since": 0.0, "opened": 0}
+
+    def tick(phase: str, per_s: float = 0.0) -> None:
+        if per_s:
+            if leaking["phase"] != phase:
+                leaking.update(phase=phase, since=time.monotonic(), opened=0)
+            due = int(per_s * (time.monotonic() - leaking["since"])) + 2 - leaking["opened"]
+            if due > 0:
+                crowd.open(due, source="127.0.0.2", name="leaky")
+                leaking["opened"] += due
         frame = model.update(watch_sampler.sample(client_list=False))
         view = registry.scrape(target)
         ticks.append(Tick(phase, frame.monotonic, frame.used if frame.reachable else None,
@@ -53,7 +60,7 @@ def test_watch_and_the_exporter_follow_the_forecast_lifecycle_live(default_binar
     try:
         watch_sampler.open()
         for _ in range(int(24 / TICK_S)):
-            tick("leak", LEAK_PER_TICK)
+            tick("leak", LEAK_PER_S)
         for _ in range(int(10 / TICK_S)):
             tick("plateau")
         crowd.close()  # the leak released
@@ -67,7 +74,7 @@ def test_watch_and_the_exporter_follow_the_forecast_lifecycle_live(default_binar
         restarted = ServerProcess(default_binary, port=port, maxclients=MAXCLIENTS).start()
         crowd = Crowd("127.0.0.1", port)
         for _ in range(int(6 / TICK_S)):
-            tick("restart", LEAK_PER_TICK)
+            tick("restart", LEAK_PER_S)
         crowd.close()
         restarted.stop()
         for _ in range(4):
