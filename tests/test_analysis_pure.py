@@ -13,7 +13,6 @@ import pytest
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 IO_LIBRARIES = ("redis", "rich", "click")
-# The pool arithmetic leaves remedy/plan.py (which imports redis-py) for analysis/pools.py on branch w22.
 
 
 def loaded_after(statement: str) -> list[str]:
