@@ -92,12 +92,15 @@ def test_watch_and_the_exporter_follow_the_forecast_lifecycle_live(default_binar
     leak = phase("leak")
     start = next(x for x in leak if x.watch_used)
     rate = (leak[-1].watch_used - start.watch_used) / (leak[-1].t - start.t)
-    late = [x for x in leak if x.t - start.t >= 20]
+    # From 21 s: the recordings (tests/test_forecast_shapes.py) hold it from 20 s exactly; live, the leak's very
+    # first tick can be cut off as its own regime on a loaded machine, so allow that one tick.
+    late = [x for x in leak if x.t - start.t >= 21]
     assert late, "the leak ran past 20 s"
     for x in late:
         truth = (MAXCLIENTS - 1 - x.watch_used) / rate
         for said in (x.watch_s, x.exported):
-            assert said is not None and math.isfinite(said), f"no forecast {x.t - start.t:.1f} s into the leak"
+            assert said is not None and math.isfinite(said), (
+                f"no forecast {x.t - start.t:.1f} s into the leak (watch {x.watch_s}, exporter {x.exported})")
             assert abs(said - truth) <= 0.25 * truth, (said, truth)
 
     plateau = phase("plateau")
