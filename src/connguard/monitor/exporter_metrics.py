@@ -13,11 +13,12 @@ from typing import Iterable, Sequence
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from connguard.analysis.capacity import RESERVED_FDS, capacity
-from connguard.analysis.classify import NORMAL, PUBSUB, client_records, kind_of
+from connguard.analysis.classify import PUBSUB, client_records, kind_of
 from connguard.analysis.diagnosis import Diagnosis
 from connguard.analysis.findings import CAUSES, SEVERITIES
 from connguard.analysis.rules.fd_limit import SIGNATURES
 from connguard.analysis.sources import host_key
+from connguard.analysis.window import group_by_host
 from connguard.monitor.watch_budget import client_list_stat
 from connguard.probe.model import Snapshot
 from connguard.settings import IDLE_THRESHOLD_S
@@ -222,27 +223,15 @@ class HostRow:
 
 
 def host_rows(snap: Snapshot, idle_threshold_s: float) -> tuple[tuple[HostRow, ...], int]:
-    """(hosts busiest first, pub/sub clients) in one pass over CLIENT LIST. Equal to `source_table`'s counts,
-    order and first name/lib, but it classifies only the connections whose kind matters (idle ones, pub/sub
-    ones): at 10k clients that is ~10x cheaper, and the exporter runs it on every CLIENT LIST."""
-    rows: dict[str, list] = {}
-    pubsub = 0
-    for rec in client_records(snap):
-        host = rec.host
-        row = rows.get(host)
-        if row is None:
-            row = rows[host] = [0, 0, "", ""]
-        row[0] += 1
-        if rec.idle_s >= idle_threshold_s and kind_of(rec) == NORMAL:
-            row[1] += 1
-        if not row[2] and rec.name:
-            row[2] = rec.name
-        if not row[3] and rec.lib_name:
-            row[3] = rec.lib or ""
-        if rec.is_pubsub and kind_of(rec) == PUBSUB:
-            pubsub += 1
-    ordered = sorted(rows.items(), key=lambda kv: (-kv[1][0], -kv[1][1], host_key(kv[0])))
-    return tuple(HostRow(h, r[0], r[1], r[2], r[3]) for h, r in ordered), pubsub
+    """(hosts busiest first, pub/sub clients) from one CLIENT LIST. The per-host counts are the window's
+    (`analysis.window.group_by_host`, as watch shows them), equal to `source_table`'s counts, order and first
+    name/lib; it classifies only the connections whose kind matters, so it stays cheap at 10k clients."""
+    records = tuple(client_records(snap))
+    groups = group_by_host(records, idle_threshold_s)
+    pubsub = sum(1 for rec in records if rec.is_pubsub and kind_of(rec) == PUBSUB)
+    ordered = sorted(groups.items(), key=lambda kv: (-kv[1].connections, -kv[1].idle, host_key(kv[0])))
+    return tuple(HostRow(h, g.connections, g.idle, g.names[0] if g.names else "", g.libs[0] if g.libs else "")
+                 for h, g in ordered), pubsub
 
 
 def client_families(snap: Snapshot, top: int, idle_threshold_s: float,
