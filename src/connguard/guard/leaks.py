@@ -21,10 +21,19 @@ _INTERNAL_PREFIXES = (os.path.dirname(redis.__file__) + os.sep, os.path.dirname(
 _internal_code: dict[CodeType, bool] = {}
 
 # A checkout is recorded on the connection itself as `conn._cg_out`, a tuple:
-#   (started monotonic, caller frame, caller's line at checkout, owner: thread ident or asyncio Task)
+#   (started monotonic, caller frame, caller's f_lasti at checkout, owner: thread ident or asyncio Task)
 # and cleared on release. Only the direct caller's frame is kept: walking further up at checkout would make CPython
 # build every outer frame object on every command (measured at several % of a GET). The walk happens at report time.
-STARTED, CALLER, LINE, OWNER = range(4)
+# The caller's place is kept as its bytecode offset: reading f_lineno scans the line table on every command.
+STARTED, CALLER, LASTI, OWNER = range(4)
+
+
+def line_of(code: CodeType, lasti: int) -> int | None:
+    """The source line of the instruction at byte offset `lasti` (what f_lineno would have said then)."""
+    for start, end, line in code.co_lines():
+        if start <= lasti < end:
+            return line
+    return None
 
 
 def _user_frame(frame: FrameType | None) -> FrameType | None:
@@ -40,6 +49,8 @@ def _user_frame(frame: FrameType | None) -> FrameType | None:
 
 
 def _owner_name(owner: Any) -> str:
+    if owner is None:
+        return "no task"  # asyncio.current_task() outside a task (a callback run by the loop)
     if isinstance(owner, int):
         thread = next((t for t in threading.enumerate() if t.ident == owner), None)
         return f"thread {thread.name if thread else owner}"
@@ -67,7 +78,7 @@ class LeakTracker:
             WATCHDOG.register(self)
 
     def checkout(self, conn: Any, caller: FrameType, owner: Any) -> None:
-        conn._cg_out = (time.monotonic(), caller, caller.f_lineno, owner)
+        conn._cg_out = (time.monotonic(), caller, caller.f_lasti, owner)
 
     def checkin(self, conn: Any) -> None:
         out, conn._cg_out = conn._cg_out, None
@@ -128,7 +139,7 @@ def _frames(out: tuple[Any, ...]) -> list[tuple[FrameType, int]]:
     """(frame, line) from the checkout caller outwards. The caller's line is the one at checkout; frames further
     out show the line they are on now, which is the checkout line too while they are still inside that call."""
     caller: FrameType = out[CALLER]
-    frames = [(caller, out[LINE])]
+    frames = [(caller, line_of(caller.f_code, out[LASTI]) or caller.f_lineno)]
     outer = caller.f_back
     while outer is not None and len(frames) < 40:
         frames.append((outer, outer.f_lineno))
