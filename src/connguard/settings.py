@@ -30,3 +30,7 @@ FORECAST_ALERT_S = 900.0  # exhaustion_soon fires when full in under this (criti
 WINDOW_MAX_SNAPSHOTS = 8  # full Snapshots kept for the doctor's rules (a 10k-client Snapshot is megabytes)
 WINDOW_SPAN_S = 60.0  # ... spread over this much recent time
 WINDOW_MAX_POINTS = 1200  # (time, used) points kept for the forecast, whatever the tick rate
+
+# Fleet fan-out (discovery/fanout.py); here so the CLI's option declarations read them without importing discovery.
+DEFAULT_CONCURRENCY = 16
+MAX_CONCURRENCY = 512  # each worker holds one connection and a thread; more only thrashes

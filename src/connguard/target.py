@@ -39,27 +39,50 @@ class MaxClientsRefused(redis.exceptions.ConnectionError):
 
 
 class _RefusalAware:
-    """Mixin: after the TCP connect, peek for the refusal a full server sends before any command."""
+    """Mixin: notice the refusal a full server sends before any command, without waiting for it.
+
+    A full server accepts, writes `-ERR max number of clients reached` and closes. A healthy one says nothing until
+    asked, so waiting for a word on every connect would tax every run. Instead: one look that does not wait right
+    after the TCP connect, and one more look at whatever the server had sent just before redis-py closes a socket
+    that failed in the handshake (a reset on a second write can reach redis-py before the refusal is read; the
+    refusal is still queued ahead of the reset). Either look raises or records MaxClientsRefused."""
+
+    _cg_refusal: str | None = None
 
     def _connect(self):  # type: ignore[no-untyped-def]
+        self._cg_refusal = None
         sock = super()._connect()  # type: ignore[misc]
-        raw = getattr(sock, "_sock", sock)
         if isinstance(sock, ssl.SSLSocket):
             return sock  # over TLS a full server writes nothing and just closes
-        try:
-            # poll, not select: select() cannot watch a descriptor numbered 1024 or more, which a process
-            # holding many connections (a fleet run, the exporter) reaches.
-            poller = select.poll()
-            poller.register(raw, select.POLLIN)
-            if poller.poll(50):
-                early = raw.recv(256, socket.MSG_PEEK)
-                if MAXCLIENTS_MESSAGE.encode() in early:
-                    sock.close()
-                    raise MaxClientsRefused(early.decode(errors="replace").strip().lstrip("-"))
-        except (OSError, ValueError) as exc:
-            if isinstance(exc, MaxClientsRefused):
-                raise
+        refusal = _refusal_in(sock)
+        if refusal is not None:
+            sock.close()
+            raise MaxClientsRefused(refusal)
         return sock
+
+    def disconnect(self, *args: Any, **kwargs: Any) -> None:
+        sock = getattr(self, "_sock", None)
+        if sock is not None and self._cg_refusal is None and not isinstance(sock, ssl.SSLSocket):
+            self._cg_refusal = _refusal_in(sock)
+        super().disconnect(*args, **kwargs)  # type: ignore[misc]
+
+
+def _refusal_in(sock: socket.socket) -> str | None:
+    """The refusal text if the server has sent it (left unread), else None. Never waits."""
+    raw = getattr(sock, "_sock", sock)
+    try:
+        # poll, not select: select() cannot watch a descriptor numbered 1024 or more, which a process holding
+        # many connections (a fleet run, the exporter) reaches.
+        poller = select.poll()
+        poller.register(raw, select.POLLIN)
+        if not poller.poll(0):
+            return None
+        early = raw.recv(256, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (OSError, ValueError):
+        return None
+    if MAXCLIENTS_MESSAGE.encode() in early:
+        return early.decode(errors="replace").strip().lstrip("-")
+    return None
 
 
 class _Conn(_RefusalAware, redis.Connection):
@@ -365,6 +388,9 @@ def open_connection(
             return HeldConnection(target, conn, attempt, limitations)
         except (redis.exceptions.RedisError, OSError) as exc:
             conn.disconnect()
+            refusal = getattr(conn, "_cg_refusal", None)
+            if refusal is not None and not _is_refusal(exc, target):
+                exc = MaxClientsRefused(refusal)  # the handshake tripped on the close that followed the refusal
             if named and isinstance(exc, redis.exceptions.NoPermissionError) and "setname" in str(exc).lower():
                 named, attempt = False, attempt - 1
                 limitations = (f"CLIENT SETNAME denied ({_short(str(exc), 100)}): connguard's connection is "

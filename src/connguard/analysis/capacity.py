@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from connguard.analysis.window import observer_slots, used_slots
+from connguard.analysis.slots import observer_slots, used_slots
 from connguard.probe.model import Snapshot
 
 WARNING_RATIO = 0.8  # the runbook's alert line

@@ -20,7 +20,8 @@ from typing import Iterable, Sequence
 
 from connguard.analysis.classify import NORMAL, client_records, kind_of
 from connguard.analysis.forecast import Forecast, ForecastTracker
-from connguard.probe.model import ClientRecord, Snapshot, slots_used
+from connguard.analysis.slots import observer_slots, slots_left, used_slots  # noqa: F401 (the window's vocabulary)
+from connguard.probe.model import ClientRecord, Snapshot
 from connguard.settings import (
     FORECAST_WINDOW_S, NAMES_LISTED, WINDOW_MAX_POINTS, WINDOW_MAX_SNAPSHOTS, WINDOW_SPAN_S,
 )
@@ -28,23 +29,6 @@ from connguard.settings import (
 DEFAULT_SAMPLES = 2  # the classic doctor's window: two Snapshots an interval apart
 GROWTH_WINDOW_S = 60.0  # a host's growth per minute is measured over about the last minute
 MIN_GROWTH_SPAN_S = 5.0  # ... and never over less than this
-
-
-def observer_slots(snapshot: Snapshot) -> int:
-    """Connections connguard itself holds inside the server's counts (never more than it reports)."""
-    return min(snapshot.observer_connections, snapshot.info.connected_clients)
-
-
-def used_slots(snapshot: Snapshot) -> int:
-    """THE definition of used: slots held by clients, replicas and cluster links, connguard's own left out."""
-    info = snapshot.info
-    return slots_used(info.connected_clients - observer_slots(snapshot), info.connected_slaves,
-                      info.cluster_connections)
-
-
-def slots_left(snapshot: Snapshot) -> int | None:
-    """The limit `used_slots` runs into: maxclients less the slots connguard holds (the server counts them)."""
-    return None if snapshot.maxclients is None else snapshot.maxclients - observer_slots(snapshot)
 
 
 def restarted(a: Snapshot, b: Snapshot) -> bool:

@@ -11,11 +11,10 @@ from typing import Any, Callable, TypeVar
 import click
 
 from connguard.commands._common import FiniteNumber
-from connguard.discovery.fanout import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
 from connguard.discovery.seeds import is_multi_seed
 from connguard.discovery.sentinel_url import is_sentinel_url
 from connguard.errors import BadArguments
-from connguard.settings import CONNECT_TIMEOUT_S
+from connguard.settings import CONNECT_TIMEOUT_S, DEFAULT_CONCURRENCY, MAX_CONCURRENCY
 from connguard.target_url import is_host_port
 
 F = TypeVar("F", bound=Callable[..., Any])

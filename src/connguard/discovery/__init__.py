@@ -8,6 +8,16 @@
 - `summary`: pure roll-up of per-target results: risk order, worst exit code, the fleet-wide cause.
 """
 
-from connguard.discovery.model import Member, Problem, Topology
+from typing import Any
 
 __all__ = ["Member", "Problem", "Topology"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: `status` reads two pure helpers of this package (seeds, sentinel_url) on every run and needs none of
+    # the model's dataclasses.
+    if name in __all__:
+        from connguard.discovery import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,12 +14,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence, TypeVar
 
+from connguard.settings import DEFAULT_CONCURRENCY, MAX_CONCURRENCY  # noqa: F401 (their home; re-exported)
+
 T = TypeVar("T")
 R = TypeVar("R")
 Pause = Callable[[float], None]
 
-DEFAULT_CONCURRENCY = 16
-MAX_CONCURRENCY = 512  # each worker holds one connection and a thread; more only thrashes
 MAX_WAITING = 1024  # targets in flight at once (each a thread, mostly asleep in a pause); more start as these end
 
 

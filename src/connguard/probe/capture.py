@@ -60,7 +60,7 @@ def take_snapshot(conn: HeldConnection, *, client_list: bool = True, census: boo
     host = None
     sockets = None
     if is_local_server(info.process_id, info.tcp_port):
-        host = read_host_facts(info.process_id)  # type: ignore[arg-type]
+        host = read_host_facts(info.process_id, peers=client_list, bus=bool(info.cluster_enabled))  # type: ignore[arg-type]
         if census and info.tcp_port:
             sockets = read_census(info.tcp_port)
     return build_snapshot(raw, host=host, census=sockets, own_client_id=conn.client_id, observer_connections=1)

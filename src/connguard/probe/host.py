@@ -113,7 +113,11 @@ def read_passive_opens(proc: Path = PROC) -> int | None:
         return None
 
 
-def read_host_facts(pid: int, proc: Path = PROC, clock: Callable[[], float] = time.monotonic) -> HostFacts | None:
+def read_host_facts(pid: int, proc: Path = PROC, clock: Callable[[], float] = time.monotonic, *,
+                    peers: bool = True, bus: bool = True) -> HostFacts | None:
+    """The fd limit and use, the kernel's accept counter and, from the TCP tables, which clients are Redis's own
+    links (`peers`: only worth it beside a CLIENT LIST) and the cluster-bus links in (`bus`: only on a cluster
+    node). A one-line `status` asks for neither and reads no TCP table."""
     try:
         soft, hard = parse_limits((proc / str(pid) / "limits").read_text())
     except OSError:
@@ -122,11 +126,13 @@ def read_host_facts(pid: int, proc: Path = PROC, clock: Callable[[], float] = ti
         open_fds: int | None = len(os.listdir(proc / str(pid) / "fd"))
     except OSError:
         open_fds = None
-    from connguard.probe.peers import bus_links_in, internal_peers  # /proc walks: the other Redis processes here
+    from connguard.probe.peers import bus_links_in, internal_peers, tcp_lines  # /proc walks: the other Redis processes
 
+    rows, inodes = (tcp_lines(proc), socket_inodes(pid, proc)) if peers or bus else ([], set())  # read once for both
     return HostFacts(pid=pid, fd_limit_soft=soft, fd_limit_hard=hard, open_fds=open_fds,
                      passive_opens=read_passive_opens(proc), passive_opens_at=clock(),
-                     internal_peers=internal_peers(pid, proc), cluster_bus_links_in=bus_links_in(pid, proc))
+                     internal_peers=internal_peers(pid, proc, rows, inodes) if peers else {},
+                     cluster_bus_links_in=bus_links_in(pid, proc, rows, inodes) if bus else None)
 
 
 def _is_loopback(host: str | None) -> bool:

@@ -18,7 +18,9 @@ CLUSTER_BUS_OFFSET = 10_000  # Redis listens for the cluster bus on its port + 1
 SENTINEL, REPLICA, CLUSTER_NODE = "Sentinel", "replica", "cluster node"
 
 
-def _tcp_lines(proc: Path) -> list[list[str]]:
+def tcp_lines(proc: Path = PROC) -> list[list[str]]:
+    """The split rows of /proc/net/tcp and tcp6: read once and passed to both readers below (a busy host's tables
+    are large, and `status` runs every minute)."""
     rows: list[list[str]] = []
     for name in ("tcp", "tcp6"):
         try:
@@ -51,10 +53,11 @@ def _redis_processes(skip: int, proc: Path) -> dict[int, str]:
     return found
 
 
-def bus_links_in(pid: int, proc: Path = PROC) -> int | None:
+def bus_links_in(pid: int, proc: Path = PROC, rows: list[list[str]] | None = None,
+                 server_inodes: set[str] | None = None) -> int | None:
     """Established connections into `pid`'s cluster-bus port (one per other known node), None without a bus."""
-    server_inodes = socket_inodes(pid, proc)
-    rows = _tcp_lines(proc)
+    server_inodes = socket_inodes(pid, proc) if server_inodes is None else server_inodes
+    rows = tcp_lines(proc) if rows is None else rows
     ports = {decode_address(r[1])[1] for r in rows if r[3] == LISTEN and r[9] in server_inodes}
     bus = {p for p in ports if p - CLUSTER_BUS_OFFSET in ports}
     if not bus:
@@ -62,13 +65,14 @@ def bus_links_in(pid: int, proc: Path = PROC) -> int | None:
     return sum(1 for r in rows if r[3] == ESTABLISHED and r[9] in server_inodes and decode_address(r[1])[1] in bus)
 
 
-def internal_peers(pid: int, proc: Path = PROC) -> dict[str, str]:
+def internal_peers(pid: int, proc: Path = PROC, rows: list[list[str]] | None = None,
+                   server_inodes: set[str] | None = None) -> dict[str, str]:
     """{client host as the server sees it: what it is} for connections to `pid`'s listening ports whose
     client end a local Redis process holds: a Sentinel, a replica, or (to the bus port) a cluster node."""
-    server_inodes = socket_inodes(pid, proc)
+    server_inodes = socket_inodes(pid, proc) if server_inodes is None else server_inodes
     if not server_inodes:
         return {}
-    rows = _tcp_lines(proc)
+    rows = tcp_lines(proc) if rows is None else rows
     ports = {decode_address(r[1])[1] for r in rows if r[3] == LISTEN and r[9] in server_inodes}
     if not ports:
         return {}
