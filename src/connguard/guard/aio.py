@@ -74,7 +74,7 @@ class _AsyncGuard:
             conn = await self._wait_and_get(args, kwargs)
         if self._room.watching:  # see the sync pool
             await _core.ask_room_async(self, conn)
-        if self._track:  # LeakTracker.checkout, inlined: the hot path (see guard/leaks.py for the tuple)
+        if self._track:  # the checkout record (guard/leaks.py has the tuple), written here: the hot path
             caller = _getframe(1)
             conn._cg_out = (monotonic(), caller, caller.f_lasti, current_task())
         return conn
@@ -102,7 +102,7 @@ class _AsyncGuard:
     def release(self, connection: Any) -> Awaitable[None]:
         """A plain function that hands back redis-py's own release coroutine: the caller awaits it directly, with no
         coroutine of ours in between (one layer fewer on every command; redis-py awaits release at once)."""
-        if self._track:  # LeakTracker.checkin, inlined
+        if self._track:  # the checkout record cleared (a reported leak is logged as returned)
             out = getattr(connection, "_cg_out", None)
             if out is not None:
                 connection._cg_out = None

@@ -22,8 +22,9 @@ _internal_code: dict[CodeType, bool] = {}
 
 # A checkout is recorded on the connection itself as `conn._cg_out`, a tuple:
 #   (started monotonic, caller frame, caller's f_lasti at checkout, owner: thread ident or asyncio Task)
-# and cleared on release. Only the direct caller's frame is kept: walking further up at checkout would make CPython
-# build every outer frame object on every command (measured at several % of a GET). The walk happens at report time.
+# written and cleared by the pools themselves (guard/pool.py, guard/aio.py: the hot path, so no call here). Only the
+# direct caller's frame is kept: walking further up at checkout would make CPython build every outer frame object
+# on every command (measured at several % of a GET). The walk happens at report time.
 # The caller's place is kept as its bytecode offset: reading f_lineno scans the line table on every command.
 STARTED, CALLER, LASTI, OWNER = range(4)
 
@@ -76,14 +77,6 @@ class LeakTracker:
         self.reported_total = 0
         if threshold_s is not None:
             WATCHDOG.register(self)
-
-    def checkout(self, conn: Any, caller: FrameType, owner: Any) -> None:
-        conn._cg_out = (time.monotonic(), caller, caller.f_lasti, owner)
-
-    def checkin(self, conn: Any) -> None:
-        out, conn._cg_out = conn._cg_out, None
-        if self.reported and id(conn) in self.reported:
-            self.report_return(conn, out)
 
     def report_return(self, conn: Any, out: tuple[Any, ...] | None) -> None:
         self.reported.discard(id(conn))

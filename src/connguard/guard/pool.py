@@ -39,7 +39,7 @@ class _SyncGuard:
             raise NoRoom
         return conn
 
-    # The hot path: one attribute write per checkout and per release (LeakTracker.checkout/checkin, inlined).
+    # The hot path: one attribute write per checkout and per release (the checkout record; guard/leaks.py has its tuple).
     def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         try:
             conn = super().get_connection(*args, **kwargs)  # type: ignore[misc]
