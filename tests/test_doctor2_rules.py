@@ -56,6 +56,25 @@ def test_one_host_holding_most_slots_idle_since_opened_is_a_leak_or_an_abandoned
     assert "abandoned pool" in leak.summary
 
 
+def test_a_young_pile_whose_first_command_fell_in_the_next_second_is_still_left_after_open():
+    """CLIENT LIST's age and idle are whole seconds of one cached clock: a batch whose handshake was read in
+    the second after its accept reads idle = age - 1 (3 of 4 s, 75 %). Seconds old, that tick must not turn
+    a leak into a pool (a live leak-under-storm run once read exactly this)."""
+    from connguard.analysis.diagnosis import DoctorSettings
+    quick = DoctorSettings(interval_s=1.5, idle_threshold_s=2.0)
+    lines = [client(i, "127.0.0.5", 5, 5, name="orders-worker") for i in range(45)]
+    lines += [client(100 + i, "127.0.0.5", 4, 3, name="orders-worker") for i in range(9)]  # the lagging batch
+    lines += [client(200 + i, "127.0.0.6", 6, 0, name="web") for i in range(2)]
+    before, after = snapshot(lines, maxclients=60, taken_at=1000.0), snapshot(lines, maxclients=60, taken_at=1001.5)
+    diag = diagnose(before, after, quick, TARGET)
+    leak = diag.finding("connection_leak")
+    assert leak is not None and leak.hosts == ("127.0.0.5",) and leak.evidence["abandoned"] == 54
+    assert "pool_oversize" not in diag.causes
+    # At age 2 one tick is ambiguous (used a full second after opening, or in the same instant): not counted.
+    young = diagnose(snapshot([client(i, "127.0.0.5", 2, 1) for i in range(54)], maxclients=60), None, quick, TARGET)
+    assert young.finding("connection_leak") is None
+
+
 def _fanout(n: int, start: int = 0) -> list[str]:
     return [client(start + i, f"10.3.{i // 250}.{i % 250 + 1}", 30 + i % 60, 1, name="lambda") for i in range(n)]
 

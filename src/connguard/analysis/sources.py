@@ -32,6 +32,14 @@ def percentile(sorted_values: Sequence[int], q: float) -> int:
     return sorted_values[min(len(sorted_values) - 1, int(q * (len(sorted_values) - 1) + 0.5))]
 
 
+def left_after_open(r: ClientRecord) -> bool:
+    """Used once, then left: idle for most of its age. CLIENT LIST's age and idle are whole seconds of the
+    same cached clock, and a first command read in the second after the accept reads idle = age - 1; at a
+    few seconds of age that tick alone is over 20 %, so a connection whose only use was in the tick after
+    it opened counts too (from age 3: at age 2, idle 1 could as well be a use a full second later)."""
+    return r.idle_s >= 0.8 * r.age_s or r.idle_s >= r.age_s - 1 >= 2
+
+
 def active_idle_limit(idle_threshold_s: float) -> float:
     """Below this idle time a connection counts as active (in use)."""
     return min(idle_threshold_s, ACTIVE_IDLE_CAP_S)
@@ -55,7 +63,7 @@ class Source:
     pubsub: int = 0
     internal: int = 0
     active: int = 0  # plain connections idle below the active limit
-    abandoned: int = 0  # idle over threshold and idle >= 80% of age: used once, then left
+    abandoned: int = 0  # idle over threshold and left_after_open: used once, then left
     age_spread_s: int = 0  # p90 - p10 of plain connections' ages: how spread out in time they were opened
     median_idle_s: int = 0
     growth: int | None = None  # change in this host's connections since the first Snapshot
@@ -64,7 +72,7 @@ class Source:
     opened: int | None = None  # connections that were not there in the first Snapshot
     closed: int | None = None  # connections of the first Snapshot that are gone
     idle_ids: tuple[int, ...] = field(default=(), repr=False)  # plain, idle over threshold, longest idle first
-    stale: int = 0  # plain, idle for >= 80% of their age (>= 2 s old): opened, used once, left - at any age
+    stale: int = 0  # plain, left_after_open (>= 2 s old): opened, used once, left - at any age
     stale_min_idle_s: int = 0  # the shortest idle among them, for a kill that reaches them all
     stale_ids: tuple[int, ...] = field(default=(), repr=False)
     hosts: int = 1  # >1 only for the aggregated "rest" row
@@ -145,7 +153,7 @@ def summarize(host: str, recs: Sequence[ClientRecord], idle_threshold_s: float, 
     idle_over = sorted((r for r in plain if r.idle_s >= idle_threshold_s), key=lambda r: -r.idle_s)
     active_limit = active_idle_limit(idle_threshold_s)
     plain_ages = sorted(r.age_s for r in plain)
-    stale = sorted((r for r in plain if r.age_s >= 2 and r.idle_s >= 0.8 * r.age_s), key=lambda r: -r.idle_s)
+    stale = sorted((r for r in plain if r.age_s >= 2 and left_after_open(r)), key=lambda r: -r.idle_s)
     all_ages = sorted(r.age_s for r in recs)
     stale_ids = {r.id for r in stale}
     others = [r for r in recs if r.id not in stale_ids] if stale else list(recs)
@@ -172,8 +180,8 @@ def summarize(host: str, recs: Sequence[ClientRecord], idle_threshold_s: float, 
         pubsub=sum(1 for k in kinds if k == PUBSUB),
         internal=sum(1 for k in kinds if k in INTERNAL_KINDS),
         # Active: ran a command recently, and not merely because it is young (opened, then never used).
-        active=sum(1 for r in plain if r.idle_s < active_limit and not (r.age_s >= 2 and r.idle_s >= 0.8 * r.age_s)),
-        abandoned=sum(1 for r in idle_over if r.idle_s >= 0.8 * r.age_s),
+        active=sum(1 for r in plain if r.idle_s < active_limit and not (r.age_s >= 2 and left_after_open(r))),
+        abandoned=sum(1 for r in idle_over if left_after_open(r)),
         age_spread_s=percentile(plain_ages, 0.9) - percentile(plain_ages, 0.1),
         median_idle_s=percentile(sorted(r.idle_s for r in plain), 0.5),
         growth=growth,
