@@ -93,8 +93,9 @@ class SentinelSet:
 
     def start(self, timeout_s: float = 20.0) -> "SentinelSet":
         try:
+            # No 5 s wait for more replicas before a diskless full sync (7.0's default): the lab's dataset is empty.
             self.primary = ServerProcess(self.binary, maxclients=self.maxclients, password=self.password,
-                                         extra_args=self._auth_args()).start()
+                                         extra_args=(*self._auth_args(), "--repl-diskless-sync-delay", "0")).start()
             for _ in range(self.replicas):
                 self.replica_servers.append(ServerProcess(
                     self.binary, maxclients=self.maxclients, password=self.password,
@@ -113,11 +114,16 @@ class SentinelSet:
         return ("--masterauth", self.password) if self.password else ()
 
     def wait_settled(self, timeout_s: float) -> None:
-        """Until every Sentinel knows the primary, all replicas and all other Sentinels."""
+        """Until every replica has finished its sync (its primary link is a client only from then on) and every
+        Sentinel knows the primary, all replicas and all other Sentinels."""
         assert self.primary is not None
         primary = self.primary
 
         def settled() -> bool:
+            for r in self.replica_servers:
+                with _client(r.port, self.password) as c:
+                    if c.info("replication").get("master_link_status") != "up":
+                        return False
             for s in self.sentinel_servers:
                 with _client(s.port) as c:
                     addr = c.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master_name)
@@ -173,7 +179,7 @@ class ClusterSet:
                 self.nodes.append(ServerProcess(
                     self.binary, port=port, maxclients=self.maxclients,
                     extra_args=("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                                "--cluster-node-timeout", "5000"),
+                                "--cluster-node-timeout", "5000", "--repl-diskless-sync-delay", "0"),
                 ).start())
             self._assign_slots()
             self._meet()
