@@ -65,7 +65,8 @@ def test_the_celery_scenario_is_a_result_backend_pile_the_doctor_names_as_celery
         diag = run_doctor(parse_target(run.url), DoctorSettings(interval_s=0.5), connect_timeout_s=20)
     within_20_percent(Component("w", "celery", pool="prefork", concurrency=CONCURRENCY, result_backend="redis"), held)
     named = diag.finding("framework_connections")
-    assert named is not None and named.severity == "info"
+    assert named is not None and named.severity == "info", (diag.reachable, diag.error, diag.causes, held,
+                                                            [s.to_dict() for s in diag.sources or ()])
     roles = {(r["framework"], r["role"]): r for r in named.evidence["recognized"]}
     assert abs(roles[("celery", "result-backend")]["connections"] - CONCURRENCY) <= 0.2 * CONCURRENCY
     assert "Celery's Redis result backend" in roles[("celery", "result-backend")]["summary"]

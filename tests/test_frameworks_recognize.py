@@ -27,6 +27,21 @@ def test_a_celery_prefork_worker_with_a_result_backend_is_named_with_one_store_p
     assert "each prefork child" in backend.line and "redis_max_connections" in backend.line
 
 
+def test_a_worker_caught_between_two_polls_is_still_named():
+    """kombu's BRPOP returns every brpop_timeout (1 s) and is sent again; a loaded machine's CLIENT LIST once read
+    it in between (`flags=N cmd=brpop`), and the whole Celery finding was gone. RQ's pop, the same while a job runs."""
+    def unblocked(name: str, cmd: str) -> list:
+        text = "".join(line.replace(" flags=b ", " flags=N ") + "\n" if f" cmd={cmd} " in line else line + "\n"
+                       for line in (DATA / name).read_text().splitlines())
+        assert " flags=b " not in text
+        return parse_client_list(text).records()
+
+    celery = {(x.framework, x.role): x.connections for x in recognize(unblocked("celery_worker_prefork4.txt", "brpop"))}
+    assert celery == {("celery", "worker"): 9, ("celery", "result-backend"): 4}
+    rq = [(x.framework, x.role, x.connections) for x in recognize(unblocked("rq_worker.txt", "blmove"))]
+    assert rq == [("rq", "worker", 2)]
+
+
 def test_callers_waiting_on_results_are_result_consumers_not_workers():
     worker = records("celery_worker_prefork4.txt", "127.0.0.13")
     both = records("celery_worker_and_3_waiting_producers.txt")

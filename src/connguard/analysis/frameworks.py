@@ -4,14 +4,17 @@ counts, names). Pure and advisory: it names things for people and never changes 
 CLIENT LIST shows no channel, pattern or key names, only counts and the last command, so each shape below is
 the one captured from the real framework (tests/testdata/frameworks/, tools/capture_framework_client_lists.py):
 
-- Celery worker (kombu's Redis transport): a blocked BRPOP consumer, two PSUBSCRIBE clients (the pidbox and
+- Celery worker (kombu's Redis transport): a BRPOP consumer, two PSUBSCRIBE clients (the pidbox and
   event fan-outs, kombu subscribes with patterns), PUBLISH, PING and EVALSHA clients.
 - Celery result backend, worker side: one connection per prefork child (or thread) whose last command is
   EXEC (the result is stored as MULTI/SET/PUBLISH/EXEC), next to a worker.
 - Celery result backend, caller side: a process that called AsyncResult.get() keeps its result consumer,
   SUBSCRIBEd to celery-task-meta-<id> while it waits and left at UNSUBSCRIBE after, beside the LPUSH that
   sent the task.
-- RQ worker: a blocked BLMOVE (RQ 2+) or BRPOP plus a SUBSCRIBE client named with the worker's name.
+- RQ worker: a BLMOVE (RQ 2+) or BRPOP plus a SUBSCRIBE client named with the worker's name.
+
+A blocking pop is read by its last command, blocked or not: kombu re-sends BRPOP every `brpop_timeout` (1 s), and
+an RQ worker's pop is not blocked while it runs a job, so a look between the two reads `cmd=brpop` without `b`.
 - Django's cache and gunicorn's redis-py pools are plain redis-py connections: nothing sets them apart
   unless the application names them (a client name containing "django" is recognized)."""
 
@@ -78,7 +81,7 @@ def recognize_host(host: str, recs: Sequence[ClientRecord]) -> tuple[Recognized,
     """The framework roles among one host's connections (none when nothing matches a captured shape)."""
     found: list[Recognized] = []
     psub = [r for r in recs if r.psub and r.cmd == "psubscribe"]
-    brpop = [r for r in recs if r.cmd == "brpop" and "b" in r.flags]
+    brpop = [r for r in recs if r.cmd == "brpop"]  # blocked, or between kombu's 1 s polls
     if psub and brpop:  # kombu's consumer and its fan-outs: a Celery worker (or flower/beat's event side)
         worker_cmds = {"brpop", "psubscribe", "evalsha", "publish", "ping"}
         mine = [r for r in recs if r.cmd in worker_cmds and not r.sub]
@@ -99,8 +102,8 @@ def recognize_host(host: str, recs: Sequence[ClientRecord]) -> tuple[Recognized,
                                 f"SUBSCRIBE/UNSUBSCRIBE {len(consumers)} beside LPUSH {len(senders)}: "
                                 "celery-task-meta-<id> result consumers", ADVICE[("celery", "result-consumer")]))
     rq_named = {r.name for r in recs if r.sub and RQ_NAME.match(r.name or "")}
-    if rq_named and any(r.cmd in RQ_BLOCKING and "b" in r.flags for r in recs):
-        rq = [r for r in recs if r.name in rq_named or (r.cmd in RQ_BLOCKING and "b" in r.flags)]
+    if rq_named and any(r.cmd in RQ_BLOCKING for r in recs):
+        rq = [r for r in recs if r.name in rq_named or r.cmd in RQ_BLOCKING]
         found.append(Recognized(host, "rq", "worker", len(rq), _shape(Counter(r.cmd for r in rq)) +
                                 " (SUBSCRIBE named with the worker's name)", ADVICE[("rq", "worker")]))
     django = [r for r in recs if "django" in (r.name or "").lower()]
