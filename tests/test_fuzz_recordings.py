@@ -105,6 +105,9 @@ RECORDING_TYPES = (
 
 @FUZZ
 @example(text=RECORDINGS[0].read_text().replace('"target":', '"targte":', 1), as_json=False)
+# Found by a full run (2026-12-05): an internal peer's role of another type crashed the internal-links rule.
+@example(text=(TESTDATA / "redis-7.0.15" / "internal_connections" / "window.jsonl").read_text().replace(
+    '"internal_peers":{"127.0.0.1":"replica"}', '"internal_peers":{"127.0.0.1":null}'), as_json=False)
 @given(damaged_recordings(("delete", "replace")), st.booleans())
 def test_a_recording_with_a_field_deleted_or_of_another_type_replays_or_fails_with_one_line(text: str, as_json: bool):
     replay(text, as_json)
