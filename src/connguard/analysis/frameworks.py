@@ -12,11 +12,11 @@ the one captured from the real framework (tests/testdata/frameworks/, tools/capt
   SUBSCRIBEd to celery-task-meta-<id> while it waits and left at UNSUBSCRIBE after, beside the LPUSH that
   sent the task.
 - RQ worker: a BLMOVE (RQ 2+) or BRPOP plus a SUBSCRIBE client named with the worker's name.
+- Django's cache and gunicorn's redis-py pools are plain redis-py connections: nothing sets them apart
+  unless the application names them (a client name containing "django" is recognized).
 
 A blocking pop is read by its last command, blocked or not: kombu re-sends BRPOP every `brpop_timeout` (1 s), and
-an RQ worker's pop is not blocked while it runs a job, so a look between the two reads `cmd=brpop` without `b`.
-- Django's cache and gunicorn's redis-py pools are plain redis-py connections: nothing sets them apart
-  unless the application names them (a client name containing "django" is recognized)."""
+an RQ worker's pop is not blocked while it runs a job, so a look between the two reads `cmd=brpop` without `b`."""
 
 from __future__ import annotations
 
