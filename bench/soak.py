@@ -254,12 +254,15 @@ def run_soak(scale: float = 1.0, binary_path: str | None = None, log=lambda *_: 
             if round_ == 0:
                 killed = client_kill_all(port)
                 fault(f"CLIENT KILL ({killed} killed)", time.monotonic())
-        after_faults = {"watch": proc_rss_kb(watcher.proc.pid), "exporter": proc_rss_kb(exporter.proc.pid)}
+        def rss_now() -> dict[str, int]:
+            return {"watch": proc_rss_kb(watcher.proc.pid), "exporter": proc_rss_kb(exporter.proc.pid)}
+
+        after_faults = rss_now()
         # The concurrent scrapes in two halves: the first reaches this machine's peak of handler threads (and the
         # malloc arenas they create, which stay), so a leak per scrape is growth over the second half.
         scrape_s = scrape_s or max(3.0, 60 * scale)
         first = concurrent_scrapes(exporter, scrape_s / 2)
-        scrape_mid = {"watch": proc_rss_kb(watcher.proc.pid), "exporter": proc_rss_kb(exporter.proc.pid)}
+        scrape_mid = rss_now()
         second = concurrent_scrapes(exporter, scrape_s / 2)
         result["scrapes"] = {**{k: first[k] + second[k] for k in first}, "seconds": scrape_s, "workers": SCRAPERS}
         time.sleep(1.0)

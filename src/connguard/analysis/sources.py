@@ -180,7 +180,7 @@ def summarize(host: str, recs: Sequence[ClientRecord], idle_threshold_s: float, 
         pubsub=sum(1 for k in kinds if k == PUBSUB),
         internal=sum(1 for k in kinds if k in INTERNAL_KINDS),
         # Active: ran a command recently, and not merely because it is young (opened, then never used).
-        active=sum(1 for r in plain if r.idle_s < active_limit and not (r.age_s >= 2 and left_after_open(r))),
+        active=sum(1 for r in plain if r.idle_s < active_limit and r.id not in stale_ids),
         abandoned=sum(1 for r in idle_over if left_after_open(r)),
         age_spread_s=percentile(plain_ages, 0.9) - percentile(plain_ages, 0.1),
         median_idle_s=percentile(sorted(r.idle_s for r in plain), 0.5),

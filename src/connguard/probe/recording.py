@@ -208,7 +208,8 @@ def _check_observation(data: Mapping[str, Any]) -> None:
         if set(data["host"]) - {"pid", "fd_limit_soft", "fd_limit_hard", "open_fds", "passive_opens",
                                 "passive_opens_at", "internal_peers", "cluster_bus_links_in"}:
             raise ValueError("host has fields this version does not know")
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in (data["host"].get("internal_peers") or {}).items()):
+        peers = data["host"].get("internal_peers") or {}
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in peers.items()):
             raise ValueError("host.internal_peers holds something other than host: role text")
 
 
